@@ -1,0 +1,162 @@
+"""Telling the network that the VIP moved: gratuitous ARP and unsolicited NA.
+
+Frames are built by pure functions into bytes, and sent by a thin AF_PACKET
+adapter. Why not scapy on this path: importing scapy's layers costs 0.3-1 s here,
+and the hook's first announcement is on the failover's critical path, while these
+three frame layouts are fixed and small. The tests dissect every frame with scapy
+(the reference implementation) and capture them on a real peer.
+
+Per round, IPv4 sends a gratuitous ARP request *and* reply, because switches and
+hosts differ in which one they accept (kube-vip #80, IPaddr2 #977, vip-manager #12).
+IPv6 sends an unsolicited neighbor advertisement with the override flag to
+all-nodes. The first round goes out at once; later rounds go out from a detached
+process so the hook can exit, and stop as soon as the VIP is no longer bound here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import socket
+import struct
+import time
+from typing import Callable, Sequence
+
+from .config import IPAddress
+
+log = logging.getLogger(__name__)
+
+ETH_P_ARP = 0x0806
+ETH_P_IPV6 = 0x86DD
+BROADCAST = b"\xff" * 6
+ZERO_MAC = b"\x00" * 6
+ARP_REQUEST = 1
+ARP_REPLY = 2
+ALL_NODES = ipaddress.IPv6Address("ff02::1")
+ALL_NODES_MAC = b"\x33\x33\x00\x00\x00\x01"
+ICMPV6_NA = 136
+NA_FLAG_OVERRIDE = 0x20000000
+ND_OPT_TARGET_LLADDR = 2
+
+
+def _ether(dst: bytes, src: bytes, ethertype: int) -> bytes:
+    return dst + src + struct.pack("!H", ethertype)
+
+
+def _arp(op: int, mac: bytes, ip: ipaddress.IPv4Address, target_mac: bytes) -> bytes:
+    # Gratuitous: sender IP == target IP == the VIP. Linux treats a reply as
+    # gratuitous only when the target MAC equals the sender's (arp_is_garp).
+    body = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, op, mac, ip.packed, target_mac, ip.packed)
+    return _ether(BROADCAST, mac, ETH_P_ARP) + body
+
+
+def garp_request(mac: bytes, ip: ipaddress.IPv4Address) -> bytes:
+    """RFC 5227 announcement: ARP request, target MAC zero, to broadcast."""
+    return _arp(ARP_REQUEST, mac, ip, ZERO_MAC)
+
+
+def garp_reply(mac: bytes, ip: ipaddress.IPv4Address) -> bytes:
+    """Gratuitous ARP reply (what `arping -A` sends), to broadcast."""
+    return _arp(ARP_REPLY, mac, ip, mac)
+
+
+def checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071)."""
+    if len(data) % 2:
+        data += b"\x00"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def unsolicited_na(mac: bytes, ip: ipaddress.IPv6Address) -> bytes:
+    """Unsolicited neighbor advertisement (RFC 4861 7.2.6): override set, solicited
+    clear, to all-nodes, hop limit 255, with the target link-layer address option."""
+    option = struct.pack("!BB6s", ND_OPT_TARGET_LLADDR, 1, mac)
+    icmp_wo_sum = struct.pack("!BBHI16s", ICMPV6_NA, 0, 0, NA_FLAG_OVERRIDE, ip.packed) + option
+    pseudo = ip.packed + ALL_NODES.packed + struct.pack("!I3xB", len(icmp_wo_sum), 58)
+    csum = checksum(pseudo + icmp_wo_sum)
+    icmp = icmp_wo_sum[:2] + struct.pack("!H", csum) + icmp_wo_sum[4:]
+    ipv6 = struct.pack("!IHBB16s16s", 6 << 28, len(icmp), 58, 255, ip.packed, ALL_NODES.packed)
+    return _ether(ALL_NODES_MAC, mac, ETH_P_IPV6) + ipv6 + icmp
+
+
+def round_frames(mac: bytes, ip: IPAddress) -> tuple[bytes, ...]:
+    """The frames of one announcement round for ``ip`` owned by ``mac``."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        return (garp_request(mac, ip), garp_reply(mac, ip))
+    return (unsolicited_na(mac, ip),)
+
+
+class RawSender:
+    """An AF_PACKET socket on one interface (needs CAP_NET_RAW)."""
+
+    def __init__(self, ifname: str) -> None:
+        self.ifname = ifname
+        # Protocol 0: this socket only sends, so the kernel queues nothing to it.
+        self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        try:
+            self._sock.bind((ifname, 0))
+        except OSError:
+            self._sock.close()
+            raise
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def send_round(self, frames: Sequence[bytes]) -> None:
+        for frame in frames:
+            self._sock.send(frame)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def spawn_rounds(sender: RawSender, frames: Sequence[bytes], rounds: int, interval: float,
+                 still_bound: Callable[[], bool]) -> None:
+    """Send ``rounds`` more rounds, ``interval`` apart, from a detached grandchild,
+    so the caller (the hook, on Sentinel's clock) can exit now.
+
+    The grandchild closes every inherited descriptor but the sender's: it must not
+    keep the caller's VIP lock, nor a pipe that somebody waits on for EOF.
+    """
+    if rounds <= 0:
+        return
+    pid = os.fork()
+    if pid:
+        os.waitpid(pid, 0)  # the child exits at once; the grandchild is re-parented
+        return
+    try:
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        _detach_stdio()
+        os.closerange(3, sender.fileno())
+        os.closerange(sender.fileno() + 1, _max_fd())
+        for _ in range(rounds):
+            time.sleep(interval)
+            # Never announce an address this host no longer holds: a release (or a
+            # newer failover) may have happened since the first round.
+            if not still_bound():
+                break
+            sender.send_round(frames)
+    except BaseException:  # noqa: BLE001 - nothing may escape a forked child
+        pass
+    os._exit(0)
+
+
+def _detach_stdio() -> None:
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    if null > 2:
+        os.close(null)
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (ValueError, OSError):
+        return 1024

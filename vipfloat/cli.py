@@ -1,0 +1,100 @@
+"""The `vipfloat` command: wiring only, no logic of its own.
+
+Every VipfloatError becomes one line per problem on stderr and its exit code
+(2 for config errors, 1 for transient ones); nothing prints a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Callable, Optional, TypeVar
+
+import typer
+
+from . import __version__
+from . import config as config_mod
+from .errors import VipfloatError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Keep a virtual IP on the host Redis Sentinel has made master.")
+
+ConfigOpt = Annotated[Optional[str], typer.Option(
+    "--config", "-c", metavar="PATH",
+    help="Config file (default: $VIPFLOAT_CONFIG, else /etc/vipfloat/vipfloat.toml).")]
+MasterOpt = Annotated[str, typer.Option("--master", "-m", help="Sentinel master name.")]
+T = TypeVar("T")
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except VipfloatError as exc:
+        if not exc.logged:
+            for line in str(exc).splitlines():
+                typer.echo(f"vipfloat: {line}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
+@app.command("check-config")
+def check_config(config: ConfigOpt = None) -> None:
+    """Validate the config file; report every problem, one line each."""
+    cfg = _guard(lambda: config_mod.load(config))
+    typer.echo(f"{cfg.path}: ok, {len(cfg.sentinel.addresses)} Sentinel(s), "
+               f"{len(cfg.vips)} VIP(s): " +
+               ", ".join(f"{v.master}={v.address} on {v.interface}" for v in cfg.vips))
+
+
+@app.command()
+def status(config: ConfigOpt = None,
+           as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+           = False) -> None:
+    """What holds each VIP, what each Sentinel says, and whether they agree.
+
+    Exit 0 when every VIP is consistent, 1 when one is not, 2 on a config error."""
+    from .status import gather, render_json, render_table
+
+    cfg = _guard(lambda: config_mod.load(config))
+    statuses = _guard(lambda: gather(cfg))
+    typer.echo(render_json(statuses) if as_json else render_table(statuses))
+    raise typer.Exit(0 if all(s.consistent for s in statuses) else 1)
+
+
+def _order(config: str | None, master: str, verb_name: str) -> None:
+    from . import logs
+    from .apply import Event, run
+    from .decide import Claim, Verb
+    from .errors import UnknownMasterError
+
+    logs.setup("vipfloat")
+    cfg = config_mod.load(config)
+    vip = cfg.vip_for(master)
+    if vip is None:
+        raise UnknownMasterError(f"master {master!r} has no [[vip]] block in {cfg.path}")
+    run(cfg, vip, Claim(source=f"vipfloat {verb_name}", order=Verb(verb_name)),
+        Event(role="operator"))
+
+
+@app.command()
+def acquire(master: MasterOpt, config: ConfigOpt = None) -> None:
+    """Bind and announce a VIP here (maintenance; the hook's code path)."""
+    _guard(lambda: _order(config, master, "acquire"))
+
+
+@app.command()
+def release(master: MasterOpt, config: ConfigOpt = None) -> None:
+    """Unbind a VIP here (maintenance; the hook's code path)."""
+    _guard(lambda: _order(config, master, "release"))
+
+
+@app.command()
+def version() -> None:
+    """Print vipfloat's version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app(prog_name="vipfloat")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Who should hold each VIP: a pure function over a frozen snapshot.
+
+Nothing here touches the network, the kernel or the clock. ``decide`` takes what
+was observed (the new master's addresses, this host's addresses, whether the VIP
+is bound) and returns one :class:`Action` per VIP, each with the reason that is
+logged and asserted in tests. :mod:`vipfloat.apply` makes the host match.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+from .config import Config, IPAddress, VipConfig
+
+if TYPE_CHECKING:
+    from .sentinel import SentinelAnswer
+
+
+class Verb(str, Enum):
+    ACQUIRE = "acquire"     # bind the VIP here and announce it
+    ANNOUNCE = "announce"   # already bound here: announce again so the network follows
+    RELEASE = "release"     # unbind the VIP here
+    NOTHING = "nothing"
+
+
+class Binding(str, Enum):
+    ABSENT = "absent"       # the VIP is not on the configured interface
+    PRESENT = "present"     # it is, with the configured prefix: ours
+    FOREIGN = "foreign"     # the same IP with another prefix: somebody else's, never touched
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a caller says about one master: a failover's new master, or an order."""
+
+    source: str                                   # "hook (leader)", "vipfloat acquire", ...
+    new_master: str | None = None                 # host as Sentinel gave it (IP or name)
+    new_master_addrs: frozenset[IPAddress] = frozenset()  # new_master resolved
+    order: Verb | None = None                     # operator's acquire/release, overrides
+
+
+@dataclass(frozen=True)
+class VipView:
+    """One VIP at one moment."""
+
+    master: str
+    claim: Claim
+    binding: Binding
+    binding_detail: str = ""                      # e.g. the foreign prefix, for the reason
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    local_addresses: frozenset[IPAddress]
+    vips: tuple[VipView, ...]
+
+
+@dataclass(frozen=True)
+class Action:
+    verb: Verb
+    master: str
+    reason: str
+
+
+def candidate_local_addresses(local: Iterable[IPAddress], vip: VipConfig) -> frozenset[IPAddress]:
+    """The addresses that make this host 'the new master' for ``vip``.
+
+    The VIP itself never counts (on its holder it is a local address, and a setup
+    that monitors the master through the VIP would otherwise keep it forever), nor
+    does loopback (127.0.0.1 is every host). A non-empty ``local_addresses`` in the
+    config narrows the set further.
+    """
+    usable = {a for a in local if a != vip.ip and not a.is_loopback}
+    if vip.local_addresses:
+        usable &= set(vip.local_addresses)
+    return frozenset(usable)
+
+
+def is_new_master_here(claim: Claim, local: Iterable[IPAddress], vip: VipConfig) -> bool:
+    return bool(claim.new_master_addrs & candidate_local_addresses(local, vip))
+
+
+def newest(answers: Sequence[SentinelAnswer]) -> SentinelAnswer | None:
+    """The authority: the answer with the highest config-epoch (the newest
+    configuration). A lagging Sentinel still names the old master at a lower epoch."""
+    known = [a for a in answers if a.master is not None]
+    return max(known, key=lambda a: a.master.config_epoch, default=None)  # type: ignore[union-attr]
+
+
+def decide(snapshot: Snapshot, config: Config) -> tuple[Action, ...]:
+    actions = []
+    for view in snapshot.vips:
+        vip = config.vip_for(view.master)
+        if vip is None:  # gathered for a master the config no longer has
+            actions.append(Action(Verb.NOTHING, view.master, "master not in config"))
+            continue
+        actions.append(_decide_one(view, vip, snapshot.local_addresses))
+    return tuple(actions)
+
+
+def _decide_one(view: VipView, vip: VipConfig, local: frozenset[IPAddress]) -> Action:
+    def act(verb: Verb, why: str) -> Action:
+        return Action(verb, view.master, f"{why} ({view.claim.source})")
+
+    if view.binding is Binding.FOREIGN:
+        return act(Verb.NOTHING, f"{vip.ip} is on {vip.interface} as {view.binding_detail}, "
+                                 f"not the configured /{vip.address.network.prefixlen}: "
+                                 "not ours to touch")
+    bound = view.binding is Binding.PRESENT
+    if view.claim.order is Verb.ACQUIRE:
+        return (act(Verb.ANNOUNCE, "operator asked to acquire; VIP already bound here, re-announcing")
+                if bound else act(Verb.ACQUIRE, "operator asked to acquire"))
+    if view.claim.order is Verb.RELEASE:
+        return (act(Verb.RELEASE, "operator asked to release") if bound
+                else act(Verb.NOTHING, "operator asked to release; VIP not bound here"))
+
+    who = _describe(view.claim)
+    if not view.claim.new_master_addrs:
+        return act(Verb.NOTHING, f"new master {who} has no usable address")
+    if is_new_master_here(view.claim, local, vip):
+        mine = ", ".join(str(a) for a in sorted(
+            view.claim.new_master_addrs & candidate_local_addresses(local, vip)))
+        if bound:
+            # Re-announcing is cheap and repairs caches that still point at a host
+            # that held the VIP in between (a missed release, a quick A-B-A failover).
+            return act(Verb.ANNOUNCE, f"new master {who} is this host ({mine}); "
+                                      "VIP already bound, re-announcing")
+        return act(Verb.ACQUIRE, f"new master {who} is this host ({mine})")
+    if bound:
+        return act(Verb.RELEASE, f"new master {who} is another host; VIP bound here")
+    return act(Verb.NOTHING, f"new master {who} is another host; VIP not bound here")
+
+
+def _describe(claim: Claim) -> str:
+    addrs = sorted(claim.new_master_addrs, key=lambda a: (a.version, a))
+    shown = ", ".join(str(a) for a in addrs)
+    if claim.new_master is None:
+        return shown or "unknown"
+    try:
+        ipaddress.ip_address(claim.new_master)
+        return claim.new_master
+    except ValueError:
+        return f"{claim.new_master} ({shown})" if shown else claim.new_master

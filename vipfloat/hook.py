@@ -1,0 +1,115 @@
+"""vipfloat-hook: Sentinel's client-reconfig-script.
+
+    vipfloat-hook [--config PATH] <master-name> <role> <state> <from-ip> <from-port> <to-ip> <to-port>
+
+Exit 0: done or nothing to do. 1: transient failure, Sentinel retries (30 s, 60 s ...).
+2: bad arguments or config, or a master name the config does not know: no retry.
+
+This module is on every failover's critical path: it imports only the standard
+library until it knows there is work, and never imports typer, redis or scapy.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+
+from . import config as config_mod
+from . import logs
+from .errors import EXIT_OK, EXIT_TRANSIENT, UnknownMasterError, UsageError, VipfloatError
+
+log = logging.getLogger("vipfloat-hook")
+
+USAGE = ("usage: vipfloat-hook [--config PATH] <master-name> <role> <state> "
+         "<from-ip> <from-port> <to-ip> <to-port>")
+
+
+@dataclass(frozen=True)
+class HookArgs:
+    master: str
+    role: str
+    state: str
+    from_host: str
+    from_port: int
+    to_host: str
+    to_port: int
+    config: str | None = None
+
+
+def _port(name: str, text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise UsageError(f"{name} must be a port number 1-65535, not {text!r}")
+    return int(text)
+
+
+def _host(name: str, text: str) -> str:
+    if not text or any(c.isspace() for c in text):
+        raise UsageError(f"{name} must be an IP address or host name, not {text!r}")
+    return text
+
+
+def parse_argv(argv: list[str]) -> HookArgs:
+    """Pure: Sentinel's seven arguments (role and state accepted as given: Sentinel 7
+    passes state 'start' where its docs say 'failover')."""
+    config = None
+    if argv[:1] == ["--config"]:
+        if len(argv) < 2:
+            raise UsageError("--config needs a path")
+        config, argv = argv[1], argv[2:]
+    elif argv[:1] and argv[0].startswith("--config="):
+        config, argv = argv[0].split("=", 1)[1], argv[1:]
+    if len(argv) != 7:
+        raise UsageError(f"expected 7 arguments, got {len(argv)}; {USAGE}")
+    master, role, state, from_host, from_port, to_host, to_port = argv
+    if not master:
+        raise UsageError("master-name is empty")
+    return HookArgs(master=master, role=role, state=state,
+                    from_host=_host("from-ip", from_host), from_port=_port("from-port", from_port),
+                    to_host=_host("to-ip", to_host), to_port=_port("to-port", to_port),
+                    config=config)
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def run(args: HookArgs) -> int:
+    cfg = config_mod.load(args.config)
+    logging.getLogger().setLevel(cfg.log_level.upper())
+    vip = cfg.vip_for(args.master)
+    if vip is None:
+        raise UnknownMasterError(f"master {args.master!r} has no [[vip]] block in {cfg.path}")
+    # Imported here, not at the top: pyroute2 is most of the hook's start-up cost,
+    # and nothing before this point needs it.
+    from .apply import Event, resolve_host, run as apply_run
+    from .decide import Claim
+
+    claim = Claim(source=f"hook, {args.role or 'unknown role'}", new_master=args.to_host,
+                  new_master_addrs=resolve_host(args.to_host))
+    event = Event(role=args.role, old_master=_hostport(args.from_host, args.from_port),
+                  new_master=_hostport(args.to_host, args.to_port))
+    apply_run(cfg, vip, claim, event)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
+    argv = sys.argv[1:] if argv is None else argv
+    logs.setup("vipfloat-hook")
+    if argv[:1] in (["-h"], ["--help"]):
+        print(USAGE)
+        return EXIT_OK
+    try:
+        return run(parse_argv(argv))
+    except VipfloatError as exc:
+        if not exc.logged:
+            for line in str(exc).splitlines() or [type(exc).__name__]:
+                log.error("%s", line)
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - Sentinel must get an exit code, not a traceback
+        log.error("internal error after %.0f ms: %s: %s", (time.monotonic() - started) * 1000,
+                  type(exc).__name__, exc)
+        log.debug("traceback", exc_info=True)
+        return EXIT_TRANSIENT

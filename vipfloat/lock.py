@@ -1,0 +1,73 @@
+"""One actor per VIP: an flock(2) lock file per master in ``state_dir``.
+
+Sentinel runs up to 16 scripts at once, and later the agent acts too; whoever
+changes a VIP holds its lock for the whole read-decide-act step, so two runs can
+never interleave (one adding while another removes) and the last one to act saw
+the state the previous one left. flock is released by the kernel when the holder
+dies, so a SIGKILLed hook never leaves a stale lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from .errors import LockTimeout, TransientError
+from .retry import until_deadline
+
+_SAFE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def lock_path(state_dir: Path, master: str) -> Path:
+    # Master names are Sentinel's and may hold any non-space character; keep the
+    # readable name where it is safe as a file name, else a stable hash.
+    name = master if _SAFE.match(master) and not master.startswith(".") else \
+        "h-" + hashlib.sha256(master.encode()).hexdigest()[:16]
+    return state_dir / f"{name}.lock"
+
+
+def ensure_state_dir(state_dir: Path) -> None:
+    try:
+        state_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TransientError(f"cannot create state_dir {state_dir}: {exc.strerror}") from None
+
+
+class VipLock:
+    def __init__(self, state_dir: Path, master: str, timeout: float) -> None:
+        self.path = lock_path(state_dir, master)
+        self.state_dir = state_dir
+        self.timeout = timeout
+        self._fd: int | None = None
+
+    def __enter__(self) -> VipLock:
+        ensure_state_dir(self.state_dir)
+        try:
+            # Read access is enough for flock; 0644 lets another user's process
+            # (Sentinel's hook vs the agent) lock a file the other one created.
+            fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise TransientError(f"cannot open lock {self.path}: {exc.strerror}") from None
+
+        def attempt() -> None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LockTimeout(f"lock {self.path} still held after {self.timeout:g} s") from None
+
+        try:
+            until_deadline(attempt, self.timeout, f"lock {self.path}", max_wait=0.05)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
