@@ -140,7 +140,8 @@ def _log_decision(vip: VipConfig, event: Event, action: Action | None, duration:
         master=vip.master, vip=vip.address, role=event.role, **{"from": event.old_master},
         to=event.new_master, action=action.verb.value if action else "none",
         reason=action.reason if action else "failed before deciding",
-        duration_ms=f"{duration * 1000:.1f}", result="error" if error else "ok", error=error)
+        duration_ms=f"{duration * 1000:.1f}", result="error" if error else "ok",
+        **({"error": error} if error else {}))
     (log.error if error else log.info)(line)
 
 
