@@ -1,0 +1,65 @@
+"""The pyroute2 adapter against a real kernel, in a lab namespace."""
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from vipfloat import config as config_mod
+from vipfloat.decide import Binding
+from vipfloat.errors import InterfaceError
+from vipfloat.netlink import NetlinkHost, binding_of
+
+from .conftest import VIP4, VIP6
+
+
+@pytest.fixture
+def cfg(lab, host_config):
+    return config_mod.load(host_config("a"))
+
+
+def test_add_and_remove_are_idempotent(lab, cfg):
+    with NetlinkHost(netns=lab.hosts["a"].netns) as host:
+        for vip in cfg.vips:
+            link = host.usable_link("eth1")
+            assert host.add(vip, link) is True
+            assert host.add(vip, link) is False          # EEXIST is success
+            assert lab.addresses("a").count(str(vip.address)) == 1
+            assert binding_of(host.addresses(), link.index, vip)[0] is Binding.PRESENT
+            assert host.remove(vip, link) is True
+            assert host.remove(vip, link) is False       # EADDRNOTAVAIL is success
+            assert not lab.has_address("a", str(vip.address))
+
+
+def test_ipv6_vip_is_usable_at_once(lab, cfg):
+    # Added with IFA_F_NODAD: no "tentative" second of duplicate address detection.
+    with NetlinkHost(netns=lab.hosts["a"].netns) as host:
+        host.add(cfg.vip_for("six"), host.usable_link("eth1"))
+    out = lab.run("a", "ip", "-6", "addr", "show", "dev", "eth1").stdout
+    line = next(l for l in out.splitlines() if VIP6 in l)
+    assert "nodad" in line and "tentative" not in line
+
+
+def test_local_addresses_are_parsed(lab, cfg):
+    with NetlinkHost(netns=lab.hosts["a"].netns) as host:
+        ips = {row.ip for row in host.addresses()}
+    assert ipaddress.ip_address("198.51.100.11") in ips
+    assert ipaddress.ip_address("2001:db8:100::b") in ips
+    assert ipaddress.ip_address(VIP4) not in ips
+
+
+def test_foreign_prefix_is_seen_as_foreign(lab, cfg):
+    lab.run("a", "ip", "addr", "add", f"{VIP4}/32", "dev", "eth1", check=True)
+    with NetlinkHost(netns=lab.hosts["a"].netns) as host:
+        link = host.usable_link("eth1")
+        assert binding_of(host.addresses(), link.index, cfg.vips[0]) == (Binding.FOREIGN, "/32")
+
+
+def test_missing_and_down_interfaces(lab, cfg):
+    with NetlinkHost(netns=lab.hosts["a"].netns) as host:
+        assert host.link("eth9") is None
+        with pytest.raises(InterfaceError, match="eth9 does not exist"):
+            host.usable_link("eth9")
+        lab.run("a", "ip", "link", "set", "eth1", "down", check=True)
+        with pytest.raises(InterfaceError, match="eth1 is down"):
+            host.usable_link("eth1")
