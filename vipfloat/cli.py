@@ -33,6 +33,9 @@ def _guard(fn: Callable[[], T]) -> T:
             for line in str(exc).splitlines():
                 typer.echo(f"vipfloat: {line}", err=True)
         raise typer.Exit(exc.exit_code) from None
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+        typer.echo(f"vipfloat: internal error: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command("check-config")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from .config import Endpoint, SentinelConfig
 
@@ -55,8 +55,12 @@ class SentinelAnswer:
 
 
 def parse_master_reply(reply: Sequence[Any]) -> MasterInfo:
-    """Pure: SENTINEL MASTER's flat [key, value, key, value ...] list -> MasterInfo."""
-    fields = {str(reply[i]): reply[i + 1] for i in range(0, len(reply) - 1, 2)}
+    """Pure: SENTINEL MASTER's flat [key, value, key, value ...] list (RESP2) or
+    map (RESP3) -> MasterInfo."""
+    if isinstance(reply, Mapping):
+        fields = {str(k): v for k, v in reply.items()}
+    else:
+        fields = {str(reply[i]): reply[i + 1] for i in range(0, len(reply) - 1, 2)}
 
     def num(key: str) -> int | None:
         value = fields.get(key)
@@ -81,15 +85,19 @@ def ask_sentinel(endpoint: Endpoint, masters: Sequence[str],
     """One connection to one Sentinel; an answer per master name."""
     import redis
 
-    client = redis.Redis(host=endpoint.host, port=endpoint.port, username=cfg.username,
-                         password=cfg.password.value if cfg.password else None,
-                         socket_connect_timeout=cfg.timeout, socket_timeout=cfg.timeout,
-                         decode_responses=True, retry_on_timeout=False)
+    # A bare Connection: redis-py's client-level response callbacks reshape
+    # SENTINEL replies differently across versions; the raw reply is stable.
+    conn = redis.Connection(host=endpoint.host, port=endpoint.port, username=cfg.username,
+                            password=cfg.password.value if cfg.password else None,
+                            socket_connect_timeout=cfg.timeout, socket_timeout=cfg.timeout,
+                            decode_responses=True, retry_on_error=[])
     answers: dict[str, SentinelAnswer] = {}
     try:
+        conn.connect()
         for name in masters:
             try:
-                reply = client.execute_command("SENTINEL", "MASTER", name)
+                conn.send_command("SENTINEL", "MASTER", name)
+                reply = conn.read_response()
                 answers[name] = SentinelAnswer(endpoint, master=parse_master_reply(reply))
             except redis.ResponseError as exc:
                 # "No such master with that name", NOAUTH, NOPERM: it answered, but no.
@@ -102,7 +110,7 @@ def ask_sentinel(endpoint: Endpoint, masters: Sequence[str],
             answers.setdefault(name, SentinelAnswer(endpoint, error=f"unreachable: {exc}",
                                                     reachable=False))
     finally:
-        client.close()
+        conn.disconnect()
     return answers
 
 

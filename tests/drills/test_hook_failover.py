@@ -1,0 +1,64 @@
+"""Sentinel itself runs vipfloat-hook on every node after a real failover."""
+from __future__ import annotations
+
+import json
+import time
+
+from vipfloat.lab.cluster import RedisLab
+
+VIP = "198.51.100.250"
+
+
+def holders(cluster: RedisLab) -> list[str]:
+    return [n for n in cluster.nodes if cluster.lab.has_address(n, f"{VIP}/24")]
+
+
+def test_failover_moves_the_vip_to_the_new_master(cluster):
+    lab = cluster.lab
+    assert cluster.vipfloat("a", "acquire", "--master", "mymaster").returncode == 0
+    assert holders(cluster) == ["a"]
+    assert cluster.redis("client", "SET", "k", "before", host=VIP) == "OK"
+
+    cluster.failover("a")
+    cluster.wait(lambda: cluster.master_addr("a") not in (None, lab.hosts["a"].ip),
+                 "Sentinel to name a new master", timeout=15)
+    new = cluster.node_of(cluster.master_addr("a"))
+    # Every node's Sentinel runs the hook: the new master binds, the old one lets go.
+    cluster.wait(lambda: holders(cluster) == [new], f"the VIP on {new} only", timeout=15)
+    assert lab.wait_for(lambda: lab.neigh_mac("client", VIP) in (None, lab.hosts[new].mac))
+    cluster.wait(lambda: cluster.redis("client", "SET", "k", "after", host=VIP) == "OK",
+                 "a write through the VIP", timeout=10)
+    assert cluster.redis("client", "GET", "k", host=lab.hosts[new].ip) == "after"
+    hook_log = (cluster.dir(new) / "sentinel.log").read_text()
+    assert "+promoted-slave" in hook_log or "+switch-master" in hook_log
+
+
+def test_status_reports_every_sentinel_and_agrees(cluster):
+    assert cluster.vipfloat("a", "acquire", "--master", "mymaster").returncode == 0
+    result = cluster.vipfloat("a", "status", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (vip,) = json.loads(result.stdout)["vips"]
+    assert (vip["master"], vip["bound_here"], vip["master_is_local"], vip["consistent"]) == (
+        "mymaster", True, True, True)
+    assert vip["master_addr"] == "198.51.100.11:6379"
+    assert [s["address"] for s in vip["sentinels"]] == [
+        "198.51.100.11:26379", "198.51.100.12:26379", "198.51.100.13:26379"]
+    assert all(s["reachable"] and s["master_addr"] == "198.51.100.11:6379"
+               for s in vip["sentinels"])
+
+    on_b = cluster.vipfloat("b", "status", "--json")
+    assert on_b.returncode == 0 and json.loads(on_b.stdout)["vips"][0]["master_is_local"] is False
+
+
+def test_status_shows_a_dead_sentinel_without_hanging(cluster):
+    cluster.stop("sentinel:c")
+    cluster.lab.run("c", "ip", "link", "set", "eth1", "down")  # c now drops every packet
+    start = time.monotonic()
+    result = cluster.vipfloat("b", "status")
+    elapsed = time.monotonic() - start
+    assert result.returncode == 0, result.stdout  # b is no master and holds no VIP: fine
+    assert "sentinel 198.51.100.13:26379: unreachable" in result.stdout
+    assert "sentinel 198.51.100.11:26379: 198.51.100.11:6379 epoch 0" in result.stdout
+    assert "master is elsewhere; VIP not here" in result.stdout
+    # One connect timeout (0.5 s) for the dead one, in parallel: no hang.
+    assert elapsed < 5, elapsed

@@ -1,0 +1,171 @@
+"""Real redis-server and redis-sentinel processes on the lab's hosts.
+
+One Redis and one Sentinel per node (the Debian binaries), vipfloat-hook as each
+Sentinel's client-reconfig-script when asked, all started inside the nodes'
+namespaces and all stopped on exit, whatever happens.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from .configs import Cluster, redis_conf, sentinel_conf, vipfloat_conf
+from .netns import Lab, LabError
+
+BIN = Path(sys.executable).parent
+
+
+def tool(name: str) -> str:
+    """A vipfloat console script next to this Python, else on PATH."""
+    local = BIN / name
+    return str(local) if local.exists() else (shutil.which(name) or name)
+
+
+def require_redis() -> None:
+    missing = [b for b in ("redis-server", "redis-sentinel", "redis-cli") if not shutil.which(b)]
+    if missing:
+        raise LabError(f"missing {', '.join(missing)}: apt-get install redis-server redis-sentinel")
+
+
+@dataclass
+class RedisLab:
+    """``RedisLab(lab, workdir, nodes=["a","b","c"])`` on a started :class:`Lab`."""
+
+    lab: Lab
+    workdir: Path
+    nodes: Sequence[str] = ("a", "b", "c")
+    hook: bool = True
+    down_after_ms: int = 1000
+    announce_interval: float | None = 0.3
+    procs: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
+    cluster: Cluster = field(init=False)
+
+    def __post_init__(self) -> None:
+        ips = [self.lab.hosts[n].ip for n in self.nodes]
+        self.cluster = Cluster(nodes=ips, initial_master=ips[0], down_after_ms=self.down_after_ms,
+                               failover_timeout_ms=max(3000, 3 * self.down_after_ms))
+
+    # --- files -----------------------------------------------------------------------
+    def dir(self, node: str) -> Path:
+        return self.workdir / node
+
+    def vipfloat_config(self, node: str) -> Path:
+        return self.dir(node) / "vipfloat.toml"
+
+    def write_configs(self) -> None:
+        for node in self.nodes:
+            d = self.dir(node)
+            (d / "state").mkdir(parents=True, exist_ok=True)
+            (d / "hooks.d").mkdir(exist_ok=True)
+            me = self.lab.hosts[node].ip
+            (d / "redis.conf").write_text(redis_conf(self.cluster, me, str(d)))
+            (d / "sentinel.conf").write_text(
+                sentinel_conf(self.cluster, me, str(d), tool("vipfloat-hook") if self.hook else None))
+            self.vipfloat_config(node).write_text(vipfloat_conf(
+                self.cluster, state_dir=str(d / "state"), socket=str(d / "state" / "agent.sock"),
+                hooks_dir=str(d / "hooks.d"), announce_interval=self.announce_interval))
+
+    # --- processes -------------------------------------------------------------------
+    def env(self, node: str) -> dict[str, str]:
+        # Sentinel passes its environment to the hook: this is how each node's hook
+        # finds its own config in the lab (on a real host it is /etc/vipfloat).
+        return {"VIPFLOAT_CONFIG": str(self.vipfloat_config(node))}
+
+    def _start(self, key: str, node: str, *argv: str) -> None:
+        log = open(self.dir(node) / f"{key.split(':')[0]}.log", "a")
+        self.procs[key] = self.lab.popen(node, *argv, env=self.env(node), stdout=log,
+                                         stderr=subprocess.STDOUT)
+        log.close()
+
+    def start_redis(self, node: str) -> None:
+        self._start(f"redis:{node}", node, "redis-server", str(self.dir(node) / "redis.conf"))
+
+    def start_sentinel(self, node: str) -> None:
+        self._start(f"sentinel:{node}", node, "redis-sentinel",
+                    str(self.dir(node) / "sentinel.conf"))
+
+    def stop(self, key: str, sig: int = 15) -> None:
+        proc = self.procs.pop(key, None)
+        if proc and proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def __enter__(self) -> RedisLab:
+        require_redis()
+        try:
+            self.write_configs()
+            for node in self.nodes:
+                self.start_redis(node)
+            for node in self.nodes:
+                self.wait(lambda n=node: self.redis(n, "PING") == "PONG", f"redis on {node}")
+            for node in self.nodes[1:]:
+                self.wait(lambda n=node: "master_link_status:up" in self.redis(n, "INFO",
+                                                                              "replication"),
+                          f"replication on {node}")
+            for node in self.nodes:
+                self.start_sentinel(node)
+            others = str(len(self.nodes) - 1)
+            for node in self.nodes:
+                self.wait(lambda n=node: self.master_field(n, "num-other-sentinels") == others
+                          and self.master_field(n, "num-slaves") == others,
+                          f"sentinel on {node} to see its peers", timeout=20)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for key in list(self.procs):
+            self.stop(key)
+
+    # --- asking ----------------------------------------------------------------------
+    def cli(self, node: str, port: int, *args: str, host: str | None = None) -> str:
+        r = self.lab.run(node, "redis-cli", "-h", host or self.lab.hosts[node].ip, "-p",
+                         str(port), *args, timeout=10)
+        return r.stdout.strip()
+
+    def redis(self, node: str, *args: str, host: str | None = None) -> str:
+        return self.cli(node, self.cluster.redis_port, *args, host=host)
+
+    def sentinel(self, node: str, *args: str) -> str:
+        return self.cli(node, self.cluster.sentinel_port, *args)
+
+    def master_field(self, node: str, key: str) -> str | None:
+        lines = self.sentinel(node, "SENTINEL", "MASTER", self.cluster.master_name).splitlines()
+        pairs = dict(zip(lines[::2], lines[1::2]))
+        return pairs.get(key)
+
+    def master_addr(self, node: str) -> str | None:
+        """What ``node``'s Sentinel names as master (GET-MASTER-ADDR-BY-NAME)."""
+        out = self.sentinel(node, "SENTINEL", "GET-MASTER-ADDR-BY-NAME",
+                            self.cluster.master_name).splitlines()
+        return out[0] if out else None
+
+    def node_of(self, ip: str) -> str:
+        return next(n for n in self.nodes if self.lab.hosts[n].ip == ip)
+
+    def wait(self, predicate: Any, what: str, timeout: float = 10.0) -> None:
+        if not self.lab.wait_for(predicate, timeout=timeout, interval=0.05):
+            raise LabError(f"timed out after {timeout:g} s waiting for {what}")
+
+    def failover(self, node: str | None = None) -> None:
+        """Ask a Sentinel for a failover now (no odown needed)."""
+        out = self.sentinel(node or self.nodes[0], "SENTINEL", "FAILOVER", self.cluster.master_name)
+        if out != "OK":
+            raise LabError(f"SENTINEL FAILOVER refused: {out}")
+
+    def vipfloat(self, node: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.lab.run(node, tool("vipfloat"), *args, "--config",
+                            str(self.vipfloat_config(node)), timeout=30)

@@ -1,0 +1,102 @@
+"""Config files for a Redis + Sentinel + vipfloat cluster, as text.
+
+One implementation for every lab: the namespace lab writes these into temporary
+directories, the Vagrant provisioning writes the same text into /etc. Pure
+functions: names and addresses in, file contents out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """What every node agrees on."""
+
+    master_name: str = "mymaster"
+    nodes: Sequence[str] = ("198.51.100.11", "198.51.100.12", "198.51.100.13")
+    initial_master: str = "198.51.100.11"
+    vip: str = "198.51.100.250/24"
+    interface: str = "eth1"
+    redis_port: int = 6379
+    sentinel_port: int = 26379
+    quorum: int = 2
+    down_after_ms: int = 1000
+    failover_timeout_ms: int = 5000
+    password: str | None = None          # requirepass and masterauth, the same everywhere
+    extra_vips: Sequence[tuple[str, str]] = field(default_factory=tuple)  # (master, vip)
+
+
+def redis_conf(cluster: Cluster, me: str, workdir: str, daemonize: bool = False) -> str:
+    lines = [
+        f"port {cluster.redis_port}",
+        # Listen everywhere: clients reach the master through the VIP, which comes
+        # and goes; a Redis bound to one address would refuse them (the article's trap).
+        "bind * -::*",
+        "protected-mode no",
+        f"dir {workdir}",
+        f"daemonize {'yes' if daemonize else 'no'}",
+        'save ""',
+        "appendonly no",
+        f"replica-announce-ip {me}",
+        "repl-diskless-sync yes",
+        "repl-diskless-sync-delay 0",
+    ]
+    if cluster.password:
+        # masterauth everywhere, not only where requirepass is: after a failover
+        # every node may be a replica (the article's other trap).
+        lines += [f"requirepass {cluster.password}", f"masterauth {cluster.password}"]
+    if me != cluster.initial_master:
+        lines.append(f"replicaof {cluster.initial_master} {cluster.redis_port}")
+    return "\n".join(lines) + "\n"
+
+
+def sentinel_conf(cluster: Cluster, me: str, workdir: str, hook: str | None,
+                  daemonize: bool = False) -> str:
+    m = cluster.master_name
+    lines = [
+        f"port {cluster.sentinel_port}",
+        "bind * -::*",
+        "protected-mode no",
+        f"dir {workdir}",
+        f"daemonize {'yes' if daemonize else 'no'}",
+        f"sentinel announce-ip {me}",
+        f"sentinel monitor {m} {cluster.initial_master} {cluster.redis_port} {cluster.quorum}",
+        f"sentinel down-after-milliseconds {m} {cluster.down_after_ms}",
+        f"sentinel failover-timeout {m} {cluster.failover_timeout_ms}",
+        f"sentinel parallel-syncs {m} 1",
+    ]
+    if cluster.password:
+        lines.append(f"sentinel auth-pass {m} {cluster.password}")
+    if hook:
+        lines.append(f"sentinel client-reconfig-script {m} {hook}")
+    return "\n".join(lines) + "\n"
+
+
+def vipfloat_conf(cluster: Cluster, state_dir: str = "/run/vipfloat",
+                  socket: str = "/run/vipfloat/agent.sock",
+                  hooks_dir: str = "/etc/vipfloat/hooks.d",
+                  announce_interval: float | None = None, extra: str = "") -> str:
+    sentinels = ", ".join(f'"{n}:{cluster.sentinel_port}"' for n in cluster.nodes)
+    out = [
+        "[sentinel]",
+        f"addresses = [{sentinels}]",
+        "",
+        "[agent]",
+        f'socket = "{socket}"',
+        f'state_dir = "{state_dir}"',
+        "",
+        "[actions]",
+        f'hooks_dir = "{hooks_dir}"',
+        "",
+    ]
+    vips = [(cluster.master_name, cluster.vip), *cluster.extra_vips]
+    for master, vip in vips:
+        out += ["[[vip]]", f'master = "{master}"', f'address = "{vip}"',
+                f'interface = "{cluster.interface}"']
+        if announce_interval is not None:
+            out.append(f"announce_interval = {announce_interval}")
+        out.append("")
+    return "\n".join(out) + extra
