@@ -2,8 +2,9 @@
 
 Idempotent by contract: adding an address that is there (EEXIST) and removing one
 that is not (EADDRNOTAVAIL) are successes. Only the exact configured address and
-prefix on the configured interface is ever removed. pyroute2 costs ~250 ms to
-import, so this module is imported only on paths that change or read addresses.
+prefix on the configured interface is ever removed. pyroute2 costs 150-250 ms to
+import even trimmed (see _pyroute2), so this module is imported only on paths
+that change or read addresses.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from ._pyroute2 import IPRoute, NetlinkError
 
 from .config import IPAddress, VipConfig
 from .decide import Binding

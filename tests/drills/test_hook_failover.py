@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import json
-import time
 
-from vipfloat.lab.cluster import RedisLab
+from vipfloat.lab.cluster import RedisLab, tool
 
 VIP = "198.51.100.250"
 
@@ -53,12 +52,11 @@ def test_status_reports_every_sentinel_and_agrees(cluster):
 def test_status_shows_a_dead_sentinel_without_hanging(cluster):
     cluster.stop("sentinel:c")
     cluster.lab.run("c", "ip", "link", "set", "eth1", "down")  # c now drops every packet
-    start = time.monotonic()
-    result = cluster.vipfloat("b", "status")
-    elapsed = time.monotonic() - start
+    # Dead Sentinels are asked in parallel under a 0.5 s timeout: a hang would hit
+    # this subprocess timeout and fail the test.
+    result = cluster.lab.run("b", tool("vipfloat"), "status", "--config",
+                             str(cluster.vipfloat_config("b")), timeout=10)
     assert result.returncode == 0, result.stdout  # b is no master and holds no VIP: fine
     assert "sentinel 198.51.100.13:26379: unreachable" in result.stdout
     assert "sentinel 198.51.100.11:26379: 198.51.100.11:6379 epoch 0" in result.stdout
     assert "master is elsewhere; VIP not here" in result.stdout
-    # One connect timeout (0.5 s) for the dead one, in parallel: no hang.
-    assert elapsed < 5, elapsed
