@@ -21,22 +21,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import BASELINE, AddrWatch, median, ms, ratio, table, wait_rusage  # noqa: E402
+from bench.common import BASELINE, median, ms, ratio, table, wait_exit  # noqa: E402
 from vipfloat.lab.capture import Capture, is_arp_for  # noqa: E402
 from vipfloat.lab.cluster import tool  # noqa: E402
 from vipfloat.lab.netns import Lab  # noqa: E402
+from vipfloat.lab.observe import AddrEvents  # noqa: E402
 
 VIP = "198.51.100.250"
 ARGS = ["mymaster", "leader", "start", "198.51.100.12", "6379", "198.51.100.11", "6379"]
 
 
-def one_round(lab: Lab, watch: AddrWatch, argv: list[str], env: dict[str, str]) -> dict:
+def one_round(lab: Lab, watch: AddrEvents, argv: list[str], env: dict[str, str]) -> dict:
     with Capture(lab, "peer") as cap:
         t0 = time.monotonic()
         proc = subprocess.Popen(lab.cmd("a", *argv), env={**os.environ, **env},
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        code, t_exit, _ = wait_rusage(proc.pid)
-        t_vip = watch.first_after(t0)
+        code, t_exit = wait_exit(proc.pid)
+        bound = watch.matching(VIP, added=True, after=t0)
+        t_vip = bound[0].t if bound else None
         arps = cap.wait(lambda f: is_arp_for(f, VIP), timeout=3)
     t_arp = arps[0][0] if arps else None
     return {"code": code, "vip": t_vip - t0 if t_vip else None,
@@ -98,7 +100,7 @@ interface = "eth1"
                                     "INTERFACE": "eth1", "NETMASK": "24"}),
         }
         results: dict[str, list[dict]] = {name: [] for name in methods}
-        watch = AddrWatch(lab, "a")
+        watch = AddrEvents(lab, ["a"])
         try:
             # One warm-up each (page cache, pyc files), not counted.
             for name, (argv, env) in methods.items():

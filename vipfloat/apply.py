@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import announce, logs
-from .config import Config, IPAddress, VipConfig
+from .config import PRE_RELEASE_BUDGET, Config, IPAddress, VipConfig
 from .decide import Action, Binding, Claim, Snapshot, Verb, VipView, decide
 from .errors import ResolveError, TransientError, VipfloatError
 from .lock import VipLock, lock_path
@@ -82,6 +82,11 @@ def run(config: Config, vip: VipConfig, claim: Claim, event: Event) -> Outcome:
                 with NetlinkHost() as host:
                     snapshot, _ = gather(host, vip, claim)
                     action = decide(snapshot, config)[0]
+                    if action.verb is Verb.RELEASE:
+                        run_scripts(config.actions.pre_release_dir,
+                                    _script_env(vip, action, event, "pre-release"),
+                                    min(config.actions.timeout, PRE_RELEASE_BUDGET),
+                                    budget=PRE_RELEASE_BUDGET)
                     return action, _execute(action, vip, host)
 
             action, changed = until_deadline(attempt, config.agent.retry_timeout,
@@ -96,7 +101,9 @@ def run(config: Config, vip: VipConfig, claim: Claim, event: Event) -> Outcome:
     _log_decision(vip, event, action, duration)
     _record(config.agent.state_dir, vip, claim, event, outcome)
     if changed:
-        run_scripts(config.actions.hooks_dir, _script_env(vip, action, event),
+        run_scripts(config.actions.hooks_dir,
+                    _script_env(vip, action, event,
+                                "acquire" if action.verb is Verb.ACQUIRE else "release"),
                     config.actions.timeout)
     return outcome
 
@@ -172,9 +179,9 @@ def read_last(state_dir: Path, master: str) -> dict | None:
         return None
 
 
-def _script_env(vip: VipConfig, action: Action, event: Event) -> dict[str, str]:
+def _script_env(vip: VipConfig, action: Action, event: Event, name: str) -> dict[str, str]:
     return {
-        "VIPFLOAT_EVENT": "acquire" if action.verb is Verb.ACQUIRE else "release",
+        "VIPFLOAT_EVENT": name,
         "VIPFLOAT_MASTER": vip.master,
         "VIPFLOAT_VIP": str(vip.ip),
         "VIPFLOAT_VIP_CIDR": str(vip.address),

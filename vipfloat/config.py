@@ -29,6 +29,7 @@ IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
 MAX_LOCK_TIMEOUT = 15.0
 MAX_SCRIPT_TIMEOUT = 15.0
 MAX_RETRY_TIMEOUT = 10.0
+PRE_RELEASE_BUDGET = 2.0
 # Linux ignores a second ARP update for one address within `locktime` (1 s), so
 # announcement rounds closer than that are wasted; 1.1 s is what MetalLB settled on.
 DEFAULT_ANNOUNCE_INTERVAL = 1.1
@@ -81,6 +82,12 @@ class AgentConfig:
 class ActionsConfig:
     hooks_dir: Path = Path("/etc/vipfloat/hooks.d")
     timeout: float = 10.0
+    # Scripts run while this host still holds the VIP, just before releasing it
+    # (VIPFLOAT_EVENT=pre-release): the only moment a FIN or RST sent from the VIP
+    # still reaches clients. A separate directory, so that hooks.d scripts written
+    # for acquire|release never see a third event. Kept short: all of them
+    # together get PRE_RELEASE_BUDGET seconds.
+    pre_release_dir: Path = Path("/etc/vipfloat/pre-release.d")
 
 
 @dataclass(frozen=True)
@@ -287,11 +294,13 @@ def _agent(p: _Problems, table: dict[str, Any]) -> AgentConfig:
 
 
 def _actions(p: _Problems, table: dict[str, Any]) -> ActionsConfig:
-    p.unknown(table, "actions", {"hooks_dir", "timeout"})
+    p.unknown(table, "actions", {"hooks_dir", "timeout", "pre_release_dir"})
     defaults = ActionsConfig()
     return ActionsConfig(
         hooks_dir=Path(_get(p, table, "actions", "hooks_dir", str, str(defaults.hooks_dir))),
         timeout=_number(p, table, "actions", "timeout", defaults.timeout, 0.1, MAX_SCRIPT_TIMEOUT),
+        pre_release_dir=Path(_get(p, table, "actions", "pre_release_dir", str,
+                                  str(defaults.pre_release_dir))),
     )
 
 

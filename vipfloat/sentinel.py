@@ -84,13 +84,15 @@ def ask_sentinel(endpoint: Endpoint, masters: Sequence[str],
                  cfg: SentinelConfig) -> dict[str, SentinelAnswer]:
     """One connection to one Sentinel; an answer per master name."""
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     # A bare Connection: redis-py's client-level response callbacks reshape
     # SENTINEL replies differently across versions; the raw reply is stable.
     conn = redis.Connection(host=endpoint.host, port=endpoint.port, username=cfg.username,
                             password=cfg.password.value if cfg.password else None,
                             socket_connect_timeout=cfg.timeout, socket_timeout=cfg.timeout,
-                            decode_responses=True, retry_on_error=[])
+                            decode_responses=True, retry=Retry(NoBackoff(), 0))
     answers: dict[str, SentinelAnswer] = {}
     try:
         conn.connect()

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 from vipfloat.lab.cluster import RedisLab, tool
 
 VIP = "198.51.100.250"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def holders(cluster: RedisLab) -> list[str]:
@@ -60,3 +64,23 @@ def test_status_shows_a_dead_sentinel_without_hanging(cluster):
     assert "sentinel 198.51.100.13:26379: unreachable" in result.stdout
     assert "sentinel 198.51.100.11:26379: 198.51.100.11:6379 epoch 0" in result.stdout
     assert "master is elsewhere; VIP not here" in result.stdout
+
+
+def test_release_disconnects_clients_that_came_through_the_vip(cluster):
+    shutil.copy(REPO / "hooks" / "pre-release.d" / "20-redis-kill-vip-clients",
+                cluster.dir("a") / "pre-release.d")
+    assert cluster.vipfloat("a", "acquire", "--master", "mymaster").returncode == 0
+    lab = cluster.lab
+    # A client blocked on the master through the VIP, and one connected directly.
+    through_vip = lab.popen("client", "redis-cli", "-h", VIP, "BLPOP", "nothing", "0",
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    direct = lab.popen("client", "redis-cli", "-h", lab.hosts["a"].ip, "BLPOP", "nothing", "0",
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    cluster.wait(lambda: cluster.redis("a", "CLIENT", "LIST").count("cmd=blpop") == 2,
+                 "two blocked clients")
+    r = cluster.vipfloat("a", "release", "--master", "mymaster")
+    assert r.returncode == 0 and "disconnected 1 client(s)" in r.stderr, r.stderr
+    assert through_vip.wait(timeout=5) is not None, "still connected"
+    assert direct.poll() is None                         # the direct one is untouched
+    direct.kill()
+    direct.wait()

@@ -26,6 +26,7 @@ retry_timeout = {retry}
 
 [actions]
 hooks_dir = "{hooks}"
+pre_release_dir = "{hooks}-pre"
 timeout = 5
 
 [[vip]]

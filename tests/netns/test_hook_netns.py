@@ -211,3 +211,20 @@ def test_operator_acquire_and_release(lab, host_config):
     r = lab.run("a", VIPFLOAT, "release", "--master", "mymaster", "--config", cfg)
     assert r.returncode == 0 and "action=release" in r.stderr
     assert not lab.has_address("a", f"{VIP4}/24")
+
+
+def test_pre_release_scripts_run_while_the_vip_is_still_here(lab, host_config, tmp_path):
+    cfg = host_config("a")
+    pre = tmp_path / "hooks-a-pre"
+    pre.mkdir()
+    out = tmp_path / "seen"
+    (pre / "10-look").write_text(
+        "#!/bin/sh\n"
+        f"echo \"$VIPFLOAT_EVENT $(ip -o addr show dev eth1 | grep -c {VIP4}/24)\" >> {out}\n")
+    (pre / "10-look").chmod(0o755)
+    hook(lab, "a", cfg, *hook_args("mymaster", A))
+    assert not out.exists()  # acquiring runs no pre-release script
+    r = hook(lab, "a", cfg, *hook_args("mymaster", B))
+    assert r.returncode == 0 and "action=release" in r.stderr
+    assert out.read_text() == "pre-release 1\n"
+    assert not lab.has_address("a", f"{VIP4}/24")

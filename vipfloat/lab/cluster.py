@@ -62,13 +62,15 @@ class RedisLab:
             d = self.dir(node)
             (d / "state").mkdir(parents=True, exist_ok=True)
             (d / "hooks.d").mkdir(exist_ok=True)
+            (d / "pre-release.d").mkdir(exist_ok=True)
             me = self.lab.hosts[node].ip
             (d / "redis.conf").write_text(redis_conf(self.cluster, me, str(d)))
             (d / "sentinel.conf").write_text(
                 sentinel_conf(self.cluster, me, str(d), tool("vipfloat-hook") if self.hook else None))
             self.vipfloat_config(node).write_text(vipfloat_conf(
                 self.cluster, state_dir=str(d / "state"), socket=str(d / "state" / "agent.sock"),
-                hooks_dir=str(d / "hooks.d"), announce_interval=self.announce_interval))
+                hooks_dir=str(d / "hooks.d"), pre_release_dir=str(d / "pre-release.d"),
+                announce_interval=self.announce_interval))
 
     # --- processes -------------------------------------------------------------------
     def env(self, node: str) -> dict[str, str]:

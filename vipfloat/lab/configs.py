@@ -78,6 +78,7 @@ def sentinel_conf(cluster: Cluster, me: str, workdir: str, hook: str | None,
 def vipfloat_conf(cluster: Cluster, state_dir: str = "/run/vipfloat",
                   socket: str = "/run/vipfloat/agent.sock",
                   hooks_dir: str = "/etc/vipfloat/hooks.d",
+                  pre_release_dir: str = "/etc/vipfloat/pre-release.d",
                   announce_interval: float | None = None, extra: str = "") -> str:
     sentinels = ", ".join(f'"{n}:{cluster.sentinel_port}"' for n in cluster.nodes)
     out = [
@@ -90,6 +91,7 @@ def vipfloat_conf(cluster: Cluster, state_dir: str = "/run/vipfloat",
         "",
         "[actions]",
         f'hooks_dir = "{hooks_dir}"',
+        f'pre_release_dir = "{pre_release_dir}"',
         "",
     ]
     vips = [(cluster.master_name, cluster.vip), *cluster.extra_vips]

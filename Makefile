@@ -1,0 +1,50 @@
+# On a fresh Debian 12 machine, as root:
+#   make demo   a real Redis Sentinel failover in network namespaces, narrated
+#   make test   unit, namespace and drill tests (real kernel, real redis-sentinel)
+# Both install what they need first (apt packages, a virtualenv in .venv).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+APT_PACKAGES := redis-server redis-sentinel redis-tools iproute2 iputils-arping iputils-ping \
+                tcpdump conntrack procps util-linux time systemd
+
+.PHONY: install deps venv test unit demo bench clean
+
+install: deps venv
+
+# Debian packages. Redis's own services are kept from starting (policy-rc.d):
+# the lab runs its own redis-server and redis-sentinel inside namespaces.
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && \
+	  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && \
+	  apt-get install -y -qq --no-install-recommends $$missing >/dev/null; rc=$$?; \
+	  rm -f /usr/sbin/policy-rc.d; exit $$rc; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest -q
+
+unit: venv
+	$(PY) -m pytest -q tests/unit
+
+demo: install
+	$(PY) -m vipfloat.lab.demo
+
+bench: install
+	$(PY) bench/hook_latency.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,61 @@
+"""Shipped files: the Sentinel drop-in verifies, the action scripts are sound."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DEBIAN_UNIT = Path("/lib/systemd/system/redis-sentinel.service")
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze") or not DEBIAN_UNIT.exists(),
+                    reason="needs systemd-analyze and Debian's redis-sentinel unit")
+def test_sentinel_dropin_verifies_against_debians_unit(tmp_path):
+    shutil.copy(DEBIAN_UNIT, tmp_path)
+    dropins = tmp_path / "redis-sentinel.service.d"
+    dropins.mkdir()
+    shutil.copy(REPO / "systemd" / "redis-sentinel.service.d" / "vipfloat.conf", dropins)
+    result = subprocess.run(["systemd-analyze", "verify", str(tmp_path / DEBIAN_UNIT.name)],
+                            capture_output=True, text=True,
+                            env={"SYSTEMD_UNIT_PATH": f"{tmp_path}:", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    # systemd only warns (exit 0) about unknown keys or bad values: none may name our file.
+    assert "vipfloat.conf" not in result.stderr, result.stderr
+
+
+def test_dropin_grants_what_the_hook_needs():
+    text = (REPO / "systemd" / "redis-sentinel.service.d" / "vipfloat.conf").read_text()
+    lines = {l.split("=", 1)[0]: l.split("=", 1)[1] for l in text.splitlines()
+             if "=" in l and not l.startswith("#")}
+    assert set(lines["AmbientCapabilities"].split()) == {"CAP_NET_ADMIN", "CAP_NET_RAW"}
+    assert set(lines["CapabilityBoundingSet"].split()) == {"CAP_NET_ADMIN", "CAP_NET_RAW"}
+    assert lines["PrivateUsers"] == "false"
+    assert {"AF_NETLINK", "AF_PACKET"} <= set(lines["RestrictAddressFamilies"].split())
+
+
+SCRIPTS = sorted(str(p.relative_to(REPO / "hooks")) for p in (REPO / "hooks").glob("*/*"))
+
+
+def test_scripts_are_shipped():
+    assert "hooks.d/10-conntrack-flush" in SCRIPTS
+    assert "pre-release.d/20-redis-kill-vip-clients" in SCRIPTS
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_action_scripts_are_executable_posix_sh(script):
+    path = REPO / "hooks" / script
+    assert path.stat().st_mode & 0o111, f"{script} is not executable"
+    assert path.read_text().startswith("#!/bin/sh\n")
+    assert subprocess.run(["sh", "-n", str(path)]).returncode == 0
+
+
+@pytest.mark.parametrize("script", ["hooks.d/10-conntrack-flush",
+                                    "pre-release.d/20-redis-kill-vip-clients"])
+def test_release_only_scripts_do_nothing_on_acquire(script):
+    result = subprocess.run([str(REPO / "hooks" / script)], capture_output=True, text=True,
+                            env={"VIPFLOAT_EVENT": "acquire", "VIPFLOAT_VIP": "198.51.100.250",
+                                 "PATH": "/nonexistent"})
+    assert (result.returncode, result.stdout) == (0, "")

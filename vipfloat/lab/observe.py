@@ -1,0 +1,229 @@
+"""Watching a lab failover: address changes, Sentinel events, client writes.
+
+Each watcher runs in a thread that has entered a lab host's namespace (setns is
+per thread), records ``time.monotonic()`` stamps, and stops on ``close()``. The
+demo prints from them, the drills assert on them, the benchmarks time them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import select
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .netns import Lab
+
+RTMGRP_IPV4_IFADDR = 0x10
+RTMGRP_IPV6_IFADDR = 0x100
+RTM_NEWADDR, RTM_DELADDR = 20, 21
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+
+
+def in_netns_thread(lab: Lab, host: str, target: Callable[[], None]) -> threading.Thread:
+    """Start ``target`` in a daemon thread that lives in ``host``'s namespace."""
+    def run() -> None:
+        from pyroute2 import netns
+
+        netns.setns(lab.hosts[host].netns)  # this thread only
+        target()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@dataclass(frozen=True)
+class AddrEvent:
+    t: float
+    host: str
+    added: bool
+    address: str
+
+
+def parse_addr_messages(data: bytes) -> list[tuple[bool, str]]:
+    """Pure: (added?, address) for each RTM_NEWADDR/RTM_DELADDR in a netlink datagram."""
+    out = []
+    offset = 0
+    while offset + 16 <= len(data):
+        length, kind = struct.unpack_from("=IH", data, offset)
+        if length < 16:
+            break
+        if kind in (RTM_NEWADDR, RTM_DELADDR):
+            family = data[offset + 16]
+            attrs, end = offset + 16 + 8, offset + length
+            found: dict[int, bytes] = {}
+            while attrs + 4 <= end:
+                alen, atype = struct.unpack_from("=HH", data, attrs)
+                if alen < 4:
+                    break
+                found[atype] = data[attrs + 4:attrs + alen]
+                attrs += (alen + 3) & ~3
+            raw = found.get(IFA_LOCAL) or found.get(IFA_ADDRESS)
+            if raw:
+                ip = ipaddress.ip_address(raw) if family in (socket.AF_INET, socket.AF_INET6) \
+                    else None
+                if ip is not None:
+                    out.append((kind == RTM_NEWADDR, str(ip)))
+        offset += (length + 3) & ~3
+    return out
+
+
+class AddrEvents:
+    """Every address added or removed on the given hosts, as it happens (netlink)."""
+
+    def __init__(self, lab: Lab, hosts: list[str]) -> None:
+        self.events: list[AddrEvent] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._socks = {}
+        for host in hosts:
+            with lab.inside(host):
+                sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+                sock.bind((0, RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
+            self._socks[sock] = host
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            ready, _, _ = select.select(list(self._socks), [], [], 0.05)
+            for sock in ready:
+                data = sock.recv(65535)
+                now = time.monotonic()
+                with self._lock:
+                    for added, address in parse_addr_messages(data):
+                        self.events.append(AddrEvent(now, self._socks[sock], added, address))
+
+    def matching(self, address: str, added: bool | None = None, after: float = 0.0,
+                 host: str | None = None) -> list[AddrEvent]:
+        with self._lock:
+            return [e for e in self.events if e.address == address and e.t >= after
+                    and (added is None or e.added == added) and (host is None or e.host == host)]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        for sock in self._socks:
+            sock.close()
+
+
+@dataclass(frozen=True)
+class SentinelEvent:
+    t: float
+    source: str      # which host's Sentinel published it
+    channel: str
+    data: str
+
+
+class SentinelEvents:
+    """PSUBSCRIBE * on each host's Sentinel (events are not forwarded between them)."""
+
+    def __init__(self, lab: Lab, hosts: list[str], port: int = 26379) -> None:
+        self.events: list[SentinelEvent] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [in_netns_thread(lab, h, lambda h=h: self._listen(lab, h, port))
+                         for h in hosts]
+
+    def _listen(self, lab: Lab, host: str, port: int) -> None:
+        import redis
+
+        while not self._stop.is_set():
+            try:
+                client = redis.Redis(host=lab.hosts[host].ip, port=port, socket_timeout=0.2,
+                                     socket_connect_timeout=0.5, decode_responses=True)
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.psubscribe("*")
+                while not self._stop.is_set():
+                    msg = pubsub.get_message(timeout=0.1)
+                    if msg:
+                        with self._lock:
+                            self.events.append(SentinelEvent(time.monotonic(), host,
+                                                             msg["channel"], msg["data"]))
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                time.sleep(0.2)  # Sentinel restarting or its host cut off: try again
+
+    def matching(self, channel: str, after: float = 0.0) -> list[SentinelEvent]:
+        with self._lock:
+            return [e for e in self.events if e.channel == channel and e.t >= after]
+
+    def since(self, after: float) -> list[SentinelEvent]:
+        with self._lock:
+            return [e for e in self.events if e.t >= after]
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=2)
+
+
+@dataclass(frozen=True)
+class Write:
+    t: float          # when the write was sent
+    done: float       # when it was acknowledged or failed
+    ok: bool
+    value: int | None
+    error: str = ""
+
+
+class Writer:
+    """A client in the lab writing through the VIP every ``interval`` s: each write
+    is `RPUSH log <n>` so the writes acknowledged but lost can be counted later."""
+
+    def __init__(self, lab: Lab, host: str, vip: str, interval: float = 0.01,
+                 timeout: float = 0.25, port: int = 6379) -> None:
+        self.writes: list[Write] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._args: dict[str, Any] = dict(host=vip, port=port, socket_timeout=timeout,
+                                          socket_connect_timeout=timeout)
+        self.interval = interval
+        self._thread = in_netns_thread(lab, host, self._loop)
+
+    def _loop(self) -> None:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        # No retries inside redis-py: every write is one attempt with a 250 ms
+        # timeout, as a latency-sensitive client would do, so the gap is visible.
+        client = redis.Redis(**self._args, retry=Retry(NoBackoff(), 0))
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            start = time.monotonic()
+            try:
+                client.rpush("vipfloat:log", n)
+                write = Write(start, time.monotonic(), True, n)
+            except (redis.RedisError, OSError) as exc:
+                write = Write(start, time.monotonic(), False, n, type(exc).__name__)
+                client.close()  # drop the pooled connection: reconnect on the next write
+            with self._lock:
+                self.writes.append(write)
+            time.sleep(self.interval)
+
+    def snapshot(self) -> list[Write]:
+        with self._lock:
+            return list(self.writes)
+
+    def first_ok_after(self, t: float) -> Write | None:
+        return next((w for w in self.snapshot() if w.ok and w.t >= t), None)
+
+    def gap(self, after: float) -> tuple[float, float] | None:
+        """The longest stretch without an acknowledged write, starting after ``after``:
+        (start, end) of the gap, from the last ok write before it to the first after."""
+        oks = [w.done for w in self.snapshot() if w.ok and w.done >= after]
+        before = [w.done for w in self.snapshot() if w.ok and w.done < after]
+        points = ([before[-1]] if before else []) + oks
+        if len(points) < 2:
+            return None
+        return max(zip(points, points[1:]), key=lambda p: p[1] - p[0])
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
