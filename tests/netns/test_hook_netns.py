@@ -228,3 +228,28 @@ def test_pre_release_scripts_run_while_the_vip_is_still_here(lab, host_config, t
     assert r.returncode == 0 and "action=release" in r.stderr
     assert out.read_text() == "pre-release 1\n"
     assert not lab.has_address("a", f"{VIP4}/24")
+
+
+def test_sentinel_announcing_hostnames(lab, host_config):
+    # With announce-hostnames, Sentinel passes names: the hook resolves them.
+    # `ip netns exec` bind-mounts /etc/netns/<ns>/* over /etc/*, so each lab
+    # host gets its own hosts file and a resolver that fails fast.
+    etc = Path("/etc/netns") / lab.hosts["a"].netns
+    parent_existed = etc.parent.exists()
+    etc.mkdir(parents=True)
+    try:
+        (etc / "hosts").write_text("127.0.0.1 localhost\n198.51.100.11 redis-a\n"
+                                   "198.51.100.12 redis-b\n")
+        (etc / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+        cfg = host_config("a")
+        r = hook(lab, "a", cfg, *hook_args("mymaster", "redis-a", frm="redis-b"))
+        assert r.returncode == 0 and "new master redis-a (198.51.100.11) is this host" in r.stderr
+        assert lab.has_address("a", f"{VIP4}/24")
+        r = hook(lab, "a", cfg, *hook_args("mymaster", "redis-b", frm="redis-a"))
+        assert r.returncode == 0 and "action=release" in r.stderr
+        r = hook(lab, "a", cfg, *hook_args("mymaster", "redis-nowhere"))
+        assert r.returncode == 1 and "cannot resolve new master 'redis-nowhere'" in r.stderr
+    finally:
+        shutil.rmtree(etc)
+        if not parent_existed:
+            etc.parent.rmdir()
