@@ -10,12 +10,6 @@ from vipfloat.lab.cluster import RedisLab
 from vipfloat.lab.netns import Lab
 
 
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if "tests/drills/" in str(item.fspath):
-            item.add_marker(pytest.mark.drill)
-
-
 @pytest.fixture
 def lab():
     if os.geteuid() != 0:

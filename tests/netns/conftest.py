@@ -45,12 +45,6 @@ announce_interval = {interval}
 """
 
 
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if "tests/netns/" in str(item.fspath):
-            item.add_marker(pytest.mark.netns)
-
-
 @pytest.fixture
 def lab():
     if os.geteuid() != 0:
