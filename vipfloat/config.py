@@ -69,6 +69,15 @@ class SentinelConfig:
 
 
 @dataclass(frozen=True)
+class RedisConfig:
+    """Credentials for this host's Redis, for the agent's ROLE check."""
+
+    username: str | None = None
+    password: Secret | None = None
+    timeout: float = 0.5
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     socket: Path = Path("/run/vipfloat/agent.sock")
     state_dir: Path = Path("/run/vipfloat")
@@ -76,6 +85,23 @@ class AgentConfig:
     # How long one run retries a transient failure (interface down, netlink busy)
     # before giving up with exit 1, leaving the next try to Sentinel or the agent.
     retry_timeout: float = 5.0
+    # --- vipfloat watch only -------------------------------------------------------
+    socket_group: str | None = None       # group allowed on the socket (Sentinel's user)
+    reconcile_interval: float = 1.0       # poll every Sentinel and reconcile, seconds
+    on_quorum_loss: str = "release"       # or "keep"
+    # Seconds below a Sentinel majority before VIPs held here are released; None:
+    # the master's down-after-milliseconds, so the isolated old master lets go
+    # about when the others start to fail over.
+    quorum_loss_grace: float | None = None
+    # When the new holder is expected to announce itself, how long the old holder
+    # keeps the VIP waiting for that announcement before releasing anyway.
+    release_wait: float = 1.0
+    reset_connections: bool = True        # destroy TCP sockets on the VIP when releasing
+    release_on_stop: bool = False         # SIGTERM keeps VIPs (a restart is no outage)
+    conflict_probe_interval: float = 10.0 # ARP probe / NS while holding; 0 disables
+    announce_refresh: float = 0.0         # re-announce while holding, seconds; 0 disables
+    metrics_listen: str | None = None     # "127.0.0.1:9851" serves Prometheus metrics
+    hook_timeout: float = 10.0            # the hook waits this long for the agent's verdict
 
 
 @dataclass(frozen=True)
@@ -113,6 +139,7 @@ class Config:
     vips: tuple[VipConfig, ...]
     agent: AgentConfig = AgentConfig()
     actions: ActionsConfig = ActionsConfig()
+    redis: RedisConfig = RedisConfig()
     log_level: str = "info"
 
     def vip_for(self, master: str) -> VipConfig | None:
@@ -146,10 +173,15 @@ def load(explicit: str | os.PathLike[str] | None = None) -> Config:
 def parse(data: dict[str, Any], path: Path) -> Config:
     """Validate a decoded TOML document; raise ConfigError listing every problem."""
     p = _Problems(path)
-    p.unknown(data, "", {"sentinel", "agent", "actions", "log", "vip"})
+    p.unknown(data, "", {"sentinel", "agent", "actions", "log", "vip", "redis"})
     sentinel = _sentinel(p, _table(p, data, "sentinel", required=True))
     agent = _agent(p, _table(p, data, "agent"))
     actions = _actions(p, _table(p, data, "actions"))
+    redis_table = _table(p, data, "redis")
+    p.unknown(redis_table, "redis", {"username", "password", "password_file", "timeout"})
+    redis = RedisConfig(username=_get(p, redis_table, "redis", "username", str, None),
+                        password=_secret(p, redis_table, "redis"),
+                        timeout=_number(p, redis_table, "redis", "timeout", 0.5, 0.05, 10.0))
     log = _table(p, data, "log")
     p.unknown(log, "log", {"level"})
     level = _get(p, log, "log", "level", str, "info")
@@ -158,7 +190,7 @@ def parse(data: dict[str, Any], path: Path) -> Config:
     vips = _vips(p, data.get("vip"))
     p.raise_if_any()
     return Config(path=path, sentinel=sentinel, vips=vips, agent=agent, actions=actions,
-                  log_level=level)
+                  redis=redis, log_level=level)
 
 
 class _Problems:
@@ -281,9 +313,39 @@ def _sentinel(p: _Problems, table: dict[str, Any]) -> SentinelConfig:
 
 
 def _agent(p: _Problems, table: dict[str, Any]) -> AgentConfig:
-    p.unknown(table, "agent", {"socket", "state_dir", "lock_timeout", "retry_timeout"})
+    p.unknown(table, "agent", {"socket", "state_dir", "lock_timeout", "retry_timeout",
+                               "socket_group", "reconcile_interval", "on_quorum_loss",
+                               "quorum_loss_grace", "release_wait", "reset_connections",
+                               "release_on_stop", "conflict_probe_interval",
+                               "announce_refresh", "metrics_listen", "hook_timeout"})
     defaults = AgentConfig()
+    policy = _get(p, table, "agent", "on_quorum_loss", str, defaults.on_quorum_loss)
+    if policy not in ("release", "keep"):
+        p.add("agent.on_quorum_loss", f"must be 'release' or 'keep', not {policy!r}")
+    grace = table.get("quorum_loss_grace")
+    metrics = _get(p, table, "agent", "metrics_listen", str, None)
+    if metrics is not None:
+        try:
+            parse_endpoint(metrics)
+        except ValueError as exc:
+            p.add("agent.metrics_listen", str(exc))
     return AgentConfig(
+        socket_group=_get(p, table, "agent", "socket_group", str, None),
+        reconcile_interval=_number(p, table, "agent", "reconcile_interval",
+                                   defaults.reconcile_interval, 0.05, 2.0),
+        on_quorum_loss=policy,
+        quorum_loss_grace=None if grace is None else _number(
+            p, table, "agent", "quorum_loss_grace", 0.0, 0.0, 600.0),
+        release_wait=_number(p, table, "agent", "release_wait", defaults.release_wait, 0.0, 10.0),
+        reset_connections=_get(p, table, "agent", "reset_connections", bool,
+                               defaults.reset_connections),
+        release_on_stop=_get(p, table, "agent", "release_on_stop", bool, defaults.release_on_stop),
+        conflict_probe_interval=_number(p, table, "agent", "conflict_probe_interval",
+                                        defaults.conflict_probe_interval, 0.0, 3600.0),
+        announce_refresh=_number(p, table, "agent", "announce_refresh",
+                                 defaults.announce_refresh, 0.0, 3600.0),
+        metrics_listen=metrics,
+        hook_timeout=_number(p, table, "agent", "hook_timeout", defaults.hook_timeout, 0.1, 30.0),
         socket=Path(_get(p, table, "agent", "socket", str, str(defaults.socket))),
         state_dir=Path(_get(p, table, "agent", "state_dir", str, str(defaults.state_dir))),
         lock_timeout=_number(p, table, "agent", "lock_timeout", defaults.lock_timeout, 0.1,

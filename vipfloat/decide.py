@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from .config import Config, IPAddress, VipConfig
 
@@ -43,6 +43,26 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Quorum:
+    """How many configured Sentinels this host can reach, and for how long it has
+    been fewer than a majority (the agent's isolation test)."""
+
+    reachable: int
+    configured: int
+    below_for: float = 0.0                        # seconds below a majority; 0 when ok
+    grace: float = 30.0                           # seconds allowed below before fencing
+    policy: str = "release"                       # on_quorum_loss: release | keep
+
+    @property
+    def majority(self) -> int:
+        return self.configured // 2 + 1
+
+    @property
+    def ok(self) -> bool:
+        return self.reachable >= self.majority
+
+
+@dataclass(frozen=True)
 class VipView:
     """One VIP at one moment."""
 
@@ -50,6 +70,10 @@ class VipView:
     claim: Claim
     binding: Binding
     binding_detail: str = ""                      # e.g. the foreign prefix, for the reason
+    # The agent fills these; the hook and operator paths leave them None.
+    quorum: Quorum | None = None
+    local_role: str | None = None                 # ROLE of this host's Redis for the master
+    periodic: bool = False                        # a timer reconcile: no re-announcing
 
 
 @dataclass(frozen=True)
@@ -63,6 +87,10 @@ class Action:
     verb: Verb
     master: str
     reason: str
+    # A release that waits (up to release_wait) for the new holder's announcement
+    # before letting go, so clients' connection attempts are never black-holed in
+    # between. Fencing and operator releases are immediate.
+    graceful: bool = False
 
 
 def candidate_local_addresses(local: Iterable[IPAddress], vip: VipConfig) -> frozenset[IPAddress]:
@@ -102,14 +130,17 @@ def decide(snapshot: Snapshot, config: Config) -> tuple[Action, ...]:
 
 
 def _decide_one(view: VipView, vip: VipConfig, local: frozenset[IPAddress]) -> Action:
-    def act(verb: Verb, why: str) -> Action:
-        return Action(verb, view.master, f"{why} ({view.claim.source})")
+    def act(verb: Verb, why: str, graceful: bool = False) -> Action:
+        return Action(verb, view.master, f"{why} ({view.claim.source})", graceful)
 
     if view.binding is Binding.FOREIGN:
         return act(Verb.NOTHING, f"{vip.ip} is on {vip.interface} as {view.binding_detail}, "
                                  f"not the configured /{vip.address.network.prefixlen}: "
                                  "not ours to touch")
     bound = view.binding is Binding.PRESENT
+    q = view.quorum
+    if q is not None and not q.ok and view.claim.order is None:
+        return _without_quorum(act, q, bound)
     if view.claim.order is Verb.ACQUIRE:
         return (act(Verb.ANNOUNCE, "operator asked to acquire; VIP already bound here, re-announcing")
                 if bound else act(Verb.ACQUIRE, "operator asked to acquire"))
@@ -118,20 +149,45 @@ def _decide_one(view: VipView, vip: VipConfig, local: frozenset[IPAddress]) -> A
                 else act(Verb.NOTHING, "operator asked to release; VIP not bound here"))
 
     who = _describe(view.claim)
+    if view.claim.new_master is None and not view.claim.new_master_addrs:
+        return act(Verb.NOTHING, "no Sentinel has named a master yet")
     if not view.claim.new_master_addrs:
         return act(Verb.NOTHING, f"new master {who} has no usable address")
     if is_new_master_here(view.claim, local, vip):
         mine = ", ".join(str(a) for a in sorted(
             view.claim.new_master_addrs & candidate_local_addresses(local, vip)))
         if bound:
+            if view.periodic:
+                return act(Verb.NOTHING, f"master {who} is this host and holds the VIP")
             # Re-announcing is cheap and repairs caches that still point at a host
             # that held the VIP in between (a missed release, a quick A-B-A failover).
             return act(Verb.ANNOUNCE, f"new master {who} is this host ({mine}); "
                                       "VIP already bound, re-announcing")
+        if view.local_role is not None and view.local_role != "master":
+            # Sentinel may name this host before its Redis agrees (or after it died):
+            # a VIP in front of a replica or a dead port only turns writes into errors.
+            return act(Verb.NOTHING, f"new master {who} is this host ({mine}), but the local "
+                                     f"Redis answers ROLE as {view.local_role}: not acquiring")
         return act(Verb.ACQUIRE, f"new master {who} is this host ({mine})")
     if bound:
-        return act(Verb.RELEASE, f"new master {who} is another host; VIP bound here")
+        return act(Verb.RELEASE, f"new master {who} is another host; VIP bound here",
+                   graceful=True)
     return act(Verb.NOTHING, f"new master {who} is another host; VIP not bound here")
+
+
+def _without_quorum(act: Callable[..., Action], q: Quorum, bound: bool) -> Action:
+    """Fewer than a majority of Sentinels reachable: this host is probably cut off
+    while the others fail over without it. Never acquire; after the grace period,
+    fence (release at once) unless the policy is keep."""
+    seen = (f"only {q.reachable}/{q.configured} Sentinels reachable for {q.below_for:.1f} s "
+            f"(majority {q.majority}, grace {q.grace:.1f} s)")
+    if not bound:
+        return act(Verb.NOTHING, f"{seen}: not acquiring anything")
+    if q.policy == "keep":
+        return act(Verb.NOTHING, f"{seen}: keeping the VIP (on_quorum_loss = keep)")
+    if q.below_for < q.grace:
+        return act(Verb.NOTHING, f"{seen}: keeping the VIP until the grace period ends")
+    return act(Verb.RELEASE, f"{seen}: fencing, this host is probably isolated")
 
 
 def _describe(claim: Claim) -> str:

@@ -1,0 +1,164 @@
+"""The agent's decisions: config-epochs, hints, quorum and its grace timer, local
+health. All on a fake clock."""
+from __future__ import annotations
+
+import ipaddress
+
+from vipfloat.authority import EPOCH_RESET_AFTER, HINT_TTL, QuorumTracker, on_hint, on_poll
+from vipfloat.config import Endpoint
+from vipfloat.decide import Binding, Claim, Quorum, Snapshot, Verb, VipView, decide
+from vipfloat.sentinel import MasterInfo, SentinelAnswer
+
+ip = ipaddress.ip_address
+HERE = frozenset({ip("198.51.100.11")})
+
+
+def ans(n: int, host: str | None, epoch: int = 0) -> SentinelAnswer:
+    ep = Endpoint(f"198.51.100.{n}", 26379)
+    if host is None:
+        return SentinelAnswer(ep, error="unreachable", reachable=False)
+    return SentinelAnswer(ep, MasterInfo("mymaster", host, 6379, epoch, ("master",)))
+
+
+# --- belief: the newest configuration wins, hints are not undone by laggards -------
+
+def test_first_poll_takes_the_highest_epoch():
+    b = on_poll(None, [ans(11, "198.51.100.11", 3), ans(12, "198.51.100.12", 4)], 3, now=0)
+    assert (b.host, b.epoch, b.provisional) == ("198.51.100.12", 4, False)
+
+
+def test_hint_is_believed_at_once_and_a_lagging_poll_cannot_undo_it():
+    b = on_poll(None, [ans(11, "198.51.100.11", 4)] * 3, 3, now=0)
+    b = on_hint(b, "198.51.100.12", 6379, "+promoted-slave from 198.51.100.13", now=1)
+    assert (b.host, b.provisional, b.epoch) == ("198.51.100.12", True, 4)
+    # Observers still say .11 at epoch 4 until their next hello: ignored.
+    for t in (1.5, 2.0, 3.0):
+        b = on_poll(b, [ans(11, "198.51.100.11", 4)] * 3, 3, now=t)
+        assert b.host == "198.51.100.12"
+    # The new configuration arrives with epoch 5: confirmed.
+    b = on_poll(b, [ans(11, "198.51.100.11", 4), ans(12, "198.51.100.12", 5)], 3, now=3.5)
+    assert (b.host, b.epoch, b.provisional) == ("198.51.100.12", 5, False)
+    # And once confirmed, a laggard at epoch 4 changes nothing.
+    assert on_poll(b, [ans(11, "198.51.100.11", 4)] * 3, 3, now=4).host == "198.51.100.12"
+
+
+def test_unconfirmed_hint_expires():
+    b = on_poll(None, [ans(11, "198.51.100.11", 4)] * 3, 3, now=0)
+    b = on_hint(b, "198.51.100.12", 6379, "hook", now=1)
+    assert on_poll(b, [ans(11, "198.51.100.11", 4)] * 3, 3, now=1 + HINT_TTL - 1).provisional
+    b = on_poll(b, [ans(11, "198.51.100.11", 4)] * 3, 3, now=1 + HINT_TTL + 1)
+    assert (b.host, b.provisional) == ("198.51.100.11", False)
+
+
+def test_newer_epoch_overrides_a_hint_naming_someone_else():
+    b = on_hint(None, "198.51.100.12", 6379, "hook", now=0)
+    b = on_poll(b, [ans(11, "198.51.100.13", 7)], 3, now=1)
+    assert (b.host, b.epoch) == ("198.51.100.13", 7)
+
+
+def test_epochs_reset_by_a_majority_are_believed_after_a_while():
+    b = on_poll(None, [ans(11, "198.51.100.11", 9)] * 3, 3, now=0)
+    low = [ans(11, "198.51.100.12", 1), ans(12, "198.51.100.12", 1), ans(13, None)]
+    b = on_poll(b, low, 3, now=1)
+    assert b.host == "198.51.100.11"
+    b = on_poll(b, low, 3, now=1 + EPOCH_RESET_AFTER / 2)
+    assert b.host == "198.51.100.11"
+    b = on_poll(b, low, 3, now=1 + EPOCH_RESET_AFTER + 0.1)
+    assert (b.host, b.epoch) == ("198.51.100.12", 1)
+
+
+def test_a_single_lagging_sentinel_never_resets():
+    b = on_poll(None, [ans(11, "198.51.100.11", 9)] * 3, 3, now=0)
+    lone = [ans(11, "198.51.100.12", 1), ans(12, None), ans(13, None)]
+    for t in range(0, 100, 5):
+        b = on_poll(b, lone, 3, now=t)
+    assert b.host == "198.51.100.11"
+
+
+# --- quorum tracker ----------------------------------------------------------------
+
+def test_quorum_tracker_measures_time_below_majority():
+    q = QuorumTracker(3)
+    q.observe(3, now=0)
+    assert q.below_for(10) == 0
+    q.observe(1, now=10)
+    q.observe(1, now=11)
+    assert q.below_for(12.5) == 2.5
+    q.observe(2, now=13)   # 2 of 3 is a majority again
+    assert q.below_for(14) == 0
+
+
+# --- decide with quorum and local health ---------------------------------------------
+
+def view(to: str | None, binding: Binding, quorum: Quorum | None = None, role: str | None = None,
+         periodic: bool = True) -> VipView:
+    claim = Claim(source="Sentinel 198.51.100.12:26379, config-epoch 5", new_master=to,
+                  new_master_addrs=frozenset({ip(to)}) if to else frozenset())
+    return VipView("mymaster", claim, binding, quorum=quorum, local_role=role, periodic=periodic)
+
+
+def one(cfg, v: VipView):
+    (action,) = decide(Snapshot(HERE, (v,)), cfg)
+    return action
+
+
+OK = Quorum(reachable=3, configured=3)
+
+
+def test_isolated_holder_keeps_the_vip_during_the_grace_then_fences(cfg):
+    q = Quorum(reachable=1, configured=3, below_for=0.4, grace=1.0)
+    a = one(cfg, view("198.51.100.11", Binding.PRESENT, q))
+    assert a.verb is Verb.NOTHING and "until the grace period ends" in a.reason
+    assert "only 1/3 Sentinels reachable for 0.4 s (majority 2, grace 1.0 s)" in a.reason
+    q = Quorum(reachable=1, configured=3, below_for=1.2, grace=1.0)
+    a = one(cfg, view("198.51.100.11", Binding.PRESENT, q))
+    assert a.verb is Verb.RELEASE and not a.graceful
+    assert "fencing, this host is probably isolated" in a.reason
+
+
+def test_keep_policy_never_fences(cfg):
+    q = Quorum(reachable=0, configured=3, below_for=100, grace=1.0, policy="keep")
+    a = one(cfg, view("198.51.100.11", Binding.PRESENT, q))
+    assert a.verb is Verb.NOTHING and "on_quorum_loss = keep" in a.reason
+
+
+def test_no_acquiring_without_quorum(cfg):
+    q = Quorum(reachable=1, configured=3, below_for=0.1, grace=5)
+    a = one(cfg, view("198.51.100.11", Binding.ABSENT, q, role="master"))
+    assert a.verb is Verb.NOTHING and "not acquiring anything" in a.reason
+
+
+def test_local_redis_must_be_master_before_acquiring(cfg):
+    a = one(cfg, view("198.51.100.11", Binding.ABSENT, OK, role="slave"))
+    assert a.verb is Verb.NOTHING
+    assert "local Redis answers ROLE as slave: not acquiring" in a.reason
+    a = one(cfg, view("198.51.100.11", Binding.ABSENT, OK, role="unreachable"))
+    assert a.verb is Verb.NOTHING and "ROLE as unreachable" in a.reason
+    assert one(cfg, view("198.51.100.11", Binding.ABSENT, OK, role="master")).verb is Verb.ACQUIRE
+
+
+def test_periodic_reconcile_does_not_reannounce(cfg):
+    a = one(cfg, view("198.51.100.11", Binding.PRESENT, OK, role="master"))
+    assert a.verb is Verb.NOTHING and "is this host and holds the VIP" in a.reason
+    a = one(cfg, view("198.51.100.11", Binding.PRESENT, OK, role="master", periodic=False))
+    assert a.verb is Verb.ANNOUNCE
+
+
+def test_master_elsewhere_releases_gracefully(cfg):
+    a = one(cfg, view("198.51.100.12", Binding.PRESENT, OK))
+    assert a.verb is Verb.RELEASE and a.graceful
+    assert a.reason == ("new master 198.51.100.12 is another host; VIP bound here "
+                        "(Sentinel 198.51.100.12:26379, config-epoch 5)")
+
+
+def test_no_belief_yet_does_nothing(cfg):
+    a = one(cfg, view(None, Binding.PRESENT, OK))
+    assert a.verb is Verb.NOTHING and "no Sentinel has named a master yet" in a.reason
+
+
+def test_operator_order_works_without_quorum(cfg):
+    q = Quorum(reachable=0, configured=3, below_for=100, grace=1.0)
+    v = VipView("mymaster", Claim(source="vipfloat release", order=Verb.RELEASE),
+                Binding.PRESENT, quorum=q)
+    a = one(cfg, v)
+    assert a.verb is Verb.RELEASE and not a.graceful
