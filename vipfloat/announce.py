@@ -83,6 +83,39 @@ def unsolicited_na(mac: bytes, ip: ipaddress.IPv6Address) -> bytes:
     return _ether(ALL_NODES_MAC, mac, ETH_P_IPV6) + ipv6 + icmp
 
 
+def arp_probe(mac: bytes, ip: ipaddress.IPv4Address) -> bytes:
+    """RFC 5227 probe: "who has ip?" from sender IP 0.0.0.0, so that asking never
+    updates anybody's cache. Whoever holds ip answers with a reply."""
+    body = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, ARP_REQUEST, mac, b"\0" * 4, ZERO_MAC,
+                       ip.packed)
+    return _ether(BROADCAST, mac, ETH_P_ARP) + body
+
+
+def solicited_node(ip: ipaddress.IPv6Address) -> ipaddress.IPv6Address:
+    return ipaddress.IPv6Address(b"\xff\x02" + b"\0" * 9 + b"\x01\xff" + ip.packed[13:])
+
+
+def dad_solicitation(mac: bytes, ip: ipaddress.IPv6Address) -> bytes:
+    """RFC 4862 duplicate address detection probe: a neighbor solicitation for ip
+    from the unspecified address to its solicited-node group. Whoever holds ip
+    answers with a neighbor advertisement to all-nodes."""
+    group = solicited_node(ip)
+    icmp_wo_sum = struct.pack("!BBHI16s", 135, 0, 0, 0, ip.packed)
+    unspecified = b"\0" * 16
+    pseudo = unspecified + group.packed + struct.pack("!I3xB", len(icmp_wo_sum), 58)
+    icmp = icmp_wo_sum[:2] + struct.pack("!H", checksum(pseudo + icmp_wo_sum)) + icmp_wo_sum[4:]
+    ipv6 = struct.pack("!IHBB16s16s", 6 << 28, len(icmp), 58, 255, unspecified, group.packed)
+    dst_mac = b"\x33\x33" + group.packed[12:]
+    return _ether(dst_mac, mac, ETH_P_IPV6) + ipv6 + icmp
+
+
+def probe_frame(mac: bytes, ip: IPAddress) -> bytes:
+    """The frame that makes any other holder of ip reveal itself."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        return arp_probe(mac, ip)
+    return dad_solicitation(mac, ip)
+
+
 def round_frames(mac: bytes, ip: IPAddress) -> tuple[bytes, ...]:
     """The frames of one announcement round for ``ip`` owned by ``mac``."""
     if isinstance(ip, ipaddress.IPv4Address):

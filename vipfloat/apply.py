@@ -14,18 +14,23 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from . import announce, logs
 from .config import PRE_RELEASE_BUDGET, Config, IPAddress, VipConfig
 from .decide import Action, Binding, Claim, Snapshot, Verb, VipView, decide
 from .errors import ResolveError, TransientError, VipfloatError
 from .lock import VipLock, lock_path
-from .netlink import Link, NetlinkHost, binding_of
+from .netlink import Link, NetlinkHost, binding_of, reset_connections, usable
 from .retry import until_deadline
 from .userscripts import run_scripts
+
+if TYPE_CHECKING:
+    from .wire import WireWatcher
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,7 @@ class Event:
     role: str = ""
     old_master: str = ""      # host:port as Sentinel gave it, or ""
     new_master: str = ""
+    quiet: bool = False       # a timer reconcile: log only when something is done
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,124 @@ def resolve_host(host: str) -> frozenset[IPAddress]:
     return frozenset(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos)
 
 
+class Announcer(Protocol):
+    """Sends the announcement rounds for a VIP just bound (or re-announced)."""
+
+    def start(self, vip: VipConfig, link: Link) -> None: ...   # first round now, the rest later
+    def stop(self, vip: VipConfig) -> None: ...                # no more rounds: released
+
+
+class ForkAnnouncer:
+    """The hook's: first round now, the rest from a detached process, so the hook
+    exits at once (Sentinel waits for it)."""
+
+    def start(self, vip: VipConfig, link: Link) -> None:
+        frames = announce.round_frames(link.mac, vip.ip)
+        sender = _first_round(vip, link, frames)
+        try:
+            announce.spawn_rounds(sender, frames, vip.announce_count - 1,
+                                  vip.announce_interval,
+                                  still_bound=lambda: _still_bound(vip, link.index))
+        finally:
+            sender.close()
+
+    def stop(self, vip: VipConfig) -> None:
+        pass  # the detached rounds check the VIP is still bound before each one
+
+
+class ThreadAnnouncer:
+    """The agent's: first round now, the rest from a timer thread per VIP, which a
+    release (or a newer start) cancels. Keeps one packet socket per interface."""
+
+    def __init__(self, on_round: Callable[[VipConfig], None] = lambda vip: None) -> None:
+        self.on_round = on_round
+        self.last_round: dict[str, float] = {}      # master -> when the last round went out
+        self._senders: dict[str, announce.RawSender] = {}
+        self._cancel: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def _sender(self, ifname: str) -> announce.RawSender:
+        with self._lock:
+            sender = self._senders.get(ifname)
+            if sender is None:
+                sender = self._senders[ifname] = announce.RawSender(ifname)
+            return sender
+
+    def send(self, vip: VipConfig, link: Link, frames: tuple[bytes, ...] | None = None) -> None:
+        """One round now (also used for refreshes and conflict answers)."""
+        try:
+            self._sender(link.name).send_round(frames or announce.round_frames(link.mac, vip.ip))
+        except OSError as exc:
+            with self._lock:  # the interface may have been recreated: reopen next time
+                self._senders.pop(link.name, None)
+            hint = " (needs CAP_NET_RAW)" if exc.errno in (1, 13) else ""
+            raise AnnounceError(f"announcing {vip.ip} on {link.name}: {exc.strerror}{hint}") \
+                from None
+        self.last_round[vip.master] = time.time()
+        self.on_round(vip)
+
+    def start(self, vip: VipConfig, link: Link) -> None:
+        self.stop(vip)
+        self.send(vip, link)
+        if vip.announce_count <= 1:
+            return
+        cancel = threading.Event()
+        with self._lock:
+            self._cancel[vip.master] = cancel
+
+        def rounds() -> None:
+            for _ in range(vip.announce_count - 1):
+                if cancel.wait(vip.announce_interval):
+                    return
+                try:
+                    self.send(vip, link)
+                except AnnounceError as exc:
+                    log.warning("%s", exc)
+
+        threading.Thread(target=rounds, name=f"announce-{vip.master}", daemon=True).start()
+
+    def stop(self, vip: VipConfig) -> None:
+        with self._lock:
+            cancel = self._cancel.pop(vip.master, None)
+        if cancel is not None:
+            cancel.set()
+
+    def close(self) -> None:
+        with self._lock:
+            for cancel in self._cancel.values():
+                cancel.set()
+            for sender in self._senders.values():
+                sender.close()
+            self._senders.clear()
+
+
+def _first_round(vip: VipConfig, link: Link, frames: tuple[bytes, ...]) -> announce.RawSender:
+    try:
+        sender = announce.RawSender(link.name)
+        sender.send_round(frames)
+    except OSError as exc:
+        hint = " (needs CAP_NET_RAW)" if exc.errno in (1, 13) else ""
+        raise AnnounceError(f"announcing {vip.ip} on {link.name}: {exc.strerror}{hint}") from None
+    return sender
+
+
+@dataclass
+class ActContext:
+    """What the caller lends one run. The hook and the CLI use the defaults (fresh
+    netlink socket, forked announcer, immediate release); the agent lends its
+    long-lived ones and enriches the view with quorum and local health."""
+
+    host: NetlinkHost | None = None
+    announcer: Announcer = field(default_factory=ForkAnnouncer)
+    wire: WireWatcher | None = None            # sees the new holder announce itself
+    enrich: Callable[[Snapshot], Snapshot] | None = None
+    since: float = 0.0                         # when the triggering event arrived
+    release_wait: float = 0.0
+    reset_connections: bool = False
+    retry_timeout: float | None = None         # None: config.agent.retry_timeout
+    post_scripts: Callable[[Callable[[], object]], None] = lambda job: job()
+
+
 def gather(host: NetlinkHost, vip: VipConfig, claim: Claim) -> tuple[Snapshot, Link | None]:
     rows = host.addresses()
     link = host.link(vip.interface)
@@ -71,69 +195,85 @@ def gather(host: NetlinkHost, vip: VipConfig, claim: Claim) -> tuple[Snapshot, L
     return Snapshot(frozenset(r.ip for r in rows), (view,)), link
 
 
-def run(config: Config, vip: VipConfig, claim: Claim, event: Event) -> Outcome:
-    """Decide and act for one VIP; log one decision line; then run action scripts."""
+def run(config: Config, vip: VipConfig, claim: Claim, event: Event,
+        ctx: ActContext | None = None) -> Outcome:
+    """Decide and act for one VIP under its lock; log one decision line; then run
+    the action scripts (outside the lock)."""
+    ctx = ctx or ActContext()
     start = time.monotonic()
     action: Action | None = None
     try:
         with VipLock(config.agent.state_dir, vip.master, config.agent.lock_timeout):
             def attempt() -> tuple[Action, bool]:
                 nonlocal action
-                with NetlinkHost() as host:
-                    snapshot, _ = gather(host, vip, claim)
+                host = ctx.host or NetlinkHost()
+                try:
+                    snapshot, link = gather(host, vip, claim)
+                    if ctx.enrich is not None:
+                        snapshot = ctx.enrich(snapshot)
                     action = decide(snapshot, config)[0]
-                    if action.verb is Verb.RELEASE:
-                        run_scripts(config.actions.pre_release_dir,
-                                    _script_env(vip, action, event, "pre-release"),
-                                    min(config.actions.timeout, PRE_RELEASE_BUDGET),
-                                    budget=PRE_RELEASE_BUDGET)
-                    return action, _execute(action, vip, host)
+                    return action, _execute(action, vip, host, link, ctx, config, event)
+                finally:
+                    if ctx.host is None:
+                        host.close()
 
-            action, changed = until_deadline(attempt, config.agent.retry_timeout,
+            retry = config.agent.retry_timeout if ctx.retry_timeout is None else ctx.retry_timeout
+            action, changed = until_deadline(attempt, retry,
                                              f"{action.verb.value if action else 'act'} "
                                              f"{vip.address}")
             duration = time.monotonic() - start
     except VipfloatError as exc:
         _log_decision(vip, event, action, time.monotonic() - start, error=str(exc))
-        exc.logged = True  # type: ignore[attr-defined]
+        exc.logged = True
         raise
     outcome = Outcome(action, changed, duration)
-    _log_decision(vip, event, action, duration)
-    _record(config.agent.state_dir, vip, claim, event, outcome)
+    if action.verb is not Verb.NOTHING or not event.quiet:
+        _log_decision(vip, event, action, duration)
+    if action.verb is not Verb.NOTHING:
+        _record(config.agent.state_dir, vip, claim, event, outcome)
     if changed:
-        run_scripts(config.actions.hooks_dir,
-                    _script_env(vip, action, event,
-                                "acquire" if action.verb is Verb.ACQUIRE else "release"),
-                    config.actions.timeout)
+        env = _script_env(vip, action, event,
+                          "acquire" if action.verb is Verb.ACQUIRE else "release")
+        ctx.post_scripts(lambda: run_scripts(config.actions.hooks_dir, env,
+                                             config.actions.timeout))
     return outcome
 
 
-def _execute(action: Action, vip: VipConfig, host: NetlinkHost) -> bool:
-    """Carry out one action; True when the kernel's address list changed."""
+def _execute(action: Action, vip: VipConfig, host: NetlinkHost, link: Link | None,
+             ctx: ActContext, config: Config, event: Event) -> bool:
+    """Carry out one action on the link just read; True when the kernel's address
+    list changed."""
     if action.verb is Verb.NOTHING:
         return False
     if action.verb is Verb.RELEASE:
-        link = host.link(vip.interface)
-        return bool(link) and host.remove(vip, link)
-    link = host.usable_link(vip.interface)
+        if link is None:
+            return False
+        if action.graceful and ctx.wire is not None and ctx.release_wait > 0:
+            _await_new_holder(vip, ctx)
+        run_scripts(config.actions.pre_release_dir,
+                    _script_env(vip, action, event, "pre-release"),
+                    min(config.actions.timeout, PRE_RELEASE_BUDGET), budget=PRE_RELEASE_BUDGET)
+        if ctx.reset_connections:
+            reset_connections(vip.ip)
+        ctx.announcer.stop(vip)
+        return host.remove(vip, link)
+    link = usable(link, vip.interface)
     added = action.verb is Verb.ACQUIRE and host.add(vip, link)
-    _announce(vip, link)
+    ctx.announcer.start(vip, link)
     return added
 
 
-def _announce(vip: VipConfig, link: Link) -> None:
-    frames = announce.round_frames(link.mac, vip.ip)
-    try:
-        sender = announce.RawSender(link.name)
-        sender.send_round(frames)
-    except OSError as exc:
-        hint = " (needs CAP_NET_RAW)" if exc.errno in (1, 13) else ""
-        raise AnnounceError(f"announcing {vip.ip} on {link.name}: {exc.strerror}{hint}") from None
-    try:
-        announce.spawn_rounds(sender, frames, vip.announce_count - 1, vip.announce_interval,
-                              still_bound=lambda: _still_bound(vip, link.index))
-    finally:
-        sender.close()
+def _await_new_holder(vip: VipConfig, ctx: ActContext) -> None:
+    """Keep the VIP until the new holder has announced itself (or release_wait
+    passed): dropping it first would black-hole clients' connection attempts."""
+    assert ctx.wire is not None
+    claim = ctx.wire.wait_claim(vip.ip, ctx.since, ctx.release_wait)
+    if claim is None:
+        log.warning("%s: no announcement from the new holder within %.2f s; releasing anyway",
+                    vip.address, ctx.release_wait)
+    else:
+        log.info("%s: new holder %s announced itself %.1f ms after the event; releasing",
+                 vip.address, claim.mac.hex(":"), (claim.t - ctx.since) * 1000)
 
 
 def _still_bound(vip: VipConfig, index: int) -> bool:

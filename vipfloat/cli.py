@@ -90,6 +90,14 @@ def release(master: MasterOpt, config: ConfigOpt = None) -> None:
 
 
 @app.command()
+def watch(config: ConfigOpt = None) -> None:
+    """Run the agent: follow every Sentinel and keep each VIP where it belongs."""
+    from .agent import main as agent_main
+
+    raise typer.Exit(_guard(lambda: agent_main(config)))
+
+
+@app.command()
 def version() -> None:
     """Print vipfloat's version."""
     typer.echo(__version__)

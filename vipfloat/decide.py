@@ -113,8 +113,14 @@ def is_new_master_here(claim: Claim, local: Iterable[IPAddress], vip: VipConfig)
 
 def newest(answers: Sequence[SentinelAnswer]) -> SentinelAnswer | None:
     """The authority: the answer with the highest config-epoch (the newest
-    configuration). A lagging Sentinel still names the old master at a lower epoch."""
-    known = [a for a in answers if a.master is not None]
+    configuration). A lagging Sentinel still names the old master at a lower epoch.
+
+    A failover leader is no authority until it ends: from +promoted-slave on, its
+    SENTINEL MASTER reports the *new* config-epoch with the *old* address (it
+    switches the address only at +switch-master), so answers flagged
+    failover_in_progress are left out."""
+    known = [a for a in answers if a.master is not None
+             and "failover_in_progress" not in a.master.flags]
     return max(known, key=lambda a: a.master.config_epoch, default=None)  # type: ignore[union-attr]
 
 

@@ -37,6 +37,8 @@ class HookArgs:
     to_host: str
     to_port: int
     config: str | None = None
+    argv: tuple[str, ...] = ()       # the seven arguments as given, for the agent
+    started: float = 0.0
 
 
 def _port(name: str, text: str) -> int:
@@ -69,7 +71,39 @@ def parse_argv(argv: list[str]) -> HookArgs:
     return HookArgs(master=master, role=role, state=state,
                     from_host=_host("from-ip", from_host), from_port=_port("from-port", from_port),
                     to_host=_host("to-ip", to_host), to_port=_port("to-port", to_port),
-                    config=config)
+                    config=config, argv=tuple(argv), started=time.monotonic())
+
+
+def ask_agent(path: str, argv: tuple[str, ...], timeout: float) -> tuple[int, str] | None:
+    """Hand the arguments to a running agent (`vipfloat watch`), which has netlink,
+    Sentinel and the announcer warm, and return its verdict; None when no agent
+    answers, so the caller acts itself. Standard library only: this is the path
+    that must beat a shell script."""
+    import json
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(0.5)
+        try:
+            sock.connect(path)
+        except OSError:
+            return None  # no agent (no socket, refused, no permission): act directly
+        sock.settimeout(timeout)
+        sock.sendall(json.dumps({"op": "hook", "argv": list(argv)}).encode() + b"\n")
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+        answer = json.loads(reply)
+        return int(answer["exit"]), str(answer.get("message", ""))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("agent on %s did not answer (%s): acting directly", path, exc)
+        return None
+    finally:
+        sock.close()
 
 
 def _hostport(host: str, port: int) -> str:
@@ -82,7 +116,15 @@ def run(args: HookArgs) -> int:
     vip = cfg.vip_for(args.master)
     if vip is None:
         raise UnknownMasterError(f"master {args.master!r} has no [[vip]] block in {cfg.path}")
-    # Imported here, not at the top: pyroute2 is most of the hook's start-up cost,
+    verdict = ask_agent(str(cfg.agent.socket), args.argv, cfg.agent.hook_timeout)
+    if verdict is not None:
+        code, message = verdict
+        (log.info if code == 0 else log.error)(
+            "%s", logs.fields(master=args.master, role=args.role, via="agent", exit=code,
+                              reason=message,
+                              duration_ms=f"{(time.monotonic() - args.started) * 1000:.1f}"))
+        return code
+    # No agent: act directly. Imported here, not at the top: pyroute2 is most of the hook's start-up cost,
     # and nothing before this point needs it.
     from .apply import Event, resolve_host, run as apply_run
     from .decide import Claim

@@ -47,6 +47,15 @@ class AddrRow:
     prefixlen: int
 
 
+def usable(link: Link | None, ifname: str) -> Link:
+    """``link`` if it can carry a VIP now: it must exist and be up."""
+    if link is None:
+        raise InterfaceError(f"interface {ifname} does not exist")
+    if not link.up:
+        raise InterfaceError(f"interface {ifname} is down")
+    return link
+
+
 def binding_of(rows: Iterable[AddrRow], index: int | None, vip: VipConfig) -> tuple[Binding, str]:
     """Pure: is ``vip`` bound on interface ``index``, per an address dump?"""
     if index is None:
@@ -85,22 +94,19 @@ class NetlinkHost:
         return tuple(rows)
 
     def link(self, ifname: str) -> Link | None:
-        """The interface, or None when it does not exist."""
-        indices = self._ipr.link_lookup(ifname=ifname)
-        if not indices:
-            return None
-        msg = self._ipr.get_links(indices[0])[0]
+        """The interface, or None when it does not exist (one RTM_GETLINK by name)."""
+        try:
+            msg = self._ipr.link("get", ifname=ifname)[0]
+        except NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                return None
+            raise _netlink_error(f"looking up {ifname}", exc) from None
         mac = bytes.fromhex((msg.get("IFLA_ADDRESS") or "00:00:00:00:00:00").replace(":", ""))
         return Link(index=msg["index"], name=ifname, mac=mac, up=bool(msg["flags"] & IFF_UP))
 
     def usable_link(self, ifname: str) -> Link:
         """The interface for acquiring: it must exist and be up."""
-        link = self.link(ifname)
-        if link is None:
-            raise InterfaceError(f"interface {ifname} does not exist")
-        if not link.up:
-            raise InterfaceError(f"interface {ifname} is down")
-        return link
+        return usable(self.link(ifname), ifname)
 
     def add(self, vip: VipConfig, link: Link) -> bool:
         """Bind the VIP; True if added, False if it was there already."""
@@ -131,3 +137,25 @@ def _netlink_error(what: str, exc: NetlinkError) -> NetlinkOperationError:
     if exc.code == errno.EPERM:
         hint = " (needs CAP_NET_ADMIN: see systemd/redis-sentinel.service.d/vipfloat.conf)"
     return NetlinkOperationError(f"{what}: {os.strerror(exc.code)}{hint}")
+
+
+def reset_connections(ip: IPAddress) -> None:
+    """Destroy this host's TCP sockets whose local address is ``ip`` (sock_diag
+    SOCK_DESTROY, as `ss -K` does): each peer gets a RST and reconnects at once,
+    instead of hanging on a master that is about to be demoted. Must run while
+    the address is still here, or the kernel cannot send the RST. Best effort."""
+    import subprocess
+
+    target = f"[{ip}]" if ip.version == 6 else str(ip)
+    try:
+        proc = subprocess.run(["ss", "-K", "-t", "-n", "src", target], capture_output=True,
+                              text=True, timeout=2)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("resetting connections to %s failed: %s", ip, exc)
+        return
+    killed = max(0, len(proc.stdout.strip().splitlines()) - 1)  # minus the header line
+    if proc.returncode != 0:
+        log.warning("resetting connections to %s: ss exited %d: %s", ip, proc.returncode,
+                    proc.stderr.strip())
+    elif killed:
+        log.info("reset %d TCP connection(s) to %s", killed, ip)

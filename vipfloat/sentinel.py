@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from .config import Endpoint, SentinelConfig
+from .config import Endpoint, Secret, SentinelConfig
 
 log = logging.getLogger(__name__)
 
@@ -80,44 +80,94 @@ def parse_master_reply(reply: Sequence[Any]) -> MasterInfo:
     )
 
 
-def ask_sentinel(endpoint: Endpoint, masters: Sequence[str],
-                 cfg: SentinelConfig) -> dict[str, SentinelAnswer]:
-    """One connection to one Sentinel; an answer per master name."""
+def connection(host: str, port: int, username: str | None, password: Secret | None,
+               timeout: float) -> Any:
+    """A bare redis-py Connection: one socket, no retries, raw replies.
+
+    redis-py's client-level response callbacks reshape SENTINEL replies
+    differently across versions, and its default retries would turn one dead
+    Sentinel into seconds of waiting; a Connection has neither."""
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    # A bare Connection: redis-py's client-level response callbacks reshape
-    # SENTINEL replies differently across versions; the raw reply is stable.
-    conn = redis.Connection(host=endpoint.host, port=endpoint.port, username=cfg.username,
-                            password=cfg.password.value if cfg.password else None,
-                            socket_connect_timeout=cfg.timeout, socket_timeout=cfg.timeout,
+    return redis.Connection(host=host, port=port, username=username,
+                            password=password.value if password else None,
+                            socket_connect_timeout=timeout, socket_timeout=timeout,
                             decode_responses=True, retry=Retry(NoBackoff(), 0))
-    answers: dict[str, SentinelAnswer] = {}
+
+
+class SentinelClient:
+    """One Sentinel, one connection kept open between questions and reopened
+    after any failure."""
+
+    def __init__(self, endpoint: Endpoint, cfg: SentinelConfig) -> None:
+        self.endpoint = endpoint
+        self._conn = connection(endpoint.host, endpoint.port, cfg.username, cfg.password,
+                                cfg.timeout)
+
+    def ask(self, masters: Sequence[str]) -> dict[str, SentinelAnswer]:
+        """An answer per master name (SENTINEL MASTER)."""
+        import redis
+
+        endpoint = self.endpoint
+        answers: dict[str, SentinelAnswer] = {}
+        try:
+            for name in masters:
+                try:
+                    self._conn.send_command("SENTINEL", "MASTER", name)
+                    reply = self._conn.read_response()
+                    answers[name] = SentinelAnswer(endpoint, master=parse_master_reply(reply))
+                except redis.ResponseError as exc:
+                    # "No such master with that name", NOAUTH, NOPERM: it answered, but no.
+                    answers[name] = SentinelAnswer(endpoint, error=str(exc).splitlines()[0])
+        except redis.AuthenticationError as exc:  # a ConnectionError subclass, but it answered
+            self._conn.disconnect()
+            for name in masters:
+                answers.setdefault(name, SentinelAnswer(endpoint, error=f"auth failed: {exc}"))
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            self._conn.disconnect()
+            for name in masters:
+                answers.setdefault(name, SentinelAnswer(endpoint, error=f"unreachable: {exc}",
+                                                        reachable=False))
+        return answers
+
+    def close(self) -> None:
+        self._conn.disconnect()
+
+
+def ask_sentinel(endpoint: Endpoint, masters: Sequence[str],
+                 cfg: SentinelConfig) -> dict[str, SentinelAnswer]:
+    """One question round on a fresh connection (for one-shot commands)."""
+    client = SentinelClient(endpoint, cfg)
     try:
-        conn.connect()
-        for name in masters:
-            try:
-                conn.send_command("SENTINEL", "MASTER", name)
-                reply = conn.read_response()
-                answers[name] = SentinelAnswer(endpoint, master=parse_master_reply(reply))
-            except redis.ResponseError as exc:
-                # "No such master with that name", NOAUTH, NOPERM: it answered, but no.
-                answers[name] = SentinelAnswer(endpoint, error=str(exc).splitlines()[0])
-    except redis.AuthenticationError as exc:  # a ConnectionError subclass, but it answered
-        for name in masters:
-            answers.setdefault(name, SentinelAnswer(endpoint, error=f"auth failed: {exc}"))
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        for name in masters:
-            answers.setdefault(name, SentinelAnswer(endpoint, error=f"unreachable: {exc}",
-                                                    reachable=False))
+        return client.ask(masters)
     finally:
-        conn.disconnect()
-    return answers
+        client.close()
+
+
+class Poller:
+    """Every configured Sentinel asked at once, on connections kept open."""
+
+    def __init__(self, cfg: SentinelConfig) -> None:
+        self.clients = [SentinelClient(ep, cfg) for ep in cfg.addresses]
+        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.clients)),
+                                        thread_name_prefix="sentinel-poll")
+
+    def poll(self, masters: Sequence[str]) -> dict[str, tuple[SentinelAnswer, ...]]:
+        results = list(self._pool.map(lambda c: c.ask(masters), self.clients))
+        return {name: tuple(r[name] for r in results) for name in masters}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        for client in self.clients:
+            client.close()
 
 
 def ask_all(cfg: SentinelConfig, masters: Sequence[str]) -> dict[str, tuple[SentinelAnswer, ...]]:
     """Every configured Sentinel at once: {master: (answer per Sentinel, in config order)}."""
-    with ThreadPoolExecutor(max_workers=max(1, len(cfg.addresses))) as pool:
-        results = list(pool.map(lambda ep: ask_sentinel(ep, masters, cfg), cfg.addresses))
-    return {name: tuple(r[name] for r in results) for name in masters}
+    poller = Poller(cfg)
+    try:
+        return poller.poll(masters)
+    finally:
+        poller.close()

@@ -162,3 +162,17 @@ def test_operator_order_works_without_quorum(cfg):
                 Binding.PRESENT, quorum=q)
     a = one(cfg, v)
     assert a.verb is Verb.RELEASE and not a.graceful
+
+
+def test_a_leader_in_the_middle_of_a_failover_is_no_authority():
+    # From +promoted-slave until +switch-master, the leader reports the new epoch
+    # with the old address: believing it would undo the promotion.
+    b = on_poll(None, [ans(11, "198.51.100.11", 0)] * 3, 3, now=0)
+    b = on_hint(b, "198.51.100.12", 6379, "+promoted-slave", now=1)
+    leader = SentinelAnswer(Endpoint("198.51.100.13", 26379),
+                            MasterInfo("mymaster", "198.51.100.11", 6379, 1,
+                                       ("master", "failover_in_progress")))
+    b = on_poll(b, [ans(11, "198.51.100.11", 0), ans(12, "198.51.100.11", 0), leader], 3, now=1.1)
+    assert (b.host, b.provisional) == ("198.51.100.12", True)
+    b = on_poll(b, [ans(11, "198.51.100.12", 1)], 3, now=2)
+    assert (b.host, b.epoch, b.provisional) == ("198.51.100.12", 1, False)

@@ -56,3 +56,22 @@ def test_checksum_known_value():
     # RFC 1071's worked example: 0001 f203 f4f5 f6f7 sums to ddf2 (one's complement 220d).
     assert announce.checksum(bytes.fromhex("0001f203f4f5f6f7")) == 0x220D
     assert announce.checksum(b"\x01") == (~0x0100) & 0xFFFF
+
+
+def test_arp_probe_asks_without_claiming():
+    from scapy.layers.l2 import ARP, Ether
+    arp = Ether(announce.arp_probe(MAC, V4))[ARP]
+    assert (arp.op, arp.psrc, arp.pdst, arp.hwsrc, arp.hwdst) == (
+        1, "0.0.0.0", str(V4), MAC_TEXT, "00:00:00:00:00:00")
+
+
+def test_dad_solicitation():
+    from scapy.layers.inet6 import ICMPv6ND_NS
+    pkt = Ether(announce.dad_solicitation(MAC, V6))
+    assert pkt[IPv6].src == "::" and pkt[IPv6].dst == "ff02::1:ff00:250"
+    assert pkt.dst == "33:33:ff:00:02:50" and pkt[IPv6].hlim == 255
+    ns = pkt[ICMPv6ND_NS]
+    assert ns.tgt == str(V6)
+    claimed = ns.cksum
+    del pkt[ICMPv6ND_NS].cksum
+    assert Ether(bytes(pkt))[ICMPv6ND_NS].cksum == claimed

@@ -91,6 +91,13 @@ class RedisLab:
         self._start(f"sentinel:{node}", node, "redis-sentinel",
                     str(self.dir(node) / "sentinel.conf"))
 
+    def start_agent(self, node: str) -> None:
+        self._start(f"agent:{node}", node, tool("vipfloat"), "watch", "--config",
+                    str(self.vipfloat_config(node)))
+
+    def agent_log(self, node: str) -> str:
+        return (self.dir(node) / "agent.log").read_text()
+
     def stop(self, key: str, sig: int = 15) -> None:
         proc = self.procs.pop(key, None)
         if proc and proc.poll() is None:

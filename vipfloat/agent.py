@@ -1,0 +1,640 @@
+"""vipfloat watch: the always-on agent that keeps every VIP where Sentinel says.
+
+Threads and what they own:
+  main        polls every Sentinel (SENTINEL MASTER) each `reconcile_interval`, or
+              at once when poked; folds the answers into each master's belief and
+              the quorum tracker; asks every VIP's actor to reconcile.
+  subscriber  one per Sentinel: +promoted-slave / +switch-master become hints that
+              go straight to the VIP's actor (the fast path); other events poke.
+  actor       one per VIP, the only thread that acts on it: decide + apply under
+              the VIP's flock lock (shared with a direct-path hook), probes for
+              conflicts, refreshes announcements.
+  socket      the hook's fast path and `vipfloat status`'s live view.
+  wire        one per interface: who else claims our VIPs (ARP, NA).
+Signals: SIGTERM/SIGINT stop (VIPs stay, unless release_on_stop), SIGHUP reloads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from . import config as config_mod
+from .apply import ActContext, Event, ThreadAnnouncer, resolve_host, run
+from .authority import Belief, QuorumTracker, on_hint, on_poll
+from .config import Config, Endpoint, VipConfig
+from .decide import Binding, Claim, Quorum, Snapshot, Verb, is_new_master_here
+from .errors import ConfigError, PermanentError, ResolveError, UsageError, VipfloatError
+from .health import LocalRedis
+from .lock import ensure_state_dir
+from .metrics import Metrics
+from .netlink import NetlinkHost
+from .sdnotify import notify
+from .sentinel import Poller, SentinelAnswer
+from .subscribe import SentinelEvent, Subscriber
+from .wire import WireWatcher
+
+log = logging.getLogger(__name__)
+
+# When Sentinel's down-after-milliseconds is not known yet (never reached one).
+DEFAULT_GRACE = 30.0
+# A claim of a VIP by another MAC this long after we acquired it is a conflict;
+# before that it is the previous holder letting go.
+CONFLICT_SETTLE = 3.0
+
+
+@dataclass
+class Request:
+    kind: str                          # "periodic", "event", "hook", "release"
+    since: float = field(default_factory=time.monotonic)
+    event: Event = field(default_factory=Event)
+    reply: Future | None = None        # the hook's verdict: exit code and reason
+
+
+@dataclass
+class VipLive:
+    """What `vipfloat status` shows of the agent's view of one VIP."""
+
+    last_action: str = ""
+    last_reason: str = ""
+    last_time: float = 0.0
+    held: bool = False
+    acquired_at: float = 0.0           # monotonic
+    conflict_mac: str | None = None
+    conflict_since: float = 0.0        # wall clock
+    last_probe: float = 0.0            # monotonic
+    error: str | None = None
+
+
+class VipActor:
+    """The one thread that acts on one VIP."""
+
+    def __init__(self, agent: Agent, vip: VipConfig) -> None:
+        self.agent = agent
+        self.vip = vip
+        self.live = VipLive()
+        self.inbox: queue.Queue[Request] = queue.Queue()
+        self.scripts: queue.Queue[Any] = queue.Queue()
+        self._stop = threading.Event()
+        self._host: NetlinkHost | None = None
+        self._thread = threading.Thread(target=self._run, name=f"vip-{vip.master}", daemon=True)
+        self._script_thread = threading.Thread(target=self._run_scripts,
+                                               name=f"scripts-{vip.master}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._script_thread.start()
+
+    def submit(self, request: Request) -> None:
+        self.inbox.put(request)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.inbox.put(Request("stop"))
+        self.scripts.put(None)
+        self._thread.join(timeout=10)
+        self._script_thread.join(timeout=30)
+
+    # --- the loop --------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                request = self.inbox.get(timeout=0.5)
+            except queue.Empty:
+                self._chores()
+                continue
+            if request.kind == "stop":
+                break
+            # Timer reconciles pile up behind a slow action: one is enough.
+            if request.kind == "periodic":
+                while True:
+                    try:
+                        nxt = self.inbox.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt.kind != "periodic":
+                        request = nxt
+                        break
+                if request.kind == "stop":
+                    break
+            self._handle(request)
+            self._chores()
+        if self._host is not None:
+            self._host.close()
+
+    def _handle(self, request: Request) -> None:
+        agent, vip = self.agent, self.vip
+        code, message = 0, ""
+        try:
+            if self._host is None:
+                self._host = NetlinkHost()
+            claim = (Claim(source="vipfloat watch stopping", order=Verb.RELEASE)
+                     if request.kind == "release" else agent.claim_for(vip))
+            ctx = ActContext(
+                host=self._host, announcer=agent.announcer, wire=agent.wire(vip.interface),
+                enrich=lambda snap: self._enrich(snap, request), since=request.since,
+                release_wait=agent.config.agent.release_wait,
+                reset_connections=agent.config.agent.reset_connections,
+                retry_timeout=0.0 if request.kind == "periodic" else 1.0,
+                post_scripts=self.scripts.put)
+            outcome = run(agent.config, vip, claim, request.event, ctx)
+            action = outcome.action
+            message = action.reason
+            self._note(action.verb, action.reason, outcome.changed)
+        except VipfloatError as exc:
+            code, message = exc.exit_code, str(exc)
+            self.live.error = message
+            if not exc.logged:
+                log.error("%s: %s", vip.master, exc)
+            if self._host is not None and code == 1:
+                self._host.close()  # a broken netlink socket is reopened next time
+                self._host = None
+        except Exception as exc:  # noqa: BLE001 - one bad cycle must not stop the actor
+            code, message = 1, f"internal error: {type(exc).__name__}: {exc}"
+            log.exception("%s: reconcile failed", vip.master)
+        if request.reply is not None and not request.reply.done():
+            request.reply.set_result((code, message))
+        agent.metrics.last_reconcile.set_to_current_time()
+
+    def _enrich(self, snapshot: Snapshot, request: Request) -> Snapshot:
+        agent = self.agent
+        views = []
+        for view in snapshot.vips:
+            role = None
+            if (view.claim.order is None and view.binding is Binding.ABSENT
+                    and is_new_master_here(view.claim, snapshot.local_addresses, self.vip)):
+                belief = agent.belief(self.vip.master)
+                if belief is not None:
+                    role = agent.local_redis.role(belief.host, belief.port)
+            views.append(replace(view, quorum=agent.quorum(self.vip.master), local_role=role,
+                                 periodic=request.kind == "periodic"))
+        return replace(snapshot, vips=tuple(views))
+
+    def _note(self, verb: Verb, reason: str, changed: bool) -> None:
+        live, vip, metrics = self.live, self.vip, self.agent.metrics
+        live.error = None
+        if verb is not Verb.NOTHING or not live.last_action:
+            live.last_action, live.last_reason, live.last_time = verb.value, reason, time.time()
+        if verb in (Verb.ACQUIRE, Verb.ANNOUNCE):
+            if not live.held:
+                live.acquired_at = time.monotonic()
+            live.held = True
+        elif verb is Verb.RELEASE:
+            live.held = False
+            live.conflict_mac = None
+        if changed:
+            metrics.transitions.labels(vip.master, verb.value).inc()
+        metrics.held.labels(vip.master, str(vip.address)).set(1 if live.held else 0)
+
+    # --- between requests: conflicts and refreshes ---------------------------------------
+    def _chores(self) -> None:
+        try:
+            self._sync_held()
+            if self.live.held:
+                self._probe_for_conflicts()
+                self._refresh()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("%s: %s", self.vip.master, exc)
+
+    def _sync_held(self) -> None:
+        if self._host is None:
+            self._host = NetlinkHost()
+        from .netlink import binding_of
+
+        link = self._host.link(self.vip.interface)
+        bound = bool(link) and binding_of(self._host.addresses(), link.index,
+                                          self.vip)[0] is Binding.PRESENT
+        if bound != self.live.held:
+            self.live.held = bound
+            self.live.acquired_at = time.monotonic()
+
+    def _probe_for_conflicts(self) -> None:
+        agent, vip, live = self.agent, self.vip, self.live
+        interval = agent.config.agent.conflict_probe_interval
+        wire = agent.wire(vip.interface)
+        if wire is None:
+            return
+        now = time.monotonic()
+        settled = live.acquired_at + CONFLICT_SETTLE
+        if interval > 0 and now - live.last_probe >= interval and now >= settled:
+            live.last_probe = now
+            link = self._host.link(vip.interface) if self._host else None
+            if link is not None:
+                from .announce import probe_frame
+
+                agent.announcer.send(vip, link, (probe_frame(link.mac, vip.ip),))
+        claims = wire.claims(vip.ip, since=max(settled, now - 2 * max(interval, 1.0)))
+        if claims:
+            mac = claims[-1].mac.hex(":")
+            if live.conflict_mac != mac:
+                live.conflict_mac, live.conflict_since = mac, time.time()
+                agent.metrics.conflicts.labels(vip.master, str(vip.address)).inc()
+                log.warning("%s: CONFLICT: %s also answers for %s on %s; keeping it and "
+                            "announcing again", vip.master, mac, vip.ip, vip.interface)
+                link = self._host.link(vip.interface) if self._host else None
+                if link is not None:
+                    agent.announcer.send(vip, link)
+        elif live.conflict_mac and now - live.last_probe < 1.0:
+            pass  # wait for the answers to the probe just sent
+        elif live.conflict_mac:
+            log.info("%s: conflict over: nobody else answers for %s", vip.master, vip.ip)
+            live.conflict_mac = None
+        agent.metrics.conflict.labels(vip.master, str(vip.address)).set(
+            1 if live.conflict_mac else 0)
+
+    def _refresh(self) -> None:
+        refresh = self.agent.config.agent.announce_refresh
+        last = self.agent.announcer.last_round.get(self.vip.master, 0.0)
+        if refresh > 0 and time.time() - last >= refresh and self._host is not None:
+            link = self._host.link(self.vip.interface)
+            if link is not None and link.up:
+                self.agent.announcer.send(self.vip, link)
+
+    def _run_scripts(self) -> None:
+        # Action scripts run here, in order, so a slow one never holds up the actor.
+        while True:
+            job = self.scripts.get()
+            if job is None:
+                return
+            try:
+                job()
+            except Exception:  # noqa: BLE001
+                log.exception("%s: action scripts failed", self.vip.master)
+
+
+class Agent:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics(config.agent.metrics_listen)
+        self.announcer = ThreadAnnouncer(on_round=lambda vip: self.metrics.announcements.labels(
+            vip.master).inc())
+        self.local_redis = LocalRedis(config.redis)
+        self._lock = threading.Lock()
+        self._beliefs: dict[str, Belief] = {}
+        self._down_after: dict[str, float] = {}
+        self._tracker = QuorumTracker(len(config.sentinel.addresses))
+        self._answers: dict[str, tuple[SentinelAnswer, ...]] = {}
+        self._poke = threading.Event()
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._wires: dict[str, WireWatcher] = {}
+        self.actors: dict[str, VipActor] = {}
+        self.subscribers: list[Subscriber] = []
+        self.poller: Poller | None = None
+        self.server: AgentSocket | None = None
+
+    # --- shared state, read by actors ----------------------------------------------
+    def belief(self, master: str) -> Belief | None:
+        with self._lock:
+            return self._beliefs.get(master)
+
+    def claim_for(self, vip: VipConfig) -> Claim:
+        belief = self.belief(vip.master)
+        if belief is None:
+            return Claim(source="no Sentinel answer yet")
+        try:
+            addrs = resolve_host(belief.host)
+        except ResolveError as exc:
+            log.warning("%s", exc)
+            addrs = frozenset()
+        kind = "hint" if belief.provisional else "newest config"
+        return Claim(source=f"{kind}: {belief.source}", new_master=belief.host,
+                     new_master_addrs=addrs)
+
+    def quorum(self, master: str) -> Quorum:
+        now = time.monotonic()
+        with self._lock:
+            grace = self.config.agent.quorum_loss_grace
+            if grace is None:
+                grace = self._down_after.get(master, DEFAULT_GRACE)
+            return Quorum(reachable=self._tracker.reachable,
+                          configured=self._tracker.configured,
+                          below_for=self._tracker.below_for(now), grace=grace,
+                          policy=self.config.agent.on_quorum_loss)
+
+    def wire(self, ifname: str) -> WireWatcher | None:
+        if self._wires.get(ifname) is None:
+            try:
+                with NetlinkHost() as host:
+                    link = host.link(ifname)
+                if link is not None:  # a missing interface is looked for again next time
+                    self._wires[ifname] = WireWatcher(ifname, link.mac)
+            except OSError as exc:
+                log.warning("cannot watch %s for announcements: %s", ifname, exc)
+        return self._wires.get(ifname)
+
+    # --- inputs ------------------------------------------------------------------------
+    def on_event(self, endpoint: Endpoint, event: SentinelEvent) -> None:
+        now = time.monotonic()
+        log.info("sentinel %s: %s %s", endpoint, event.channel, event.data)
+        if event.is_hint and event.master in self.actors:
+            with self._lock:
+                before = self._beliefs.get(event.master)
+                after = on_hint(before, event.new_host, event.new_port,
+                                f"{event.channel} from Sentinel {endpoint}", now)
+                self._beliefs[event.master] = after
+            if after is before:  # every Sentinel repeats +switch-master: news only once
+                self._poke.set()
+                return
+            self.actors[event.master].submit(Request(
+                "event", since=now, event=Event(role="agent", new_master=f"{event.new_host}:"
+                                                f"{event.new_port}")))
+        self._poke.set()
+
+    def on_link(self, endpoint: Endpoint, alive: bool) -> None:
+        self._poke.set()  # whatever was published while it was down is lost: poll
+
+    def hook_request(self, argv: list[str], since: float) -> tuple[int, str]:
+        """The hook's arguments, handed over on the socket: act as it would."""
+        from .hook import parse_argv
+
+        args = parse_argv(argv)
+        actor = self.actors.get(args.master)
+        if actor is None:
+            raise PermanentError(f"master {args.master!r} has no [[vip]] block in "
+                                 f"{self.config.path}")
+        with self._lock:
+            self._beliefs[args.master] = on_hint(
+                self._beliefs.get(args.master), args.to_host, args.to_port,
+                f"hook ({args.role}) via agent", since)
+        future: Future = Future()
+        actor.submit(Request("hook", since=since, reply=future, event=Event(
+            role=args.role, old_master=f"{args.from_host}:{args.from_port}",
+            new_master=f"{args.to_host}:{args.to_port}")))
+        self._poke.set()
+        return future.result(timeout=self.config.agent.hook_timeout)
+
+    # --- polling -------------------------------------------------------------------------
+    def poll_once(self) -> None:
+        assert self.poller is not None
+        masters = [v.master for v in self.config.vips]
+        answers = self.poller.poll(masters)
+        now = time.monotonic()
+        reachable = sum(1 for c in range(len(self.config.sentinel.addresses))
+                        if any(answers[m][c].reachable for m in masters))
+        with self._lock:
+            self._answers = answers
+            was_ok = self._tracker.reachable >= self._tracker.majority
+            self._tracker.observe(reachable, now)
+            ok = reachable >= self._tracker.majority
+            for master in masters:
+                self._beliefs[master] = on_poll(self._beliefs.get(master), answers[master],
+                                                self._tracker.configured, now)
+                downs = [a.master.down_after_ms for a in answers[master]
+                         if a.master and a.master.down_after_ms]
+                if downs:
+                    self._down_after[master] = max(downs) / 1000
+        if was_ok != ok:
+            (log.info if ok else log.error)(
+                "QUORUM %s: %d of %d Sentinels reachable (majority %d)%s",
+                "regained" if ok else "LOST", reachable, self._tracker.configured,
+                self._tracker.majority,
+                "" if ok else f"; on_quorum_loss = {self.config.agent.on_quorum_loss}")
+        self.metrics.sentinels_reachable.set(reachable)
+        self.metrics.sentinels_configured.set(self._tracker.configured)
+        self.metrics.quorum_ok.set(1 if ok else 0)
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.config
+        ensure_state_dir(cfg.agent.state_dir)
+        self.poller = Poller(cfg.sentinel)
+        for vip in cfg.vips:
+            self.wire(vip.interface)
+            self.actors[vip.master] = VipActor(self, vip)
+        self.server = AgentSocket(self)
+        self.server.start()
+        for endpoint in cfg.sentinel.addresses:
+            sub = Subscriber(endpoint, cfg.sentinel, self.on_event, self.on_link)
+            self.subscribers.append(sub)
+            sub.start()
+        for actor in self.actors.values():
+            actor.start()
+
+    def stop(self, release: bool = False) -> None:
+        if self.server:
+            self.server.close()
+        for sub in self.subscribers:
+            sub.stop()
+        if release:
+            for actor in self.actors.values():
+                future: Future = Future()
+                actor.submit(Request("release", reply=future, event=Event(role="agent")))
+                try:
+                    future.result(timeout=15)
+                except Exception as exc:  # noqa: BLE001
+                    log.error("%s: release on stop failed: %s", actor.vip.master, exc)
+        for actor in self.actors.values():
+            actor.stop()
+        for wire in self._wires.values():
+            wire.close()
+        if self.poller:
+            self.poller.close()
+        self.announcer.close()
+        self.local_redis.close()
+        self.metrics.close()
+
+    def run(self) -> int:
+        self.start()
+        interval = self.config.agent.reconcile_interval
+        ready = False
+        log.info("watching %d VIP(s) through %d Sentinel(s); reconcile every %.1f s",
+                 len(self.config.vips), len(self.config.sentinel.addresses), interval)
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self.poll_once()
+                for actor in self.actors.values():
+                    actor.submit(Request("periodic", event=Event(role="agent", quiet=True)))
+            except Exception:  # noqa: BLE001 - an error in one cycle never ends the loop
+                log.exception("reconcile cycle failed")
+            if not ready:
+                notify("READY=1\nSTATUS=watching")
+                ready = True
+            if self._reload.is_set():
+                return RELOAD
+            # Sleep until the next tick, or until an event pokes us (debounced).
+            self._poke.wait(max(0.0, interval - (time.monotonic() - started)))
+            if self._poke.is_set():
+                self._poke.clear()
+                time.sleep(0.02)
+        return 0
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self._poke.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+        self._poke.set()
+
+    def live_status(self) -> dict[str, Any]:
+        q = self._tracker
+        now = time.monotonic()
+        out: dict[str, Any] = {
+            "pid": os.getpid(),
+            "quorum": {"reachable": q.reachable, "configured": q.configured,
+                       "majority": q.majority, "ok": q.reachable >= q.majority,
+                       "below_for": round(q.below_for(now), 2),
+                       "policy": self.config.agent.on_quorum_loss},
+            "vips": {},
+        }
+        for master, actor in self.actors.items():
+            live, belief = actor.live, self.belief(master)
+            quorum = self.quorum(master)
+            out["vips"][master] = {
+                "held": live.held, "last_action": live.last_action,
+                "last_reason": live.last_reason, "last_time": live.last_time,
+                "error": live.error, "conflict_mac": live.conflict_mac,
+                "conflict_since": live.conflict_since or None,
+                "last_announcement": self.announcer.last_round.get(master),
+                "belief": None if belief is None else {
+                    "master_addr": belief.addr, "epoch": belief.epoch,
+                    "provisional": belief.provisional, "source": belief.source},
+                "quorum_loss_grace": quorum.grace,
+            }
+        return out
+
+
+RELOAD = -1
+
+
+class AgentSocket:
+    """The agent's Unix socket: one JSON line in, one JSON line out.
+
+    {"op": "hook", "argv": [7 args]} -> {"exit": 0|1|2, "message": "..."}
+    {"op": "status"}                  -> the agent's live view
+    """
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        cfg = agent.config.agent
+        self.path = cfg.socket
+        _refuse_if_running(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        self.sock.bind(str(self.path))
+        os.chmod(self.path, 0o660)
+        if cfg.socket_group:
+            import grp
+
+            try:
+                os.chown(self.path, -1, grp.getgrnam(cfg.socket_group).gr_gid)
+            except (KeyError, PermissionError) as exc:
+                log.error("cannot give %s to group %s: %s", self.path, cfg.socket_group, exc)
+        self.sock.listen(64)
+        self._thread = threading.Thread(target=self._accept, name="agent-socket", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        since = time.monotonic()
+        with conn:
+            conn.settimeout(2.0)
+            try:
+                line = conn.makefile("rb").readline(65536)
+                request = json.loads(line)
+                if request.get("op") == "status":
+                    reply: dict[str, Any] = self.agent.live_status()
+                elif request.get("op") == "hook":
+                    code, message = self.agent.hook_request([str(a) for a in request["argv"]],
+                                                            since)
+                    reply = {"exit": code, "message": message}
+                else:
+                    reply = {"exit": 2, "message": f"unknown op {request.get('op')!r}"}
+            except (UsageError, PermanentError) as exc:
+                reply = {"exit": exc.exit_code, "message": str(exc)}
+            except (ValueError, KeyError, TypeError) as exc:
+                reply = {"exit": 2, "message": f"bad request: {exc}"}
+            except Exception as exc:  # noqa: BLE001 - the hook gets an answer, never a hang
+                reply = {"exit": 1, "message": f"agent: {type(exc).__name__}: {exc}"}
+            try:
+                conn.settimeout(2.0)
+                conn.sendall(json.dumps(reply).encode() + b"\n")
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _refuse_if_running(path: Any) -> None:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(0.5)
+        probe.connect(str(path))
+    except OSError:
+        return  # nobody listening: a stale socket, or none
+    finally:
+        probe.close()
+    raise PermanentError(f"another agent is already listening on {path}")
+
+
+def main(config_path: str | None) -> int:
+    """Run the agent until SIGTERM; reload on SIGHUP (a bad new config is refused
+    and the running one kept). A bad config at start raises ConfigError (exit 2)."""
+    from . import logs
+
+    logs.setup("vipfloat", syslog=False)
+    # A hint must reach its VIP's actor at once; the default 5 ms GIL switch
+    # interval would let a busy thread hold it back for a whole slice.
+    sys.setswitchinterval(0.0005)
+    cfg = config_mod.load(config_path)
+    logging.getLogger().setLevel(cfg.log_level.upper())
+    current: list[Agent] = []
+    signal.signal(signal.SIGTERM, lambda *_: current[-1].request_stop())
+    signal.signal(signal.SIGINT, lambda *_: current[-1].request_stop())
+    signal.signal(signal.SIGHUP, lambda *_: current[-1].request_reload())
+    while True:
+        agent = Agent(cfg)
+        current.append(agent)
+        reload = False
+        try:
+            reload = agent.run() == RELOAD
+        finally:
+            if reload:
+                notify("RELOADING=1")
+                agent.stop(release=False)  # a reload never releases anything
+            else:
+                notify("STOPPING=1")
+                agent.stop(release=cfg.agent.release_on_stop)
+        current.pop(0)
+        if not reload:
+            log.info("stopped; VIPs %s", "released" if cfg.agent.release_on_stop else
+                     "left in place (release_on_stop = false)")
+            return 0
+        try:
+            cfg = config_mod.load(config_path)
+            logging.getLogger().setLevel(cfg.log_level.upper())
+            log.info("config reloaded from %s", cfg.path)
+        except ConfigError as exc:
+            for line in exc.problems:
+                log.error("reload refused: %s", line)
+            log.error("keeping the running config")

@@ -1,0 +1,57 @@
+"""Local health: does this host's Redis answer ROLE as master?
+
+The agent never binds a VIP in front of a Redis that is not (yet, or any more)
+the master: writes through the VIP would fail with READONLY or connection
+refused. One connection per address, kept open, so the check costs a round trip
+on the loopback path (well under a millisecond) on the failover's critical path.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from .config import RedisConfig
+from .sentinel import connection
+
+log = logging.getLogger(__name__)
+
+
+def parse_role(reply: object) -> str:
+    """Pure: ROLE's reply -> 'master', 'slave', 'sentinel' or 'unknown'."""
+    if isinstance(reply, (list, tuple)) and reply:
+        first = reply[0]
+        return first.decode() if isinstance(first, bytes) else str(first)
+    return "unknown"
+
+
+class LocalRedis:
+    def __init__(self, cfg: RedisConfig) -> None:
+        self.cfg = cfg
+        self._conns: dict[tuple[str, int], object] = {}
+        self._lock = threading.Lock()
+
+    def role(self, host: str, port: int) -> str:
+        """'master', 'slave', ... or 'unreachable (<why>)' / 'error (<why>)'."""
+        import redis
+
+        with self._lock:
+            conn = self._conns.get((host, port))
+            if conn is None:
+                conn = connection(host, port, self.cfg.username, self.cfg.password,
+                                  self.cfg.timeout)
+                self._conns[(host, port)] = conn
+        try:
+            conn.send_command("ROLE")  # type: ignore[attr-defined]
+            return parse_role(conn.read_response())  # type: ignore[attr-defined]
+        except redis.ResponseError as exc:
+            return f"error ({str(exc).splitlines()[0]})"
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            conn.disconnect()  # type: ignore[attr-defined]
+            return f"unreachable ({exc})"
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._conns.values():
+                conn.disconnect()  # type: ignore[attr-defined]
+            self._conns.clear()

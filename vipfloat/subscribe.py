@@ -1,0 +1,166 @@
+"""Sentinel's pub/sub events: parsed (pure) and followed (one thread per Sentinel).
+
+Events are published only on the Sentinel where they happen and never replayed,
+so the agent subscribes to every Sentinel. A subscription can die silently (a
+firewall dropping the idle TCP flow, a half-open socket): each subscriber pings
+through the subscription and counts one that stays silent as dead, reconnecting
+with bounded backoff (tenacity) and asking the agent for a fresh poll, since
+whatever was published meanwhile is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from .config import Endpoint, SentinelConfig
+
+log = logging.getLogger(__name__)
+
+# A new master named in the payload: act at once on it (a provisional hint).
+HINT_EVENTS = ("+promoted-slave", "+switch-master")
+# Something changed that may change who should hold a VIP: poll now.
+POKE_EVENTS = ("+sdown", "-sdown", "+odown", "-odown", "+failover-end", "+config-update-from",
+               "+convert-to-slave", "+tilt", "-tilt", "+failover-state-reconf-slaves",
+               "-failover-abort-not-elected", "-failover-abort-no-good-slave")
+CHANNELS = HINT_EVENTS + POKE_EVENTS
+
+
+@dataclass(frozen=True)
+class SentinelEvent:
+    channel: str
+    master: str | None          # the master name it concerns; None: all (tilt)
+    new_host: str | None = None  # for hints: the new master's address
+    new_port: int | None = None
+    data: str = ""
+
+    @property
+    def is_hint(self) -> bool:
+        return self.new_host is not None
+
+
+def parse_event(channel: str, data: str) -> SentinelEvent | None:
+    """Pure: one pub/sub message -> SentinelEvent, or None if it is not one we use.
+
+    Payloads (Redis 7 sentinel.c):
+      +switch-master  <master> <old-ip> <old-port> <new-ip> <new-port>
+      +promoted-slave slave <ip:port> <ip> <port> @ <master> <old-ip> <old-port>
+      instance events <type> <name> <ip> <port> [@ <master> <master-ip> <master-port>]
+    """
+    parts = data.split()
+    if channel == "+switch-master":
+        if len(parts) != 5 or not parts[4].isdigit():
+            return None
+        return SentinelEvent(channel, parts[0], parts[3], int(parts[4]), data)
+    if channel == "+promoted-slave":
+        if len(parts) < 6 or parts[4] != "@" or not parts[3].isdigit():
+            return None
+        return SentinelEvent(channel, parts[5], parts[2], int(parts[3]), data)
+    if channel in ("+tilt", "-tilt"):
+        return SentinelEvent(channel, None, data=data)
+    if channel in POKE_EVENTS:
+        if "@" in parts:
+            at = parts.index("@")
+            master = parts[at + 1] if at + 1 < len(parts) else None
+        elif parts[:1] == ["master"] and len(parts) > 1:
+            master = parts[1]
+        else:
+            master = None
+        return SentinelEvent(channel, master, data=data)
+    return None
+
+
+class Subscriber:
+    """Follows one Sentinel's events in a thread; reports events and liveness."""
+
+    def __init__(self, endpoint: Endpoint, cfg: SentinelConfig,
+                 on_event: Callable[[Endpoint, SentinelEvent], None],
+                 on_link: Callable[[Endpoint, bool], None], ping_interval: float = 1.0) -> None:
+        self.endpoint = endpoint
+        self.cfg = cfg
+        self.on_event = on_event
+        self.on_link = on_link
+        self.ping_interval = ping_interval
+        self.alive = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"subscribe-{endpoint}",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=3)
+
+    def _run(self) -> None:
+        from tenacity import Retrying, retry_if_exception_type, wait_exponential
+
+        class Dropped(Exception):
+            pass
+
+        def session() -> None:
+            try:
+                self._listen()
+            except Exception as exc:  # noqa: BLE001 - any failure: reconnect with backoff
+                if self._stop.is_set():
+                    return
+                raise Dropped(str(exc)) from exc
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(Dropped),
+            wait=wait_exponential(multiplier=0.1, max=2.0),   # bounded: at most 2 s apart
+            stop=lambda _state: self._stop.is_set(),
+            sleep=self._stop.wait,                             # interrupted by stop()
+            reraise=False,
+            before_sleep=lambda state: log.debug("subscription to %s lost (%s), reconnecting",
+                                                 self.endpoint, state.outcome.exception()),
+        )
+        try:
+            retrying(session)
+        except Exception:  # noqa: BLE001 - stop() while retrying ends here
+            pass
+
+    def _set_alive(self, alive: bool) -> None:
+        if alive != self.alive:
+            self.alive = alive
+            log.info("subscription to Sentinel %s %s", self.endpoint, "up" if alive else "down")
+            self.on_link(self.endpoint, alive)
+
+    def _listen(self) -> None:
+        import redis
+
+        client = redis.Redis(host=self.endpoint.host, port=self.endpoint.port,
+                             username=self.cfg.username,
+                             password=self.cfg.password.value if self.cfg.password else None,
+                             socket_connect_timeout=self.cfg.timeout,
+                             socket_timeout=self.ping_interval * 3, decode_responses=True)
+        pubsub = client.pubsub()
+        try:
+            pubsub.subscribe(*CHANNELS)
+            last_heard = time.monotonic()
+            next_ping = last_heard + self.ping_interval
+            while not self._stop.is_set():
+                msg = pubsub.get_message(timeout=min(0.2, self.ping_interval))
+                now = time.monotonic()
+                if msg is not None:
+                    last_heard = now
+                    if msg["type"] == "subscribe" and msg["data"] == len(CHANNELS):
+                        self._set_alive(True)  # subscribed to everything: nothing missed from now
+                    elif msg["type"] == "message":
+                        event = parse_event(msg["channel"], msg["data"])
+                        if event is not None:
+                            self.on_event(self.endpoint, event)
+                if now >= next_ping:
+                    pubsub.ping()
+                    next_ping = now + self.ping_interval
+                if now - last_heard > self.ping_interval * 3:
+                    raise ConnectionError(f"no pong from {self.endpoint} "
+                                          f"in {self.ping_interval * 3:.1f} s")
+        finally:
+            self._set_alive(False)
+            pubsub.close()
+            client.close()
