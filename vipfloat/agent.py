@@ -422,10 +422,14 @@ class Agent:
             actor.start()
 
     def stop(self, release: bool = False) -> None:
+        t0 = time.monotonic()
         if self.server:
             self.server.close()
         for sub in self.subscribers:
+            sub.request_stop()          # all at once: each may be mid-reconnect
+        for sub in self.subscribers:
             sub.stop()
+        log.debug("subscribers stopped after %.2f s", time.monotonic() - t0)
         if release:
             for actor in self.actors.values():
                 future: Future = Future()
@@ -436,6 +440,7 @@ class Agent:
                     log.error("%s: release on stop failed: %s", actor.vip.master, exc)
         for actor in self.actors.values():
             actor.stop()
+        log.debug("actors stopped after %.2f s", time.monotonic() - t0)
         for wire in self._wires.values():
             wire.close()
         if self.poller:
@@ -443,6 +448,7 @@ class Agent:
         self.announcer.close()
         self.local_redis.close()
         self.metrics.close()
+        log.debug("agent stopped after %.2f s", time.monotonic() - t0)
 
     def run(self) -> int:
         self.start()

@@ -78,32 +78,17 @@ def ask_agent(path: str, argv: tuple[str, ...], timeout: float) -> tuple[int, st
     """Hand the arguments to a running agent (`vipfloat watch`), which has netlink,
     Sentinel and the announcer warm, and return its verdict; None when no agent
     answers, so the caller acts itself. Standard library only: this is the path
-    that must beat a shell script."""
-    import json
-    import socket
+    that must keep up with a shell script."""
+    from .agent_client import NoAgent, request
 
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.settimeout(0.5)
-        try:
-            sock.connect(path)
-        except OSError:
-            return None  # no agent (no socket, refused, no permission): act directly
-        sock.settimeout(timeout)
-        sock.sendall(json.dumps({"op": "hook", "argv": list(argv)}).encode() + b"\n")
-        reply = b""
-        while not reply.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            reply += chunk
-        answer = json.loads(reply)
+        answer = request(path, {"op": "hook", "argv": list(argv)}, timeout)
         return int(answer["exit"]), str(answer.get("message", ""))
+    except NoAgent:
+        return None  # no agent: act directly
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("agent on %s did not answer (%s): acting directly", path, exc)
         return None
-    finally:
-        sock.close()
 
 
 def _hostport(host: str, port: int) -> str:

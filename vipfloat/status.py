@@ -7,7 +7,7 @@ function that the unit tests drive with fakes, and from the two renderers.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 from .config import Config, IPAddress, VipConfig
@@ -27,6 +27,7 @@ class VipStatus:
     note: str
     sentinels: tuple[SentinelAnswer, ...]
     last: dict[str, Any] | None = None
+    agent: dict[str, Any] | None = None       # the running agent's live view, if any
 
     @property
     def bound_here(self) -> bool:
@@ -45,6 +46,7 @@ class VipStatus:
             "note": self.note,
             "sentinels": [a.as_dict() for a in self.sentinels],
             "last_action": self.last,
+            "agent": self.agent,
         }
 
 
@@ -88,6 +90,7 @@ def gather(config: Config) -> list[VipStatus]:
     from .sentinel import ask_all
 
     answers = ask_all(config.sentinel, [v.master for v in config.vips])
+    live = agent_view(str(config.agent.socket))
     with NetlinkHost() as host:
         rows = host.addresses()
         links = {v.interface: host.link(v.interface) for v in config.vips}
@@ -96,9 +99,23 @@ def gather(config: Config) -> list[VipStatus]:
     for vip in config.vips:
         link = links[vip.interface]
         binding, _ = binding_of(rows, link.index if link else None, vip)
-        out.append(summarise(vip, binding, local, answers[vip.master], resolve_host,
-                             read_last(config.agent.state_dir, vip.master)))
+        status = summarise(vip, binding, local, answers[vip.master], resolve_host,
+                           read_last(config.agent.state_dir, vip.master))
+        if live is not None and vip.master in live.get("vips", {}):
+            status = replace(status, agent={**live["vips"][vip.master],
+                                            "quorum": live.get("quorum"), "pid": live.get("pid")})
+        out.append(status)
     return out
+
+
+def agent_view(path: str) -> dict[str, Any] | None:
+    """The running agent's live view, or None when no agent answers."""
+    from .agent_client import NoAgent, request
+
+    try:
+        return request(path, {"op": "status"}, timeout=2.0)
+    except (NoAgent, OSError, ValueError):
+        return None
 
 
 def render_json(statuses: Sequence[VipStatus]) -> str:
@@ -126,6 +143,17 @@ def render_table(statuses: Sequence[VipStatus]) -> str:
             said = (f"{a.master.addr} epoch {a.master.config_epoch} flags {','.join(a.master.flags)}"
                     if a.master else a.error or "no answer")
             lines.append(f"  sentinel {a.endpoint}: {said}")
-        if s.last:
+        if s.agent:
+            a, q = s.agent, s.agent.get("quorum") or {}
+            lines.append(f"  agent (pid {a.get('pid')}): holds {_yes(a.get('held'))}; Sentinels "
+                         f"{q.get('reachable')}/{q.get('configured')} reachable, quorum "
+                         f"{'ok' if q.get('ok') else 'LOST for %ss' % q.get('below_for')} "
+                         f"(on loss: {q.get('policy')} after {a.get('quorum_loss_grace')} s)")
+            lines.append(f"  agent's last decision: {a.get('last_action')} ({a.get('last_reason')})")
+            if a.get("conflict_mac"):
+                lines.append(f"  CONFLICT: {a['conflict_mac']} also answers for {s.vip.ip}")
+            if a.get("error"):
+                lines.append(f"  agent error: {a['error']}")
+        elif s.last:
             lines.append(f"  last action: {s.last.get('action')} ({s.last.get('reason')})")
     return "\n".join(lines)

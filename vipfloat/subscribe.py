@@ -92,6 +92,9 @@ class Subscriber:
     def start(self) -> None:
         self._thread.start()
 
+    def request_stop(self) -> None:
+        self._stop.set()
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=3)
@@ -132,8 +135,13 @@ class Subscriber:
 
     def _listen(self) -> None:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
+        # No retries inside redis-py (its default backs off for seconds): the
+        # reconnect policy is ours, bounded and interruptible.
         client = redis.Redis(host=self.endpoint.host, port=self.endpoint.port,
+                             retry=Retry(NoBackoff(), 0),
                              username=self.cfg.username,
                              password=self.cfg.password.value if self.cfg.password else None,
                              socket_connect_timeout=self.cfg.timeout,

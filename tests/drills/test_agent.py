@@ -1,0 +1,115 @@
+"""vipfloat watch against real redis-server and redis-sentinel failovers."""
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+from vipfloat.lab.cluster import RedisLab
+from vipfloat.lab.netns import sh
+from vipfloat.lab.observe import AddrEvents
+
+VIP = "198.51.100.250"
+
+
+def holders(cluster: RedisLab) -> list[str]:
+    return [n for n in cluster.nodes if cluster.lab.has_address(n, f"{VIP}/24")]
+
+
+@pytest.fixture
+def agents(lab, tmp_path):
+    """Three nodes with the agent on each and no hook configured anywhere."""
+    with RedisLab(lab, tmp_path, hook=False) as cluster:
+        for node in cluster.nodes:
+            cluster.start_agent(node)
+        cluster.wait(lambda: holders(cluster) == ["a"], "the agents to put the VIP on a")
+        yield cluster
+
+
+def new_master(cluster: RedisLab, old: str = "198.51.100.11") -> str:
+    cluster.wait(lambda: cluster.master_addr("b") not in (None, old),
+                 "Sentinel to name a new master", timeout=20)
+    return cluster.node_of(cluster.master_addr("b"))
+
+
+def test_agent_alone_moves_the_vip_after_a_failover(agents):
+    cluster = agents
+    cluster.stop("redis:a", sig=signal.SIGKILL)
+    new = new_master(cluster)
+    cluster.wait(lambda: holders(cluster) == [new], f"the VIP on {new} only", timeout=10)
+    assert "action=acquire" in cluster.agent_log(new)
+    assert cluster.redis("client", "SET", "k", "v", host=VIP) == "OK"
+
+
+def test_lagging_sentinel_does_not_make_the_agent_flap(agents):
+    cluster, lab = agents, agents.lab
+    events = AddrEvents(lab, cluster.nodes)
+    try:
+        # c's Sentinel sleeps through the failover and wakes up with the old config.
+        cluster.procs["sentinel:c"].send_signal(signal.SIGSTOP)
+        cluster.failover("b")
+        new = new_master(cluster)
+        cluster.wait(lambda: holders(cluster) == [new], f"the VIP on {new}", timeout=10)
+        cluster.procs["sentinel:c"].send_signal(signal.SIGCONT)
+        # Until its next hello, c still names the old master at the old epoch.
+        stale = cluster.master_field("c", "ip")
+        time.sleep(4)
+        moves = [(e.host, e.added) for e in events.matching(VIP)]
+    finally:
+        events.close()
+    assert moves == [("a", False), (new, True)] or moves == [(new, True), ("a", False)], \
+        (moves, stale)
+    assert holders(cluster) == [new]
+
+
+def test_isolated_old_master_releases_within_the_grace(agents):
+    cluster, lab = agents, agents.lab
+    events = AddrEvents(lab, ["a"])
+    try:
+        cut = time.monotonic()
+        # a's cable is pulled at the switch: it still reaches its own Sentinel (1 of 3).
+        sh("ip", "-n", lab.switch, "link", "set", "p-a", "down")
+        cluster.wait(lambda: not lab.has_address("a", f"{VIP}/24"), "a to fence itself",
+                     timeout=10)
+        released = events.matching(VIP, added=False, host="a")
+    finally:
+        events.close()
+    grace = cluster.cluster.down_after_ms / 1000
+    assert released and released[0].t - cut >= grace      # never before the grace period
+    log = cluster.agent_log("a")
+    assert "QUORUM LOST" in log and "fencing, this host is probably isolated" in log
+
+
+def test_agent_killed_and_restarted_keeps_a_correct_vip(agents):
+    cluster, lab = agents, agents.lab
+    events = AddrEvents(lab, ["a"])
+    try:
+        cluster.stop("agent:a", sig=signal.SIGKILL)
+        assert holders(cluster) == ["a"]            # nobody removes it on the way down
+        cluster.start_agent("a")
+        cluster.wait(lambda: "watching 1 VIP" in cluster.agent_log("a").split("killed")[-1],
+                     "the agent to come back")
+        time.sleep(2)                                # a few reconcile cycles
+        removed = events.matching(VIP, added=False)
+    finally:
+        events.close()
+    assert removed == [] and holders(cluster) == ["a"]
+
+
+def test_sigterm_leaves_the_vip_in_place(agents):
+    cluster = agents
+    cluster.stop("agent:a", sig=signal.SIGTERM)
+    assert holders(cluster) == ["a"]
+    assert "left in place (release_on_stop = false)" in cluster.agent_log("a")
+
+
+def test_status_shows_the_agents_live_view(agents):
+    result = agents.vipfloat("a", "status", "--json")
+    assert result.returncode == 0, result.stderr
+    (vip,) = json.loads(result.stdout)["vips"]
+    agent = vip["agent"]
+    assert agent["held"] is True and agent["quorum"]["ok"] is True
+    assert agent["belief"]["master_addr"] == "198.51.100.11:6379"
+    assert agent["last_action"] == "acquire" and "is this host" in agent["last_reason"]
