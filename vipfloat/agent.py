@@ -233,7 +233,10 @@ class VipActor:
                 from .announce import probe_frame
 
                 agent.announcer.send(vip, link, (probe_frame(link.mac, vip.ip),))
-        claims = wire.claims(vip.ip, since=max(settled, now - 2 * max(interval, 1.0)))
+        # A conflict lasts while another MAC keeps claiming the VIP: answers to the
+        # last two probes, or announcements of its own, within this window.
+        window = max(2 * interval, 2.0)
+        claims = wire.claims(vip.ip, since=max(settled, now - window))
         if claims:
             mac = claims[-1].mac.hex(":")
             if live.conflict_mac != mac:
@@ -244,8 +247,6 @@ class VipActor:
                 link = self._host.link(vip.interface) if self._host else None
                 if link is not None:
                     agent.announcer.send(vip, link)
-        elif live.conflict_mac and now - live.last_probe < 1.0:
-            pass  # wait for the answers to the probe just sent
         elif live.conflict_mac:
             log.info("%s: conflict over: nobody else answers for %s", vip.master, vip.ip)
             live.conflict_mac = None

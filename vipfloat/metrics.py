@@ -43,16 +43,22 @@ class Metrics:
         self.last_reconcile = Gauge("vipfloat_last_reconcile_timestamp_seconds",
                                     "When the last reconcile finished", registry=r)
         ep = parse_endpoint(listen)
-        self.server, self.thread = start_http_server(ep.port, addr=ep.host, registry=r)
-        log.info("metrics on http://%s/metrics", ep)
+        self.server = None
+        try:
+            self.server, self.thread = start_http_server(ep.port, addr=ep.host, registry=r)
+            log.info("metrics on http://%s/metrics", ep)
+        except OSError as exc:
+            # The VIPs matter more than the metrics: keep running without them.
+            log.error("cannot serve metrics on %s: %s", ep, exc.strerror or exc)
 
     def __getattr__(self, name: str) -> Any:
         # Disabled: every metric is a sink that accepts any call.
         return _Sink()
 
     def close(self) -> None:
-        if self.enabled:
+        if self.enabled and self.server is not None:
             self.server.shutdown()
+            self.server.server_close()  # free the port for a reloaded agent
 
 
 class _Sink:

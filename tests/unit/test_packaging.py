@@ -59,3 +59,28 @@ def test_release_only_scripts_do_nothing_on_acquire(script):
                             env={"VIPFLOAT_EVENT": "acquire", "VIPFLOAT_VIP": "198.51.100.250",
                                  "PATH": "/nonexistent"})
     assert (result.returncode, result.stdout) == (0, "")
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")
+def test_agent_unit_verifies(tmp_path):
+    import sys
+    unit = (REPO / "systemd" / "vipfloat.service").read_text()
+    # verify checks that ExecStart exists: point it at this checkout's console script.
+    vipfloat = Path(sys.executable).parent / "vipfloat"
+    (tmp_path / "vipfloat.service").write_text(unit.replace("/usr/bin/vipfloat", str(vipfloat)))
+    result = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "vipfloat.service")],
+                            capture_output=True, text=True,
+                            env={"SYSTEMD_UNIT_PATH": f"{tmp_path}:", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert "vipfloat.service" not in result.stderr, result.stderr
+
+
+def test_agent_unit_runs_unprivileged_with_two_capabilities():
+    text = (REPO / "systemd" / "vipfloat.service").read_text()
+    keys = {l.split("=", 1)[0]: l.split("=", 1)[1] for l in text.splitlines()
+            if "=" in l and not l.startswith("#")}
+    assert keys["User"] == "vipfloat" and keys["Type"] == "notify"
+    assert set(keys["AmbientCapabilities"].split()) == {"CAP_NET_ADMIN", "CAP_NET_RAW"}
+    assert set(keys["CapabilityBoundingSet"].split()) == {"CAP_NET_ADMIN", "CAP_NET_RAW"}
+    assert keys["ProtectSystem"] == "strict" and keys["RuntimeDirectory"] == "vipfloat"
+    assert keys["Restart"] == "always"

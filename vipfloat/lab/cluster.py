@@ -42,6 +42,7 @@ class RedisLab:
     hook: bool = True
     down_after_ms: int = 1000
     announce_interval: float | None = 0.3
+    agent_options: dict[str, object] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
     cluster: Cluster = field(init=False)
 
@@ -70,7 +71,7 @@ class RedisLab:
             self.vipfloat_config(node).write_text(vipfloat_conf(
                 self.cluster, state_dir=str(d / "state"), socket=str(d / "state" / "agent.sock"),
                 hooks_dir=str(d / "hooks.d"), pre_release_dir=str(d / "pre-release.d"),
-                announce_interval=self.announce_interval))
+                announce_interval=self.announce_interval, agent_options=self.agent_options))
 
     # --- processes -------------------------------------------------------------------
     def env(self, node: str) -> dict[str, str]:

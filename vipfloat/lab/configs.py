@@ -79,7 +79,8 @@ def vipfloat_conf(cluster: Cluster, state_dir: str = "/run/vipfloat",
                   socket: str = "/run/vipfloat/agent.sock",
                   hooks_dir: str = "/etc/vipfloat/hooks.d",
                   pre_release_dir: str = "/etc/vipfloat/pre-release.d",
-                  announce_interval: float | None = None, extra: str = "") -> str:
+                  announce_interval: float | None = None,
+                  agent_options: dict[str, object] | None = None, extra: str = "") -> str:
     sentinels = ", ".join(f'"{n}:{cluster.sentinel_port}"' for n in cluster.nodes)
     out = [
         "[sentinel]",
@@ -88,6 +89,7 @@ def vipfloat_conf(cluster: Cluster, state_dir: str = "/run/vipfloat",
         "[agent]",
         f'socket = "{socket}"',
         f'state_dir = "{state_dir}"',
+        *(f"{key} = {_toml(value)}" for key, value in (agent_options or {}).items()),
         "",
         "[actions]",
         f'hooks_dir = "{hooks_dir}"',
@@ -102,3 +104,11 @@ def vipfloat_conf(cluster: Cluster, state_dir: str = "/run/vipfloat",
             out.append(f"announce_interval = {announce_interval}")
         out.append("")
     return "\n".join(out) + extra
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
