@@ -135,6 +135,9 @@ class VipActor:
     def _handle(self, request: Request) -> None:
         agent, vip = self.agent, self.vip
         code, message = 0, ""
+        if request.kind != "periodic":
+            log.debug("%s: %s request waited %.1f ms", vip.master, request.kind,
+                      (time.monotonic() - request.since) * 1000)
         try:
             if self._host is None:
                 self._host = NetlinkHost()

@@ -41,14 +41,19 @@ class LocalRedis:
                 conn = connection(host, port, self.cfg.username, self.cfg.password,
                                   self.cfg.timeout)
                 self._conns[(host, port)] = conn
-        try:
-            conn.send_command("ROLE")  # type: ignore[attr-defined]
-            return parse_role(conn.read_response())  # type: ignore[attr-defined]
-        except redis.ResponseError as exc:
-            return f"error ({str(exc).splitlines()[0]})"
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            conn.disconnect()  # type: ignore[attr-defined]
-            return f"unreachable ({exc})"
+        # Two tries: a Redis that was just demoted or promoted closes its clients,
+        # so the kept connection is often dead exactly when it matters.
+        for attempt in (1, 2):
+            try:
+                conn.send_command("ROLE")  # type: ignore[attr-defined]
+                return parse_role(conn.read_response())  # type: ignore[attr-defined]
+            except redis.ResponseError as exc:
+                return f"error ({str(exc).splitlines()[0]})"
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                conn.disconnect()  # type: ignore[attr-defined]
+                if attempt == 2:
+                    return f"unreachable ({exc})"
+        return "unknown"
 
     def close(self) -> None:
         with self._lock:

@@ -39,7 +39,10 @@ class RedisLab:
     lab: Lab
     workdir: Path
     nodes: Sequence[str] = ("a", "b", "c")
-    hook: bool = True
+    # Sentinel's client-reconfig-script: True for vipfloat-hook, False for none, or
+    # the path of another script (the shell baseline, which reads LOCAL_IP, VIP,
+    # INTERFACE and NETMASK from Sentinel's environment).
+    hook: bool | str = True
     down_after_ms: int = 1000
     announce_interval: float | None = 0.3
     agent_options: dict[str, object] = field(default_factory=dict)
@@ -67,17 +70,27 @@ class RedisLab:
             me = self.lab.hosts[node].ip
             (d / "redis.conf").write_text(redis_conf(self.cluster, me, str(d)))
             (d / "sentinel.conf").write_text(
-                sentinel_conf(self.cluster, me, str(d), tool("vipfloat-hook") if self.hook else None))
+                sentinel_conf(self.cluster, me, str(d), self.hook_path))
             self.vipfloat_config(node).write_text(vipfloat_conf(
                 self.cluster, state_dir=str(d / "state"), socket=str(d / "state" / "agent.sock"),
                 hooks_dir=str(d / "hooks.d"), pre_release_dir=str(d / "pre-release.d"),
                 announce_interval=self.announce_interval, agent_options=self.agent_options))
 
     # --- processes -------------------------------------------------------------------
+    @property
+    def hook_path(self) -> str | None:
+        if isinstance(self.hook, str):
+            return self.hook
+        return tool("vipfloat-hook") if self.hook else None
+
     def env(self, node: str) -> dict[str, str]:
         # Sentinel passes its environment to the hook: this is how each node's hook
-        # finds its own config in the lab (on a real host it is /etc/vipfloat).
-        return {"VIPFLOAT_CONFIG": str(self.vipfloat_config(node))}
+        # finds its own config in the lab (on a real host it is /etc/vipfloat), and
+        # how the shell baseline learns its LOCAL_IP.
+        vip = self.cluster.vip.split("/")
+        return {"VIPFLOAT_CONFIG": str(self.vipfloat_config(node)),
+                "LOCAL_IP": self.lab.hosts[node].ip, "VIP": vip[0], "NETMASK": vip[1],
+                "INTERFACE": self.cluster.interface}
 
     def _start(self, key: str, node: str, *argv: str) -> None:
         log = open(self.dir(node) / f"{key.split(':')[0]}.log", "a")
