@@ -87,6 +87,10 @@ class VipActor:
         self.scripts: queue.Queue[Any] = queue.Queue()
         self._stop = threading.Event()
         self._host: NetlinkHost | None = None
+        # Conflict probes and refreshes run between requests: wake for them no more
+        # often than they are due (an idle agent should cost next to nothing).
+        probe = agent.config.agent.conflict_probe_interval
+        self._idle = min(probe if probe > 0 else 5.0, 5.0) / 2
         self._thread = threading.Thread(target=self._run, name=f"vip-{vip.master}", daemon=True)
         self._script_thread = threading.Thread(target=self._run_scripts,
                                                name=f"scripts-{vip.master}", daemon=True)
@@ -109,7 +113,7 @@ class VipActor:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                request = self.inbox.get(timeout=0.5)
+                request = self.inbox.get(timeout=self._idle)
             except queue.Empty:
                 self._chores()
                 continue
@@ -153,7 +157,7 @@ class VipActor:
             outcome = run(agent.config, vip, claim, request.event, ctx)
             action = outcome.action
             message = action.reason
-            self._note(action.verb, action.reason, outcome.changed)
+            self._note(action.verb, action.reason, outcome.changed, outcome.bound)
         except VipfloatError as exc:
             code, message = exc.exit_code, str(exc)
             self.live.error = message
@@ -183,43 +187,29 @@ class VipActor:
                                  periodic=request.kind == "periodic"))
         return replace(snapshot, vips=tuple(views))
 
-    def _note(self, verb: Verb, reason: str, changed: bool) -> None:
+    def _note(self, verb: Verb, reason: str, changed: bool, bound: bool) -> None:
         live, vip, metrics = self.live, self.vip, self.agent.metrics
         live.error = None
         if verb is not Verb.NOTHING or not live.last_action:
             live.last_action, live.last_reason, live.last_time = verb.value, reason, time.time()
-        if verb in (Verb.ACQUIRE, Verb.ANNOUNCE):
-            if not live.held:
-                live.acquired_at = time.monotonic()
-            live.held = True
-        elif verb is Verb.RELEASE:
-            live.held = False
+        if bound and not live.held:
+            live.acquired_at = time.monotonic()
+        if not bound:
             live.conflict_mac = None
+        live.held = bound
         if changed:
             metrics.transitions.labels(vip.master, verb.value).inc()
         metrics.held.labels(vip.master, str(vip.address)).set(1 if live.held else 0)
 
     # --- between requests: conflicts and refreshes ---------------------------------------
     def _chores(self) -> None:
+        if not self.live.held:
+            return
         try:
-            self._sync_held()
-            if self.live.held:
-                self._probe_for_conflicts()
-                self._refresh()
+            self._probe_for_conflicts()
+            self._refresh()
         except Exception as exc:  # noqa: BLE001
             log.warning("%s: %s", self.vip.master, exc)
-
-    def _sync_held(self) -> None:
-        if self._host is None:
-            self._host = NetlinkHost()
-        from .netlink import binding_of
-
-        link = self._host.link(self.vip.interface)
-        bound = bool(link) and binding_of(self._host.addresses(), link.index,
-                                          self.vip)[0] is Binding.PRESENT
-        if bound != self.live.held:
-            self.live.held = bound
-            self.live.acquired_at = time.monotonic()
 
     def _probe_for_conflicts(self) -> None:
         agent, vip, live = self.agent, self.vip, self.live
@@ -474,7 +464,11 @@ class Agent:
             if self._reload.is_set():
                 return RELOAD
             # Sleep until the next tick, or until an event pokes us (debounced).
-            self._poke.wait(max(0.0, interval - (time.monotonic() - started)))
+            # Below a Sentinel majority, poll fast: fencing should happen when the
+            # grace period ends, not up to a whole interval later.
+            tick = interval if self._tracker.below_for(time.monotonic()) == 0 else min(
+                interval, 0.25)
+            self._poke.wait(max(0.0, tick - (time.monotonic() - started)))
             if self._poke.is_set():
                 self._poke.clear()
                 time.sleep(0.02)

@@ -54,6 +54,7 @@ class Outcome:
     action: Action
     changed: bool             # the kernel's state changed (address added or removed)
     duration: float           # seconds from the start of the run to the first announcement
+    bound: bool = False       # the VIP is bound here after this run
 
 
 def resolve_host(host: str) -> frozenset[IPAddress]:
@@ -204,7 +205,7 @@ def run(config: Config, vip: VipConfig, claim: Claim, event: Event,
     action: Action | None = None
     try:
         with VipLock(config.agent.state_dir, vip.master, config.agent.lock_timeout):
-            def attempt() -> tuple[Action, bool]:
+            def attempt() -> tuple[Action, bool, bool]:
                 nonlocal action
                 host = ctx.host or NetlinkHost()
                 try:
@@ -212,13 +213,17 @@ def run(config: Config, vip: VipConfig, claim: Claim, event: Event,
                     if ctx.enrich is not None:
                         snapshot = ctx.enrich(snapshot)
                     action = decide(snapshot, config)[0]
-                    return action, _execute(action, vip, host, link, ctx, config, event)
+                    changed = _execute(action, vip, host, link, ctx, config, event)
+                    bound = (action.verb in (Verb.ACQUIRE, Verb.ANNOUNCE)
+                             or (action.verb is Verb.NOTHING
+                                 and snapshot.vips[0].binding is Binding.PRESENT))
+                    return action, changed, bound
                 finally:
                     if ctx.host is None:
                         host.close()
 
             retry = config.agent.retry_timeout if ctx.retry_timeout is None else ctx.retry_timeout
-            action, changed = until_deadline(attempt, retry,
+            action, changed, bound = until_deadline(attempt, retry,
                                              f"{action.verb.value if action else 'act'} "
                                              f"{vip.address}")
             duration = time.monotonic() - start
@@ -226,7 +231,7 @@ def run(config: Config, vip: VipConfig, claim: Claim, event: Event,
         _log_decision(vip, event, action, time.monotonic() - start, error=str(exc))
         exc.logged = True
         raise
-    outcome = Outcome(action, changed, duration)
+    outcome = Outcome(action, changed, duration, bound)
     if action.verb is not Verb.NOTHING or not event.quiet:
         _log_decision(vip, event, action, duration)
     if action.verb is not Verb.NOTHING:

@@ -87,7 +87,7 @@ class AgentConfig:
     retry_timeout: float = 5.0
     # --- vipfloat watch only -------------------------------------------------------
     socket_group: str | None = None       # group allowed on the socket (Sentinel's user)
-    reconcile_interval: float = 1.0       # poll every Sentinel and reconcile, seconds
+    reconcile_interval: float = 2.0       # poll every Sentinel and reconcile, seconds
     on_quorum_loss: str = "release"       # or "keep"
     # Seconds below a Sentinel majority before VIPs held here are released; None:
     # the master's down-after-milliseconds, so the isolated old master lets go

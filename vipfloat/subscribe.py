@@ -78,7 +78,7 @@ class Subscriber:
 
     def __init__(self, endpoint: Endpoint, cfg: SentinelConfig,
                  on_event: Callable[[Endpoint, SentinelEvent], None],
-                 on_link: Callable[[Endpoint, bool], None], ping_interval: float = 1.0) -> None:
+                 on_link: Callable[[Endpoint, bool], None], ping_interval: float = 2.0) -> None:
         self.endpoint = endpoint
         self.cfg = cfg
         self.on_event = on_event
@@ -152,7 +152,10 @@ class Subscriber:
             last_heard = time.monotonic()
             next_ping = last_heard + self.ping_interval
             while not self._stop.is_set():
-                msg = pubsub.get_message(timeout=min(0.2, self.ping_interval))
+                # Block until a message or the next ping is due (stop() waits for
+                # at most one such slice).
+                msg = pubsub.get_message(timeout=max(0.05, min(next_ping - time.monotonic(),
+                                                               0.5)))
                 now = time.monotonic()
                 if msg is not None:
                     last_heard = now

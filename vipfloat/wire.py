@@ -100,7 +100,7 @@ class WireWatcher:
         socks = [self._arp, self._na]
         while not self._stop.is_set():
             try:
-                ready, _, _ = select.select(socks, [], [], 0.2)
+                ready, _, _ = select.select(socks, [], [], 1.0)
             except (OSError, ValueError):
                 return
             for sock in ready:
