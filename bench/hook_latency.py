@@ -1,9 +1,15 @@
 """How fast does a client-reconfig-script put the VIP on the new master?
 
-For vipfloat-hook and for the article's notify_mymaster.sh, in the same run, in
-alternation, on the same namespace lab: exec -> VIP present in the kernel (netlink
-event) -> first ARP on the peer's wire -> script exit, plus the script's peak RSS
-(with its children). Prints both medians and the ratio vipfloat / shell.
+Three scripts, alternating round by round in one run, on the same namespace lab
+(three nodes with real Redis and Sentinel, node a the master, a peer listening):
+
+  notify_mymaster.sh       the article's shell script (the baseline)
+  vipfloat-hook direct     no agent running: the hook binds and announces itself
+  vipfloat-hook via agent  `vipfloat watch` runs on a: the hook hands over its argv
+
+For each: exec -> VIP present in the kernel (netlink event) -> first ARP on the
+peer's wire -> script exit, and the script's peak RSS (GNU time). Prints medians
+and the ratios to the shell script.
 
     sudo .venv/bin/python bench/hook_latency.py [--rounds 15]
 """
@@ -12,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import BASELINE, median, ms, ratio, table, wait_exit  # noqa: E402
 from vipfloat.lab.capture import Capture, is_arp_for  # noqa: E402
-from vipfloat.lab.cluster import tool  # noqa: E402
+from vipfloat.lab.cluster import RedisLab, tool  # noqa: E402
 from vipfloat.lab.netns import Lab  # noqa: E402
 from vipfloat.lab.observe import AddrEvents  # noqa: E402
 
@@ -37,9 +43,9 @@ def one_round(lab: Lab, watch: AddrEvents, argv: list[str], env: dict[str, str])
         proc = subprocess.Popen(lab.cmd("a", *argv), env={**os.environ, **env},
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         code, t_exit = wait_exit(proc.pid)
-        bound = watch.matching(VIP, added=True, after=t0)
-        t_vip = bound[0].t if bound else None
+        bound = watch.matching(VIP, added=True, after=t0, host="a")
         arps = cap.wait(lambda f: is_arp_for(f, VIP), timeout=3)
+    t_vip = bound[0].t if bound else None
     t_arp = arps[0][0] if arps else None
     return {"code": code, "vip": t_vip - t0 if t_vip else None,
             "arp": t_arp - t0 if t_arp else None, "exit": t_exit - t0}
@@ -48,7 +54,7 @@ def one_round(lab: Lab, watch: AddrEvents, argv: list[str], env: dict[str, str])
 def peak_rss_kib(lab: Lab, argv: list[str], env: dict[str, str]) -> float | None:
     """Peak RSS of the script and its children, from GNU time (a fork of this big
     Python process would count our own pages as the child's)."""
-    if not shutil.which("time") and not os.path.exists("/usr/bin/time"):
+    if not os.path.exists("/usr/bin/time"):
         return None
     with tempfile.NamedTemporaryFile("r") as out:
         subprocess.run(lab.cmd("a", "/usr/bin/time", "-f", "%M", "-o", out.name, *argv),
@@ -58,17 +64,36 @@ def peak_rss_kib(lab: Lab, argv: list[str], env: dict[str, str]) -> float | None
     return float(text[-1]) if text and text[-1].isdigit() else None
 
 
-def rss_median(lab: Lab, argv: list[str], env: dict[str, str]) -> float | None:
-    values = []
-    for _ in range(3):
-        values.append(peak_rss_kib(lab, argv, env))
-        reset(lab)
-    return median(values)
-
-
-def reset(lab: Lab) -> None:
+def unbind(lab: Lab) -> None:
     lab.run("a", "ip", "addr", "del", f"{VIP}/24", "dev", "eth1")
-    time.sleep(0.3)  # settle; vipfloat's announcer stops at its next round (VIP gone)
+
+
+class Agent:
+    """The agent on a, frozen (SIGSTOP) while the other scripts run so that its
+    reconciles never race them, thawed for its own rounds."""
+
+    def __init__(self, cluster: RedisLab) -> None:
+        self.cluster = cluster
+        cluster.start_agent("a")
+        cluster.wait(lambda: lab_has_vip(cluster.lab), "the agent to bind the VIP")
+        self.proc = cluster.procs["agent:a"]
+        self.freeze()
+
+    def freeze(self) -> None:
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+        time.sleep(0.5)  # let it catch up (it may re-bind the VIP: unbound again below)
+
+    def acquired_by_hook(self) -> bool:
+        acquires = [line for line in self.cluster.agent_log("a").splitlines()
+                    if "action=acquire" in line]
+        return bool(acquires) and "role=leader" in acquires[-1]
+
+
+def lab_has_vip(lab: Lab) -> bool:
+    return lab.has_address("a", f"{VIP}/24")
 
 
 def main() -> int:
@@ -79,59 +104,90 @@ def main() -> int:
     if not args.baseline.exists():
         print(f"baseline script not found: {args.baseline}", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory(prefix="vipfloat-bench-") as tmp, Lab(["a", "peer"]) as lab:
-        config = Path(tmp) / "vipfloat.toml"
-        config.write_text(f"""
-[sentinel]
-addresses = ["198.51.100.11:26379"]
-[agent]
-state_dir = "{tmp}/state"
-[actions]
-hooks_dir = "{tmp}/hooks.d"
-[[vip]]
-master = "mymaster"
-address = "{VIP}/24"
-interface = "eth1"
-""")
+    with tempfile.TemporaryDirectory(prefix="vipfloat-bench-") as tmp, \
+            Lab(["a", "b", "c", "peer"]) as lab, \
+            RedisLab(lab, Path(tmp), nodes=("a", "b", "c"), hook=False,
+                     agent_options={"reconcile_interval": 2.0}) as cluster:
+        agent_config = str(cluster.vipfloat_config("a"))
+        agent_socket = str(cluster.dir("a") / "state" / "agent.sock")
+        # The direct hook gets a config whose socket nobody listens on.
+        direct_config = Path(tmp) / "direct.toml"
+        direct_config.write_text(Path(agent_config).read_text().replace(
+            agent_socket, str(Path(tmp) / "nobody.sock")).replace(
+            str(cluster.dir("a") / "state"), str(Path(tmp) / "direct-state")))
+        agent = Agent(cluster)
         methods = {
-            "vipfloat-hook": ([tool("vipfloat-hook"), *ARGS], {"VIPFLOAT_CONFIG": str(config)}),
             "notify_mymaster.sh": (["bash", str(args.baseline), *ARGS],
                                    {"LOCAL_IP": "198.51.100.11", "VIP": VIP,
                                     "INTERFACE": "eth1", "NETMASK": "24"}),
+            "vipfloat-hook direct": ([tool("vipfloat-hook"), *ARGS],
+                                     {"VIPFLOAT_CONFIG": str(direct_config),
+                                      "VIPFLOAT_SOCKET": str(Path(tmp) / "nobody.sock")}),
+            "vipfloat-hook via agent": ([tool("vipfloat-hook"), *ARGS],
+                                        {"VIPFLOAT_CONFIG": agent_config,
+                                         "VIPFLOAT_SOCKET": agent_socket}),
         }
         results: dict[str, list[dict]] = {name: [] for name in methods}
+        discarded = 0
         watch = AddrEvents(lab, ["a"])
         try:
-            # One warm-up each (page cache, pyc files), not counted.
-            for name, (argv, env) in methods.items():
-                one_round(lab, watch, argv, env)
-                reset(lab)
-            for i in range(args.rounds):
+            unbind(lab)
+            for i in range(args.rounds + 1):          # round 0 warms caches, not counted
                 for name, (argv, env) in methods.items():
+                    via_agent = name.endswith("via agent")
+                    if via_agent:
+                        agent.thaw()
+                    unbind(lab)
                     r = one_round(lab, watch, argv, env)
-                    if r["code"] != 0:
-                        print(f"{name} exited {r['code']} in round {i}", file=sys.stderr)
-                    results[name].append(r)
-                    reset(lab)
-                print(f"round {i + 1}/{args.rounds}", file=sys.stderr, end="\r")
-            rss = {name: rss_median(lab, argv, env) for name, (argv, env) in methods.items()}
+                    if via_agent:
+                        if not agent.acquired_by_hook():
+                            discarded += 1            # a timer reconcile won the race
+                            r = None
+                        agent.freeze()
+                    unbind(lab)
+                    time.sleep(0.2)
+                    if r is not None and i > 0:
+                        if r["code"] != 0:
+                            print(f"{name} exited {r['code']} in round {i}", file=sys.stderr)
+                        results[name].append(r)
+                print(f"round {i}/{args.rounds}", file=sys.stderr, end="\r")
+            agent.thaw()
+            rss = {}
+            for name, (argv, env) in methods.items():
+                if name.endswith("via agent"):
+                    rss[name] = median([_rss(lab, argv, env) for _ in range(3)])
+                else:
+                    agent.freeze()
+                    rss[name] = median([_rss(lab, argv, env) for _ in range(3)])
+                    agent.thaw()
         finally:
             watch.close()
+            agent.thaw()
     rows = [("script", "exec->VIP present ms", "exec->first ARP ms", "exec->exit ms",
              "peak RSS MiB")]
     for name, rs in results.items():
         rows.append((name, ms([r["vip"] for r in rs]), ms([r["arp"] for r in rs]),
-                     ms([r["exit"] for r in rs]),
-                     f"{rss[name] / 1024:.1f}" if rss[name] else "-"))
-    v, s = results["vipfloat-hook"], results["notify_mymaster.sh"]
-    rows.append(("ratio vipfloat/shell",
-                 *(ratio(median([r[k] for r in v]), median([r[k] for r in s]))
-                   for k in ("vip", "arp", "exit")),
-                 ratio(rss["vipfloat-hook"], rss["notify_mymaster.sh"])))
-    print(f"\nhook latency, {args.rounds} rounds each, medians "
-          f"(exec through `ip netns exec`, same for both)\n")
+                     ms([r["exit"] for r in rs]), f"{rss[name] / 1024:.1f}" if rss[name] else "-"))
+    base = results["notify_mymaster.sh"]
+    for name, rs in results.items():
+        if name == "notify_mymaster.sh":
+            continue
+        rows.append((f"ratio {name.split()[-1]}/shell",
+                     *(ratio(median([r[k] for r in rs]), median([r[k] for r in base]))
+                       for k in ("vip", "arp", "exit")),
+                     ratio(rss[name], rss["notify_mymaster.sh"])))
+    print(f"\nhook latency, {args.rounds} rounds each, medians (exec through `ip netns exec`, "
+          f"the same for all; {discarded} agent round(s) discarded where a timer reconcile "
+          "bound the VIP first)\n")
     print(table(rows))
     return 0
+
+
+def _rss(lab: Lab, argv: list[str], env: dict[str, str]) -> float | None:
+    unbind(lab)
+    value = peak_rss_kib(lab, argv, env)
+    unbind(lab)
+    return value
 
 
 if __name__ == "__main__":

@@ -5,40 +5,43 @@
 Exit 0: done or nothing to do. 1: transient failure, Sentinel retries (30 s, 60 s ...).
 2: bad arguments or config, or a master name the config does not know: no retry.
 
-This module is on every failover's critical path: it imports only the standard
-library until it knows there is work, and never imports typer, redis or scapy.
+This module is on every failover's critical path. With an agent running (the
+fast path) it hands the arguments over before importing anything but a few
+standard modules: no config parsing, no logging package, no pyroute2. Only when
+no agent answers does it load the config and act itself (the direct path).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
 
-from . import config as config_mod
-from . import logs
 from .errors import EXIT_OK, EXIT_TRANSIENT, UnknownMasterError, UsageError, VipfloatError
 
-log = logging.getLogger("vipfloat-hook")
+# Where the agent listens when the config does not say otherwise. The hook tries
+# it (or $VIPFLOAT_SOCKET) before reading the config, which costs more than the
+# whole hand-over.
+DEFAULT_SOCKET = "/run/vipfloat/agent.sock"
 
 USAGE = ("usage: vipfloat-hook [--config PATH] <master-name> <role> <state> "
          "<from-ip> <from-port> <to-ip> <to-port>")
 
 
-@dataclass(frozen=True)
 class HookArgs:
-    master: str
-    role: str
-    state: str
-    from_host: str
-    from_port: int
-    to_host: str
-    to_port: int
-    config: str | None = None
-    argv: tuple[str, ...] = ()       # the seven arguments as given, for the agent
-    started: float = 0.0
+    """Sentinel's seven arguments, checked. A plain class: importing dataclasses
+    alone costs more than the agent needs to move the VIP."""
+
+    __slots__ = ("master", "role", "state", "from_host", "from_port", "to_host", "to_port",
+                 "config", "argv", "started")
+
+    def __init__(self, master: str, role: str, state: str, from_host: str, from_port: int,
+                 to_host: str, to_port: int, config: str | None = None,
+                 argv: tuple[str, ...] = (), started: float = 0.0) -> None:
+        self.master, self.role, self.state = master, role, state
+        self.from_host, self.from_port = from_host, from_port
+        self.to_host, self.to_port = to_host, to_port
+        self.config, self.argv, self.started = config, argv, started
 
 
 def _port(name: str, text: str) -> int:
@@ -87,7 +90,10 @@ def ask_agent(path: str, argv: tuple[str, ...], timeout: float) -> tuple[int, st
     except NoAgent:
         return None  # no agent: act directly
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("agent on %s did not answer (%s): acting directly", path, exc)
+        from .logs import emit
+
+        emit("vipfloat-hook", "WARNING", f"agent on {path} did not answer ({exc}): "
+                                         "acting directly")
         return None
 
 
@@ -95,22 +101,35 @@ def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _log() -> "logging.Logger":  # noqa: F821 - imported lazily
+    import logging
+
+    return logging.getLogger("vipfloat-hook")
+
+
 def run(args: HookArgs) -> int:
+    # Fast path: an agent on the usual socket (or $VIPFLOAT_SOCKET) decides and
+    # acts; it knows the config and answers 2 for a master it does not have.
+    tried = None
+    if args.config is None:
+        tried = os.environ.get("VIPFLOAT_SOCKET") or DEFAULT_SOCKET
+        verdict = ask_agent(tried, args.argv, timeout=30.0)
+        if verdict is not None:
+            return _report_agent(args, verdict)
+    from . import config as config_mod
+    from . import logs
+
     cfg = config_mod.load(args.config)
-    logging.getLogger().setLevel(cfg.log_level.upper())
+    logs.setup("vipfloat-hook", cfg.log_level)
     vip = cfg.vip_for(args.master)
     if vip is None:
         raise UnknownMasterError(f"master {args.master!r} has no [[vip]] block in {cfg.path}")
-    verdict = ask_agent(str(cfg.agent.socket), args.argv, cfg.agent.hook_timeout)
-    if verdict is not None:
-        code, message = verdict
-        (log.info if code == 0 else log.error)(
-            "%s", logs.fields(master=args.master, role=args.role, via="agent", exit=code,
-                              reason=message,
-                              duration_ms=f"{(time.monotonic() - args.started) * 1000:.1f}"))
-        return code
-    # No agent: act directly. Imported here, not at the top: pyroute2 is most of the hook's start-up cost,
-    # and nothing before this point needs it.
+    if str(cfg.agent.socket) != tried:
+        verdict = ask_agent(str(cfg.agent.socket), args.argv, cfg.agent.hook_timeout)
+        if verdict is not None:
+            return _report_agent(args, verdict)
+    # No agent: act directly. Imported here, not at the top: pyroute2 is most of
+    # the hook's start-up cost, and nothing before this point needs it.
     from .apply import Event, resolve_host, run as apply_run
     from .decide import Claim
 
@@ -122,10 +141,19 @@ def run(args: HookArgs) -> int:
     return EXIT_OK
 
 
+def _report_agent(args: HookArgs, verdict: tuple[int, str]) -> int:
+    from .logs import emit, fields
+
+    code, message = verdict
+    emit("vipfloat-hook", "INFO" if code == 0 else "ERROR", fields(
+        master=args.master, role=args.role, via="agent", exit=code, reason=message,
+        duration_ms=f"{(time.monotonic() - args.started) * 1000:.1f}"))
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     argv = sys.argv[1:] if argv is None else argv
-    logs.setup("vipfloat-hook")
     if argv[:1] in (["-h"], ["--help"]):
         print(USAGE)
         return EXIT_OK
@@ -133,14 +161,22 @@ def main(argv: list[str] | None = None) -> int:
         return run(parse_argv(argv))
     except VipfloatError as exc:
         if not exc.logged:
+            _setup_logging()
             for line in str(exc).splitlines() or [type(exc).__name__]:
-                log.error("%s", line)
+                _log().error("%s", line)
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - Sentinel must get an exit code, not a traceback
-        log.error("internal error after %.0f ms: %s: %s", (time.monotonic() - started) * 1000,
-                  type(exc).__name__, exc)
-        log.debug("traceback", exc_info=True)
+        _setup_logging()
+        _log().error("internal error after %.0f ms: %s: %s",
+                     (time.monotonic() - started) * 1000, type(exc).__name__, exc)
+        _log().debug("traceback", exc_info=True)
         return EXIT_TRANSIENT
+
+
+def _setup_logging() -> None:
+    from . import logs
+
+    logs.setup("vipfloat-hook")
 
 
 def entry() -> None:
@@ -150,7 +186,8 @@ def entry() -> None:
     owns (netlink sockets, the lock) is already closed, and Sentinel's script slot
     is freed as soon as we exit."""
     code = main()
-    logging.shutdown()
+    if "logging" in sys.modules:
+        sys.modules["logging"].shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -7,7 +7,6 @@ syslog (/dev/log). Under systemd, stderr already lands in the journal
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
@@ -25,6 +24,8 @@ def _stderr_is_journal() -> bool:
 
 
 def setup(program: str, level: str = "info", syslog: bool = True) -> None:
+    import logging
+
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -52,3 +53,20 @@ def fields(**values: object) -> str:
             text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
         out.append(f"{key}={text}")
     return " ".join(out)
+
+
+def emit(program: str, level: str, line: str) -> None:
+    """One line to stderr and syslog without the logging package (~10 ms to
+    import): for the hook's fast path, which logs a single line."""
+    try:
+        sys.stderr.write(f"{program}: {level} {line}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    if not _stderr_is_journal() and os.path.exists("/dev/log"):
+        import syslog
+
+        priority = {"ERROR": syslog.LOG_ERR, "WARNING": syslog.LOG_WARNING}.get(level,
+                                                                               syslog.LOG_INFO)
+        syslog.openlog(program, syslog.LOG_PID, syslog.LOG_DAEMON)
+        syslog.syslog(priority, line)

@@ -85,8 +85,10 @@ def test_hook_module_does_not_import_heavy_libraries():
     # The hook's critical path must not pay for typer, redis or scapy imports.
     import subprocess
     import sys
+    # ... nor, before it knows whether an agent will take the job, for parsing the
+    # config or setting up logging.
     code = ("import sys, vipfloat.hook; "
-            "print(sorted(m for m in ('typer', 'redis', 'scapy', 'pyroute2', 'tenacity') "
-            "if m in sys.modules))")
+            "print(sorted(m for m in ('typer', 'redis', 'scapy', 'pyroute2', 'tenacity', "
+            "'tomllib', 'logging') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
