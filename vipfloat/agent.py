@@ -276,8 +276,10 @@ class Agent:
         self._lock = threading.Lock()
         self._beliefs: dict[str, Belief] = {}
         self._down_after: dict[str, float] = {}
-        self._tracker = QuorumTracker(len(config.sentinel.addresses))
+        self._tracker = QuorumTracker(len(config.sentinel.addresses), now=time.monotonic())
+        self._index = {ep: i for i, ep in enumerate(config.sentinel.addresses)}
         self._answers: dict[str, tuple[SentinelAnswer, ...]] = {}
+        self._quorum_ok = True
         self._poke = threading.Event()
         self._stop = threading.Event()
         self._reload = threading.Event()
@@ -311,7 +313,7 @@ class Agent:
             grace = self.config.agent.quorum_loss_grace
             if grace is None:
                 grace = self._down_after.get(master, DEFAULT_GRACE)
-            return Quorum(reachable=self._tracker.reachable,
+            return Quorum(reachable=self._tracker.reachable(now),
                           configured=self._tracker.configured,
                           below_for=self._tracker.below_for(now), grace=grace,
                           policy=self.config.agent.on_quorum_loss)
@@ -348,6 +350,10 @@ class Agent:
     def on_link(self, endpoint: Endpoint, alive: bool) -> None:
         self._poke.set()  # whatever was published while it was down is lost: poll
 
+    def on_contact(self, endpoint: Endpoint) -> None:
+        with self._lock:
+            self._tracker.contact(self._index[endpoint], time.monotonic())
+
     def hook_request(self, argv: list[str], since: float) -> tuple[int, str]:
         """The hook's arguments, handed over on the socket: act as it would."""
         from .hook import parse_argv
@@ -374,13 +380,14 @@ class Agent:
         masters = [v.master for v in self.config.vips]
         answers = self.poller.poll(masters)
         now = time.monotonic()
-        reachable = sum(1 for c in range(len(self.config.sentinel.addresses))
-                        if any(answers[m][c].reachable for m in masters))
         with self._lock:
             self._answers = answers
-            was_ok = self._tracker.reachable >= self._tracker.majority
-            self._tracker.observe(reachable, now)
-            ok = reachable >= self._tracker.majority
+            was_ok = self._quorum_ok
+            for i in range(len(self.config.sentinel.addresses)):
+                if any(answers[m][i].reachable for m in masters):
+                    self._tracker.contact(i, now)
+            reachable = self._tracker.reachable(now)
+            ok = self._quorum_ok = reachable >= self._tracker.majority
             for master in masters:
                 self._beliefs[master] = on_poll(self._beliefs.get(master), answers[master],
                                                 self._tracker.configured, now)
@@ -409,7 +416,8 @@ class Agent:
         self.server = AgentSocket(self)
         self.server.start()
         for endpoint in cfg.sentinel.addresses:
-            sub = Subscriber(endpoint, cfg.sentinel, self.on_event, self.on_link)
+            sub = Subscriber(endpoint, cfg.sentinel, self.on_event, self.on_link,
+                             on_contact=self.on_contact)
             self.subscribers.append(sub)
             sub.start()
         for actor in self.actors.values():
@@ -487,8 +495,8 @@ class Agent:
         now = time.monotonic()
         out: dict[str, Any] = {
             "pid": os.getpid(),
-            "quorum": {"reachable": q.reachable, "configured": q.configured,
-                       "majority": q.majority, "ok": q.reachable >= q.majority,
+            "quorum": {"reachable": q.reachable(now), "configured": q.configured,
+                       "majority": q.majority, "ok": q.reachable(now) >= q.majority,
                        "below_for": round(q.below_for(now), 2),
                        "policy": self.config.agent.on_quorum_loss},
             "vips": {},

@@ -77,23 +77,36 @@ def on_poll(belief: Belief | None, answers: Sequence[SentinelAnswer], configured
 
 
 class QuorumTracker:
-    """Seconds spent below a majority of reachable Sentinels."""
+    """How many Sentinels this host is in contact with, and since when it has had
+    fewer than a majority.
 
-    def __init__(self, configured: int) -> None:
+    Contact is any successful exchange: a poll answer, a pub/sub message, a pong
+    (the subscriptions ping every quarter second). A Sentinel silent for longer
+    than ``window`` counts as unreachable, and the quorum is taken as lost from
+    the moment the last Sentinel needed for a majority was last heard, not from
+    when the loss was noticed: the isolated old master's grace period then runs
+    from the real cut, as the other Sentinels' down-after-milliseconds does.
+    """
+
+    def __init__(self, configured: int, window: float = 1.0, now: float = 0.0) -> None:
         self.configured = configured
-        self.reachable = configured
-        self._below_since: float | None = None
+        self.window = window
+        # Counted as reachable at start, so that a restart is not a quorum loss.
+        self._last: list[float] = [now] * configured
 
     @property
     def majority(self) -> int:
         return self.configured // 2 + 1
 
-    def observe(self, reachable: int, now: float) -> None:
-        self.reachable = reachable
-        if reachable >= self.majority:
-            self._below_since = None
-        elif self._below_since is None:
-            self._below_since = now
+    def contact(self, index: int, now: float) -> None:
+        self._last[index] = max(self._last[index], now)
+
+    def reachable(self, now: float) -> int:
+        return sum(1 for t in self._last if now - t <= self.window)
 
     def below_for(self, now: float) -> float:
-        return 0.0 if self._below_since is None else now - self._below_since
+        """Seconds since contact with a majority was lost; 0 while there is one."""
+        if self.reachable(now) >= self.majority:
+            return 0.0
+        lost_at = sorted(self._last, reverse=True)[self.majority - 1]
+        return now - lost_at

@@ -78,12 +78,16 @@ class Subscriber:
 
     def __init__(self, endpoint: Endpoint, cfg: SentinelConfig,
                  on_event: Callable[[Endpoint, SentinelEvent], None],
-                 on_link: Callable[[Endpoint, bool], None], ping_interval: float = 2.0) -> None:
+                 on_link: Callable[[Endpoint, bool], None], ping_interval: float = 0.25,
+                 on_contact: Callable[[Endpoint], None] = lambda endpoint: None,
+                 dead_after: float = 3.0) -> None:
         self.endpoint = endpoint
         self.cfg = cfg
         self.on_event = on_event
         self.on_link = on_link
-        self.ping_interval = ping_interval
+        self.ping_interval = ping_interval     # pongs measure contact (quorum), 4/s
+        self.dead_after = dead_after           # no pong this long: reconnect
+        self.on_contact = on_contact
         self.alive = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"subscribe-{endpoint}",
@@ -145,7 +149,7 @@ class Subscriber:
                              username=self.cfg.username,
                              password=self.cfg.password.value if self.cfg.password else None,
                              socket_connect_timeout=self.cfg.timeout,
-                             socket_timeout=self.ping_interval * 3, decode_responses=True)
+                             socket_timeout=self.dead_after, decode_responses=True)
         pubsub = client.pubsub()
         try:
             pubsub.subscribe(*CHANNELS)
@@ -159,6 +163,7 @@ class Subscriber:
                 now = time.monotonic()
                 if msg is not None:
                     last_heard = now
+                    self.on_contact(self.endpoint)
                     if msg["type"] == "subscribe" and msg["data"] == len(CHANNELS):
                         self._set_alive(True)  # subscribed to everything: nothing missed from now
                     elif msg["type"] == "message":
@@ -168,9 +173,9 @@ class Subscriber:
                 if now >= next_ping:
                     pubsub.ping()
                     next_ping = now + self.ping_interval
-                if now - last_heard > self.ping_interval * 3:
+                if now - last_heard > self.dead_after:
                     raise ConnectionError(f"no pong from {self.endpoint} "
-                                          f"in {self.ping_interval * 3:.1f} s")
+                                          f"in {self.dead_after:.1f} s")
         finally:
             self._set_alive(False)
             pubsub.close()

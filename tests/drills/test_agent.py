@@ -113,3 +113,33 @@ def test_status_shows_the_agents_live_view(agents):
     assert agent["held"] is True and agent["quorum"]["ok"] is True
     assert agent["belief"]["master_addr"] == "198.51.100.11:6379"
     assert agent["last_action"] == "acquire" and "is this host" in agent["last_reason"]
+
+
+def test_partial_partition_then_heal(agents):
+    """a is cut off from b and c but not from the client: after the grace period
+    two nodes never hold the VIP, and after healing a never takes it back."""
+    cluster, lab = agents, agents.lab
+    events = AddrEvents(lab, cluster.nodes)
+    samples: list[tuple[float, list[str]]] = []
+    try:
+        cut = time.monotonic()
+        lab.partition(["a"], ["b", "c"])
+        new = new_master(cluster)
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:       # sample who holds it
+            samples.append((time.monotonic(), holders(cluster)))
+            time.sleep(0.1)
+        healed = time.monotonic()
+        lab.heal()
+        cluster.wait(lambda: cluster.master_addr("a") == lab.hosts[new].ip,
+                     "a's Sentinel to learn the new master", timeout=15)
+        time.sleep(3)
+        late = [e for e in events.matching(VIP, added=True, after=healed) if e.host == "a"]
+    finally:
+        events.close()
+        lab.heal()
+    grace = cluster.cluster.down_after_ms / 1000
+    after_grace = [h for t, h in samples if t - cut > grace + 0.5]
+    assert after_grace and all(len(h) <= 1 for h in after_grace), samples
+    assert after_grace[-1] == [new]
+    assert late == [] and holders(cluster) == [new]

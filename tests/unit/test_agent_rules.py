@@ -77,15 +77,35 @@ def test_a_single_lagging_sentinel_never_resets():
 
 # --- quorum tracker ----------------------------------------------------------------
 
-def test_quorum_tracker_measures_time_below_majority():
-    q = QuorumTracker(3)
-    q.observe(3, now=0)
-    assert q.below_for(10) == 0
-    q.observe(1, now=10)
-    q.observe(1, now=11)
-    assert q.below_for(12.5) == 2.5
-    q.observe(2, now=13)   # 2 of 3 is a majority again
-    assert q.below_for(14) == 0
+def test_quorum_is_lost_from_the_last_contact_not_from_when_it_is_noticed():
+    q = QuorumTracker(3, window=1.0, now=0)
+    for t in (0.25, 0.5, 0.75, 1.0):           # pongs from all three
+        for i in range(3):
+            q.contact(i, t)
+    q.contact(0, 1.25)                         # then only our own Sentinel answers
+    q.contact(0, 1.5)
+    assert q.reachable(1.5) == 3 and q.below_for(1.5) == 0   # within the window
+    q.contact(0, 2.25)
+    assert q.reachable(2.25) == 1
+    assert q.below_for(2.25) == 1.25           # since the last contact at 1.0
+
+
+def test_a_single_missed_pong_is_no_quorum_loss():
+    q = QuorumTracker(3, window=1.0, now=0)
+    for i in range(3):
+        q.contact(i, 0.0)
+    q.contact(0, 0.6)
+    q.contact(1, 0.6)                          # the third is silent for 0.7 s
+    assert q.below_for(0.7) == 0 and q.reachable(0.7) == 3
+    q.contact(2, 0.8)
+    assert q.reachable(1.2) == 3
+
+
+def test_two_of_three_is_a_majority():
+    q = QuorumTracker(3, window=1.0, now=0)
+    q.contact(0, 5)
+    q.contact(1, 5)
+    assert q.reachable(5.5) == 2 and q.below_for(5.5) == 0
 
 
 # --- decide with quorum and local health ---------------------------------------------

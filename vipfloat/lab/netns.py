@@ -127,6 +127,25 @@ class Lab:
             sh("ip", "netns", "del", name, check=False)
         self._built.clear()
 
+    # --- cutting links (partition drills) -------------------------------------------
+    def partition(self, side: Sequence[str], others: Sequence[str]) -> None:
+        """Drop every frame between the hosts in ``side`` and those in ``others`` at
+        the switch (nftables bridge filter), both ways; traffic with any host in
+        neither group (the client) still flows."""
+        sh("ip", "netns", "exec", self.switch, "nft", "add", "table", "bridge", "vipfloat_lab")
+        sh("ip", "netns", "exec", self.switch, "nft", "add", "chain", "bridge", "vipfloat_lab",
+           "forward", "{ type filter hook forward priority 0; }")
+        for x in side:
+            for y in others:
+                for src, dst in ((x, y), (y, x)):
+                    sh("ip", "netns", "exec", self.switch, "nft", "add", "rule", "bridge",
+                       "vipfloat_lab", "forward", "iifname", f"p-{src}"[:15], "oifname",
+                       f"p-{dst}"[:15], "drop")
+
+    def heal(self) -> None:
+        sh("ip", "netns", "exec", self.switch, "nft", "delete", "table", "bridge",
+           "vipfloat_lab", check=False)
+
     # --- running things on a host -------------------------------------------------
     def cmd(self, host: str, *argv: str) -> list[str]:
         return ["ip", "netns", "exec", self.hosts[host].netns, *argv]
