@@ -50,7 +50,8 @@ demo: install
 	$(PY) -m vipfloat.lab.demo
 
 bench: install
-	$(PY) bench/hook_latency.py
+	$(PY) bench/hook_latency.py --rounds 10
+	$(PY) bench/failover.py --rounds 5
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
