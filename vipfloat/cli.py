@@ -62,6 +62,24 @@ def status(config: ConfigOpt = None,
     raise typer.Exit(0 if all(s.consistent for s in statuses) else 1)
 
 
+@app.command()
+def doctor(config: ConfigOpt = None,
+           as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+           = False) -> None:
+    """Check the running setup (Sentinels, Redis, this host) for the mistakes that
+    make a failover fail; one line per check with its fix. Changes nothing.
+
+    Exit 0 when no problem (warnings allowed), 1 when there is one, 2 on a config error."""
+    from .doctor.checks import run_checks
+    from .doctor.gather import gather
+    from .doctor.render import exit_code, render_json, render_text
+
+    cfg = _guard(lambda: config_mod.load(config))
+    findings = run_checks(_guard(lambda: gather(cfg)))
+    typer.echo(render_json(findings) if as_json else render_text(findings))
+    raise typer.Exit(exit_code(findings))
+
+
 def _order(config: str | None, master: str, verb_name: str) -> None:
     from . import logs
     from .apply import Event, run

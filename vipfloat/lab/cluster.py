@@ -46,13 +46,15 @@ class RedisLab:
     down_after_ms: int = 1000
     announce_interval: float | None = 0.3
     agent_options: dict[str, object] = field(default_factory=dict)
+    password: str | None = None          # requirepass + masterauth on every Redis
     procs: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
     cluster: Cluster = field(init=False)
 
     def __post_init__(self) -> None:
         ips = [self.lab.hosts[n].ip for n in self.nodes]
         self.cluster = Cluster(nodes=ips, initial_master=ips[0], down_after_ms=self.down_after_ms,
-                               failover_timeout_ms=max(3000, 3 * self.down_after_ms))
+                               failover_timeout_ms=max(3000, 3 * self.down_after_ms),
+                               password=self.password)
 
     # --- files -----------------------------------------------------------------------
     def dir(self, node: str) -> Path:
@@ -157,8 +159,10 @@ class RedisLab:
 
     # --- asking ----------------------------------------------------------------------
     def cli(self, node: str, port: int, *args: str, host: str | None = None) -> str:
+        auth = (["--no-auth-warning", "-a", self.password]
+                if self.password and port == self.cluster.redis_port else [])
         r = self.lab.run(node, "redis-cli", "-h", host or self.lab.hosts[node].ip, "-p",
-                         str(port), *args, timeout=10)
+                         str(port), *auth, *args, timeout=10)
         return r.stdout.strip()
 
     def redis(self, node: str, *args: str, host: str | None = None) -> str:

@@ -96,6 +96,10 @@ def vipfloat_conf(cluster: Cluster, state_dir: str = "/run/vipfloat",
         f'pre_release_dir = "{pre_release_dir}"',
         "",
     ]
+    if cluster.password:
+        # For the agent's ROLE check and doctor; a real host would rather use
+        # password_file, readable by the agent's group only.
+        out += ["[redis]", f"password = {_toml(cluster.password)}", ""]
     vips = [(cluster.master_name, cluster.vip), *cluster.extra_vips]
     for master, vip in vips:
         out += ["[[vip]]", f'master = "{master}"', f'address = "{vip}"',

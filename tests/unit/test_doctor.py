@@ -1,0 +1,234 @@
+"""vipfloat doctor: every check over hand-built facts (healthy, then one fault at
+a time), the parsers, and the CLI's exit codes."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import stat
+from dataclasses import replace
+
+import pytest
+from typer.testing import CliRunner
+
+from vipfloat.cli import app
+from vipfloat.doctor import checks
+from vipfloat.doctor.checks import Level, listens_on, may, run_checks
+from vipfloat.doctor.facts import (Facts, PathFacts, PendingScript, ProcessFacts, RedisFacts,
+                                   SentinelFacts, SentinelMasterFacts, VipFacts)
+from vipfloat.doctor.gather import pairs, parse_info, parse_proc_status
+from vipfloat.doctor.render import exit_code, render_json, render_text
+
+HOOK = "/usr/bin/vipfloat-hook"
+CAPS = (1 << 12) | (1 << 13)
+DIR = (0, 0, stat.S_IFDIR | 0o755)
+
+
+def sentinel(i: int, **master: object) -> SentinelFacts:
+    m = SentinelMasterFacts(addr="198.51.100.11:6379", config_epoch=3, quorum=2,
+                            other_sentinels=2, reconfig_script=HOOK,
+                            ckquorum="OK 3 usable Sentinels", ckquorum_ok=True)
+    return SentinelFacts(f"198.51.100.1{i}:26379", True, version="7.0.15", tilt=False,
+                         pid=100 + i, local=i == 1, masters={"mymaster": replace(m, **master)})
+
+
+def redis(addr: str, role: str, **kw: object) -> RedisFacts:
+    base = RedisFacts(addr, role, True, version="7.0.15", requirepass=True, masterauth=True,
+                      bind=("*", "-::*"), protected_mode=True,
+                      link_up=True if role == "replica" else None,
+                      lag_bytes=0 if role == "replica" else None)
+    return replace(base, **kw)
+
+
+def healthy() -> Facts:
+    return Facts(
+        configured_sentinels=3,
+        sentinels=(sentinel(1), sentinel(2), sentinel(3)),
+        redis={"mymaster": (redis("198.51.100.11:6379", "master"),
+                            redis("198.51.100.12:6379", "replica"),
+                            redis("198.51.100.13:6379", "replica"))},
+        vips=(VipFacts("mymaster", "198.51.100.250/24", "eth1", True, True, True,
+                       "198.51.100.11:6379", True, True, "master is here and holds the VIP"),),
+        sentinel_process=ProcessFacts("redis-sentinel", 101, 106, (110, 996), 0, CAPS, CAPS),
+        agent_process=ProcessFacts("vipfloat watch", 200, 995, (996,), CAPS, CAPS, CAPS),
+        socket=PathFacts("/run/vipfloat/agent.sock", True, 0, 996, stat.S_IFSOCK | 0o660,
+                         (DIR, DIR, (0, 996, stat.S_IFDIR | 0o2770))),
+        hook_paths={HOOK: PathFacts(HOOK, True, 0, 0, stat.S_IFREG | 0o755, (DIR, DIR))},
+    )
+
+
+def found(facts: Facts, level: Level = Level.PROBLEM) -> list[tuple[str, str]]:
+    return [(f.check, f.subject) for f in run_checks(facts) if f.level is level]
+
+
+def test_a_healthy_setup_has_no_problem_and_no_warning():
+    findings = run_checks(healthy())
+    assert [f for f in findings if f.level is not Level.OK] == []
+    # Every check had something to say about a complete setup.
+    assert {f.check for f in findings} >= {
+        "sentinel.count", "sentinel.reachable", "sentinel.agree", "sentinel.peers",
+        "sentinel.ckquorum", "sentinel.quorum", "sentinel.script", "redis.reachable",
+        "redis.masterauth", "redis.bind", "redis.protected_mode", "redis.link",
+        "host.interface", "host.vip", "host.caps.hook", "host.caps.agent", "host.socket",
+        "host.hook_path"}
+    assert exit_code(findings) == 0
+
+
+def with_sentinel(facts: Facts, index: int, s: SentinelFacts) -> Facts:
+    ss = list(facts.sentinels)
+    ss[index] = s
+    return replace(facts, sentinels=tuple(ss))
+
+
+def with_redis(facts: Facts, index: int, **kw: object) -> Facts:
+    rs = list(facts.redis["mymaster"])
+    rs[index] = replace(rs[index], **kw)
+    return replace(facts, redis={"mymaster": tuple(rs)})
+
+
+FAULTS = {
+    "two sentinels": (lambda f: replace(f, configured_sentinels=2,
+                                        sentinels=f.sentinels[:2]),
+                      Level.PROBLEM, "sentinel.count"),
+    "sentinel down": (lambda f: with_sentinel(f, 2, SentinelFacts(
+        "198.51.100.13:26379", False, error="Connection refused")),
+                      Level.PROBLEM, "sentinel.reachable"),
+    "disagreement": (lambda f: with_sentinel(f, 2, sentinel(3, addr="198.51.100.12:6379",
+                                                            config_epoch=2)),
+                     Level.WARNING, "sentinel.agree"),
+    "unknown master": (lambda f: replace(f, sentinels=tuple(
+        replace(s, masters={"mymaster": SentinelMasterFacts(error="No such master")})
+        for s in f.sentinels)), Level.PROBLEM, "sentinel.agree"),
+    "isolated sentinel": (lambda f: with_sentinel(f, 0, sentinel(1, other_sentinels=0)),
+                          Level.PROBLEM, "sentinel.peers"),
+    "one peer missing": (lambda f: with_sentinel(f, 0, sentinel(1, other_sentinels=1)),
+                         Level.WARNING, "sentinel.peers"),
+    "ckquorum": (lambda f: with_sentinel(f, 0, sentinel(
+        1, ckquorum="NOQUORUM 1 usable Sentinels", ckquorum_ok=False)),
+                 Level.PROBLEM, "sentinel.ckquorum"),
+    "quorum above majority": (lambda f: with_sentinel(f, 0, sentinel(1, quorum=3)),
+                              Level.PROBLEM, "sentinel.quorum"),
+    "tilt": (lambda f: with_sentinel(f, 1, replace(sentinel(2), tilt=True)),
+             Level.PROBLEM, "sentinel.tilt"),
+    "no hook": (lambda f: with_sentinel(f, 1, sentinel(2, reconfig_script=None)),
+                Level.WARNING, "sentinel.script"),
+    "another script": (lambda f: with_sentinel(f, 1, sentinel(
+        2, reconfig_script="/etc/redis/notify_mymaster.sh")), Level.WARNING, "sentinel.script"),
+    "scripts retried": (lambda f: with_sentinel(f, 1, replace(sentinel(2), pending=(
+        PendingScript(("/usr/bin/vipfloat-hook", "mymaster"), 2),))),
+                        Level.WARNING, "sentinel.pending"),
+    "redis 5.0": (lambda f: with_sentinel(f, 1, replace(sentinel(2), version="5.0.7")),
+                  Level.WARNING, "sentinel.version"),
+    "redis unreachable": (lambda f: with_redis(f, 1, reachable=False, error="NOAUTH"),
+                          Level.PROBLEM, "redis.reachable"),
+    "masterauth missing": (lambda f: with_redis(f, 2, masterauth=False),
+                           Level.PROBLEM, "redis.masterauth"),
+    "bound to one address": (lambda f: with_redis(f, 0, bind=("198.51.100.11",)),
+                             Level.PROBLEM, "redis.bind"),
+    "protected without password": (lambda f: with_redis(f, 0, requirepass=False,
+                                                        masterauth=False),
+                                   Level.PROBLEM, "redis.protected_mode"),
+    "link down": (lambda f: with_redis(f, 1, link_up=False), Level.PROBLEM, "redis.link"),
+    "lagging": (lambda f: with_redis(f, 1, lag_bytes=50 << 20), Level.WARNING, "redis.lag"),
+    "no interface": (lambda f: replace(f, vips=(replace(f.vips[0], interface_exists=False,
+                                                        interface_up=False),)),
+                     Level.PROBLEM, "host.interface"),
+    "interface down": (lambda f: replace(f, vips=(replace(f.vips[0], interface_up=False),)),
+                       Level.PROBLEM, "host.interface"),
+    "vip misplaced": (lambda f: replace(f, vips=(replace(
+        f.vips[0], consistent=False, note="VIP bound here but the master is elsewhere"),)),
+                      Level.PROBLEM, "host.vip"),
+    "sentinel without caps": (lambda f: replace(f, sentinel_process=replace(
+        f.sentinel_process, cap_amb=0)), Level.PROBLEM, "host.caps.hook"),
+    "no agent": (lambda f: replace(f, agent_process=None), Level.WARNING, "host.caps.agent"),
+    "agent without caps": (lambda f: replace(f, agent_process=replace(
+        f.agent_process, cap_eff=1 << 12)), Level.PROBLEM, "host.caps.agent"),
+    "socket not in sentinel's group": (lambda f: replace(f, sentinel_process=replace(
+        f.sentinel_process, gids=(110,))), Level.WARNING, "host.socket"),
+    "hook path missing": (lambda f: replace(f, hook_paths={HOOK: PathFacts(HOOK, False)}),
+                          Level.PROBLEM, "host.hook_path"),
+    "hook not executable": (lambda f: replace(f, hook_paths={HOOK: PathFacts(
+        HOOK, True, 0, 0, stat.S_IFREG | 0o700, (DIR, DIR))}), Level.PROBLEM, "host.hook_path"),
+}
+
+
+@pytest.mark.parametrize("name", list(FAULTS))
+def test_each_planted_fault_is_reported_at_its_level(name):
+    plant, level, check = FAULTS[name]
+    findings = run_checks(plant(healthy()))
+    bad = [f for f in findings if f.level is not Level.OK]
+    assert [(f.level, f.check) for f in bad] == [(level, check)], bad
+    assert bad[0].fix, "every warning and problem says how to fix it"
+    assert exit_code(findings) == (1 if level is Level.PROBLEM else 0)
+
+
+def test_sentinel_root_hook_gets_the_bounding_set():
+    root = ProcessFacts("redis-sentinel", 1, 0, (0,), CAPS, 0, CAPS)
+    assert checks.hook_caps(root)
+    assert not checks.hook_caps(replace(root, cap_bnd=1 << 12))
+    assert not checks.hook_caps(replace(root, uid=106))      # not root: ambient only
+
+
+@pytest.mark.parametrize("bind,ip,expected", [
+    (("*", "-::*"), "198.51.100.250", True),
+    (("*",), "2001:db8::250", False),
+    (("-::*",), "2001:db8::250", True),
+    (("0.0.0.0",), "198.51.100.250", True),
+    (("127.0.0.1", "198.51.100.11"), "198.51.100.250", False),
+    (("127.0.0.1", "-198.51.100.250"), "198.51.100.250", True),
+    ((), "198.51.100.250", True),
+])
+def test_listens_on(bind, ip, expected):
+    assert listens_on(bind, ipaddress.ip_address(ip)) is expected
+
+
+def test_may_follows_owner_group_other_and_parent_search():
+    sock = PathFacts("/run/x.sock", True, 0, 50, stat.S_IFSOCK | 0o660, (DIR,))
+    assert may(sock, 106, (50,), 2)
+    assert not may(sock, 106, (60,), 2)
+    assert may(sock, 0, (0,), 2)
+    closed = replace(sock, parents=((0, 0, stat.S_IFDIR | 0o700),))
+    assert not may(closed, 106, (50,), 2)
+    assert not may(PathFacts("/nope", False), 0, (0,), 1)
+    noexec = PathFacts("/x", True, 0, 0, stat.S_IFREG | 0o644, (DIR,))
+    assert not may(noexec, 0, (0,), 1)
+
+
+def test_parsers():
+    assert parse_info("# Server\r\nredis_version:7.0.15\r\nprocess_id:42\r\n") == {
+        "redis_version": "7.0.15", "process_id": "42"}
+    assert pairs(["a", "1", "b", "2"]) == {"a": "1", "b": "2"}
+    assert pairs({"a": "1"}) == {"a": "1"}
+    proc = parse_proc_status(
+        "Name:\tredis-sentinel\nUid:\t106\t106\t106\t106\nGid:\t110\t110\t110\t110\n"
+        "Groups:\t110 996 \nCapEff:\t0000000000000000\nCapAmb:\t0000000000003000\n"
+        "CapBnd:\t0000000000003000\n", "redis-sentinel", 7)
+    assert (proc.uid, proc.gids, proc.cap_amb, proc.cap_eff) == (106, (110, 996), CAPS, 0)
+
+
+def test_render_text_puts_problems_first_and_json_round_trips():
+    findings = run_checks(FAULTS["masterauth missing"][0](healthy()))
+    text = render_text(findings).splitlines()
+    assert text[0].startswith("PROBLEM  redis.masterauth")
+    assert "fix: Set masterauth" in text[0]
+    assert text[-1].startswith("1 problem(s), 0 warning(s)")
+    data = json.loads(render_json(findings))
+    assert data["ok"] is False
+    assert {f["check"] for f in data["findings"] if f["level"] == "problem"} == {
+        "redis.masterauth"}
+
+
+def test_cli_doctor_exit_codes(monkeypatch, write_config):
+    runner = CliRunner()
+    bad = runner.invoke(app, ["doctor", "--config", "/nonexistent/vipfloat.toml"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+    path = write_config()
+    monkeypatch.setattr("vipfloat.doctor.gather.gather", lambda cfg: healthy())
+    good = runner.invoke(app, ["doctor", "--config", str(path)])
+    assert good.exit_code == 0, good.output
+    assert "0 problem(s), 0 warning(s)" in good.output
+    sick = FAULTS["link down"][0](healthy())
+    monkeypatch.setattr("vipfloat.doctor.gather.gather", lambda cfg: sick)
+    res = runner.invoke(app, ["doctor", "--json", "--config", str(path)])
+    assert res.exit_code == 1
+    assert json.loads(res.output)["ok"] is False

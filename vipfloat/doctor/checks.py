@@ -1,0 +1,467 @@
+"""The doctor's checks: pure functions from :class:`Facts` to findings.
+
+Each check looks at one thing and says ok, warning or problem, with the fix in
+one sentence. Most come from the traps in the Redis HA article this project
+started from (failover-abort-not-elected from protected-mode or bind, replicas
+that cannot sync because masterauth was set only where requirepass was, Redis
+not listening on the VIP, two Sentinels where three are needed); the rest from
+what vipfloat itself needs on this host.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+from dataclasses import dataclass
+from enum import Enum
+from typing import Callable, Iterable, Iterator
+
+from .facts import Facts, PathFacts, ProcessFacts, RedisFacts, SentinelFacts
+
+CAP_NET_ADMIN = 12
+CAP_NET_RAW = 13
+NEEDED_CAPS = (1 << CAP_NET_ADMIN) | (1 << CAP_NET_RAW)
+LAG_WARN_BYTES = 1 << 20     # a replica this far behind loses that much on failover
+PENDING_WARN = 16            # Sentinel runs at most 16 scripts at once
+
+
+class Level(str, Enum):
+    OK = "ok"
+    WARNING = "warning"
+    PROBLEM = "problem"
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: Level
+    check: str          # stable id, e.g. "redis.masterauth"
+    subject: str        # what it is about: a Sentinel, an instance, a VIP, this host
+    message: str
+    fix: str = ""       # one sentence; empty when ok
+
+    def as_dict(self) -> dict[str, str]:
+        return {"level": self.level.value, "check": self.check, "subject": self.subject,
+                "message": self.message, "fix": self.fix}
+
+
+def ok(check: str, subject: str, message: str) -> Finding:
+    return Finding(Level.OK, check, subject, message)
+
+
+def warn(check: str, subject: str, message: str, fix: str) -> Finding:
+    return Finding(Level.WARNING, check, subject, message, fix)
+
+
+def problem(check: str, subject: str, message: str, fix: str) -> Finding:
+    return Finding(Level.PROBLEM, check, subject, message, fix)
+
+
+def majority(n: int) -> int:
+    return n // 2 + 1
+
+
+def _reachable(facts: Facts) -> list[SentinelFacts]:
+    return [s for s in facts.sentinels if s.reachable]
+
+
+def _masters(facts: Facts) -> list[str]:
+    return [v.master for v in facts.vips]
+
+
+# --- 1. Sentinels ---------------------------------------------------------------------
+
+def sentinel_count(facts: Facts) -> Iterator[Finding]:
+    n = facts.configured_sentinels
+    if n < 3:
+        yield problem("sentinel.count", "sentinels", f"{n} Sentinel(s) configured",
+                      "Run at least 3 Sentinels on separate hosts: with 2, losing one host "
+                      "leaves no majority to authorise a failover.")
+    else:
+        yield ok("sentinel.count", "sentinels", f"{n} Sentinels configured")
+
+
+def sentinel_reachable(facts: Facts) -> Iterator[Finding]:
+    for s in facts.sentinels:
+        if s.reachable:
+            yield ok("sentinel.reachable", f"sentinel {s.endpoint}",
+                     f"reachable (Redis {s.version or '?'})")
+        else:
+            yield problem("sentinel.reachable", f"sentinel {s.endpoint}",
+                          f"unreachable: {s.error}",
+                          "Start this Sentinel, or fix the address/credentials in "
+                          "[sentinel] of vipfloat's config.")
+
+
+def sentinel_agreement(facts: Facts) -> Iterator[Finding]:
+    for master in _masters(facts):
+        views = {}
+        for s in _reachable(facts):
+            m = s.masters.get(master)
+            if m and m.addr:
+                views[s.endpoint] = (m.addr, m.config_epoch)
+        if not views:
+            yield problem("sentinel.agree", master, "no reachable Sentinel knows this master",
+                          f"Add 'sentinel monitor {master} ...' to every Sentinel, or fix "
+                          "the master name in vipfloat's config.")
+        elif len(set(views.values())) == 1:
+            addr, epoch = next(iter(views.values()))
+            yield ok("sentinel.agree", master,
+                     f"{len(views)} Sentinel(s) agree: master {addr}, config-epoch {epoch}")
+        else:
+            seen = ", ".join(f"{ep} says {a} (epoch {e})" for ep, (a, e) in sorted(views.items()))
+            yield warn("sentinel.agree", master, f"Sentinels disagree: {seen}",
+                       "Run doctor again in a few seconds; if it persists, the lagging "
+                       "Sentinels cannot reach the others (check bind, protected-mode, "
+                       "announce-ip).")
+
+
+def sentinel_peers(facts: Facts) -> Iterator[Finding]:
+    """Sentinels that do not see each other cannot elect a leader: the article's
+    failover-abort-not-elected (protected-mode, bind, announce-ip)."""
+    n = facts.configured_sentinels
+    for s in _reachable(facts):
+        for master in _masters(facts):
+            m = s.masters.get(master)
+            if not m or m.other_sentinels is None:
+                continue
+            known = m.other_sentinels + 1
+            subject = f"sentinel {s.endpoint} ({master})"
+            if known < majority(n):
+                yield problem("sentinel.peers", subject,
+                              f"knows {known} of {n} Sentinels (itself included)",
+                              "Let the Sentinels reach each other on their port: bind them to "
+                              "a routable address, protected-mode no, correct announce-ip.")
+            elif known < n:
+                yield warn("sentinel.peers", subject,
+                           f"knows {known} of {n} Sentinels (itself included)",
+                           "Check that every Sentinel can reach the others (bind, "
+                           "protected-mode, announce-ip, firewall).")
+            else:
+                yield ok("sentinel.peers", subject, f"knows all {n} Sentinels")
+
+
+def sentinel_ckquorum(facts: Facts) -> Iterator[Finding]:
+    for s in _reachable(facts):
+        for master in _masters(facts):
+            m = s.masters.get(master)
+            if not m or m.ckquorum_ok is None:
+                continue
+            subject = f"sentinel {s.endpoint} ({master})"
+            if m.ckquorum_ok:
+                yield ok("sentinel.ckquorum", subject, m.ckquorum or "CKQUORUM OK")
+            else:
+                yield problem("sentinel.ckquorum", subject, f"CKQUORUM: {m.ckquorum}",
+                              "Bring enough Sentinels up and in contact for the quorum and "
+                              "a majority, or no failover can be authorised.")
+
+
+def sentinel_quorum(facts: Facts) -> Iterator[Finding]:
+    n = facts.configured_sentinels
+    for master in _masters(facts):
+        quorums = {s.masters[master].quorum for s in _reachable(facts)
+                   if master in s.masters and s.masters[master].quorum is not None}
+        for q in sorted(quorums):
+            if q > majority(n):
+                yield problem("sentinel.quorum", master,
+                              f"quorum {q} is above the majority ({majority(n)} of {n})",
+                              f"Set 'sentinel monitor {master} <ip> <port> {majority(n)}': a "
+                              "larger quorum stops failovers while a majority is still up.")
+            else:
+                yield ok("sentinel.quorum", master,
+                         f"quorum {q}, majority {majority(n)} of {n}")
+
+
+def sentinel_tilt(facts: Facts) -> Iterator[Finding]:
+    for s in _reachable(facts):
+        if s.tilt:
+            yield problem("sentinel.tilt", f"sentinel {s.endpoint}", "in TILT mode",
+                          "Find what stalls this host (clock jumps, CPU starvation, a "
+                          "paused VM): a Sentinel in TILT does not act for 30 s.")
+
+
+def sentinel_scripts(facts: Facts) -> Iterator[Finding]:
+    for s in _reachable(facts):
+        for master in _masters(facts):
+            m = s.masters.get(master)
+            if not m or m.error:
+                continue
+            subject = f"sentinel {s.endpoint} ({master})"
+            script = m.reconfig_script
+            if not script:
+                yield warn("sentinel.script", subject, "no client-reconfig-script",
+                           f"Add 'sentinel client-reconfig-script {master} "
+                           "/usr/bin/vipfloat-hook'; until then the agent alone moves the "
+                           "VIP (slower: it waits for its own poll or event).")
+            elif os.path.basename(script).startswith("vipfloat-hook"):
+                yield ok("sentinel.script", subject, f"client-reconfig-script {script}")
+            else:
+                yield warn("sentinel.script", subject,
+                           f"client-reconfig-script is {script}, not vipfloat-hook",
+                           "Replace it with /usr/bin/vipfloat-hook, or two tools will move "
+                           "the VIP.")
+
+
+def sentinel_pending(facts: Facts) -> Iterator[Finding]:
+    for s in _reachable(facts):
+        retried = [p for p in s.pending if p.retries > 0]
+        subject = f"sentinel {s.endpoint}"
+        if len(s.pending) >= PENDING_WARN or retried:
+            yield warn("sentinel.pending", subject,
+                       f"{len(s.pending)} script(s) pending, {len(retried)} being retried",
+                       "Check the hook's log: a failing or slow client-reconfig-script "
+                       "is retried and queues up behind Sentinel's 16 running slots.")
+
+
+def sentinel_version(facts: Facts) -> Iterator[Finding]:
+    for s in _reachable(facts):
+        if s.version and s.version.startswith("5.0."):
+            yield warn("sentinel.version", f"sentinel {s.endpoint}",
+                       f"Redis {s.version}: Sentinel leaks a running-script slot on "
+                       "every script that times out",
+                       "Upgrade Sentinel to 6.0 or later, or it eventually runs no "
+                       "client-reconfig-script at all.")
+
+
+# --- 3. Redis instances ---------------------------------------------------------------
+
+def _vip_ip(facts: Facts, master: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    for v in facts.vips:
+        if v.master == master:
+            return ipaddress.ip_interface(v.address).ip
+    return None
+
+
+def listens_on(bind: tuple[str, ...], ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Pure: does Redis with this ``bind`` accept connections to ``ip``? An empty
+    bind means every address (Redis before 7 with no bind line)."""
+    if not bind:
+        return True
+    for entry in bind:
+        addr = entry.lstrip("-")             # "-" marks an optional address
+        if addr == "*":
+            if ip.version == 4:
+                return True
+        elif addr == "::*":
+            if ip.version == 6:
+                return True
+        else:
+            try:
+                parsed = ipaddress.ip_address(addr)
+            except ValueError:
+                continue
+            if parsed == ip or parsed.is_unspecified and parsed.version == ip.version:
+                return True
+    return False
+
+
+def redis_reachable(facts: Facts) -> Iterator[Finding]:
+    for master, instances in facts.redis.items():
+        for r in instances:
+            subject = f"redis {r.addr} ({master} {r.role})"
+            if r.reachable:
+                yield ok("redis.reachable", subject, f"reachable (Redis {r.version or '?'})")
+            else:
+                yield problem("redis.reachable", subject, f"cannot check: {r.error}",
+                              "Start it, or give vipfloat its credentials in [redis].")
+
+
+def redis_masterauth(facts: Facts) -> Iterator[Finding]:
+    for master, instances in facts.redis.items():
+        for r in instances:
+            if not r.reachable or r.requirepass is None:
+                continue
+            subject = f"redis {r.addr} ({master} {r.role})"
+            if r.requirepass and not r.masterauth:
+                yield problem("redis.masterauth", subject, "requirepass is set but masterauth is not",
+                              "Set masterauth to the same password on every instance: after a "
+                              "failover any of them may be a replica that must log in.")
+            elif r.requirepass:
+                yield ok("redis.masterauth", subject, "requirepass and masterauth set")
+
+
+def redis_bind(facts: Facts) -> Iterator[Finding]:
+    for master, instances in facts.redis.items():
+        ip = _vip_ip(facts, master)
+        for r in instances:
+            if not r.reachable or r.bind is None or ip is None:
+                continue
+            subject = f"redis {r.addr} ({master} {r.role})"
+            if listens_on(r.bind, ip):
+                yield ok("redis.bind", subject, f"listens on the VIP {ip} (bind {' '.join(r.bind) or '(all)'})")
+            else:
+                yield problem("redis.bind", subject,
+                              f"bind {' '.join(r.bind)} does not include the VIP {ip}",
+                              "Set 'bind * -::*' (or add the VIP): the VIP comes and goes, and "
+                              "a Redis bound to one address refuses clients through it.")
+
+
+def redis_protected_mode(facts: Facts) -> Iterator[Finding]:
+    """Protected mode refuses non-loopback clients when the default user has no
+    password: from Redis 7 whatever bind says; before 7 only without a bind line."""
+    for master, instances in facts.redis.items():
+        for r in instances:
+            if not r.reachable or r.protected_mode is None or r.requirepass is None:
+                continue
+            subject = f"redis {r.addr} ({master} {r.role})"
+            major = int(r.version.split(".")[0]) if r.version and r.version[0].isdigit() else 7
+            refuses = r.protected_mode and not r.requirepass and (major >= 7 or not r.bind)
+            if refuses:
+                yield problem("redis.protected_mode", subject,
+                              "protected-mode yes with no password: clients through the VIP "
+                              "are refused",
+                              "Set requirepass (and masterauth), or protected-mode no behind "
+                              "a firewall.")
+            else:
+                yield ok("redis.protected_mode", subject, "protected-mode will not refuse "
+                         "clients through the VIP")
+
+
+def redis_replication(facts: Facts) -> Iterator[Finding]:
+    for master, instances in facts.redis.items():
+        for r in instances:
+            if r.role != "replica" or not r.reachable:
+                continue
+            subject = f"redis {r.addr} ({master} replica)"
+            if r.link_up is False:
+                yield problem("redis.link", subject, "master_link_status is down",
+                              "Check masterauth, the network to the master and the replica's "
+                              "log: a replica that cannot sync makes a bad failover target.")
+                continue
+            if r.link_up:
+                yield ok("redis.link", subject, "replication link up")
+            if r.lag_bytes is not None and r.lag_bytes > LAG_WARN_BYTES:
+                yield warn("redis.lag", subject,
+                           f"{r.lag_bytes} bytes behind the master",
+                           "Find why it lags (network, disk, a slow replica): writes it "
+                           "has not received are lost if it is promoted.")
+
+
+# --- 4. This host ---------------------------------------------------------------------
+
+def host_interface(facts: Facts) -> Iterator[Finding]:
+    for v in facts.vips:
+        subject = f"interface {v.interface} ({v.master})"
+        if not v.interface_exists:
+            yield problem("host.interface", subject, "does not exist on this host",
+                          "Fix 'interface' in the [[vip]] block, or create the interface.")
+        elif not v.interface_up:
+            yield problem("host.interface", subject, "is down",
+                          f"Bring it up: ip link set {v.interface} up.")
+        else:
+            yield ok("host.interface", subject, "exists and is up")
+
+
+def host_vip(facts: Facts) -> Iterator[Finding]:
+    for v in facts.vips:
+        subject = f"vip {v.address} ({v.master})"
+        if v.consistent:
+            yield ok("host.vip", subject, v.note)
+        else:
+            yield problem("host.vip", subject, v.note,
+                          f"Run 'vipfloat acquire --master {v.master}' or 'release' here, or "
+                          "start the agent (vipfloat watch) so it reconciles.")
+
+
+def has_caps(mask: int) -> bool:
+    return mask & NEEDED_CAPS == NEEDED_CAPS
+
+
+def hook_caps(proc: ProcessFacts) -> bool:
+    """Pure: will a program this process execs have CAP_NET_ADMIN and CAP_NET_RAW?
+    Root's children get the bounding set; anyone else's only the ambient set
+    (what the Sentinel drop-in grants)."""
+    if proc.uid == 0:
+        return has_caps(proc.cap_bnd)
+    return has_caps(proc.cap_amb)
+
+
+def host_caps(facts: Facts) -> Iterator[Finding]:
+    s = facts.sentinel_process
+    if s is None:
+        yield warn("host.caps.hook", "this host", "no Sentinel found on this host",
+                   "Run doctor on a Sentinel host to check what its hook can do.")
+    elif hook_caps(s):
+        yield ok("host.caps.hook", f"redis-sentinel (pid {s.pid}, uid {s.uid})",
+                 "its hook gets CAP_NET_ADMIN and CAP_NET_RAW")
+    else:
+        yield problem("host.caps.hook", f"redis-sentinel (pid {s.pid}, uid {s.uid})",
+                      "its hook would lack CAP_NET_ADMIN/CAP_NET_RAW: it cannot move the VIP",
+                      "Install systemd/redis-sentinel.service.d/vipfloat.conf and restart "
+                      "redis-sentinel.")
+    a = facts.agent_process
+    if a is None:
+        yield warn("host.caps.agent", "vipfloat watch", "no agent answers on the socket",
+                   "systemctl enable --now vipfloat: without the agent nothing fixes a "
+                   "missed or failed hook run, and an isolated master keeps its VIP.")
+    elif has_caps(a.cap_eff):
+        yield ok("host.caps.agent", f"vipfloat watch (pid {a.pid}, uid {a.uid})",
+                 "has CAP_NET_ADMIN and CAP_NET_RAW")
+    else:
+        yield problem("host.caps.agent", f"vipfloat watch (pid {a.pid}, uid {a.uid})",
+                      "lacks CAP_NET_ADMIN/CAP_NET_RAW: it cannot move the VIP",
+                      "Run it from systemd/vipfloat.service (AmbientCapabilities).")
+
+
+def may(path: PathFacts, uid: int, gids: Iterable[int], bit: int) -> bool:
+    """Pure: may a user (uid, gids) do ``bit`` (4 r, 2 w, 1 x) to ``path``, and
+    search every directory above it? Root may do anything but execute a file with
+    no x bit at all."""
+    gids = set(gids)
+
+    def allowed(owner: int, group: int, mode: int, want: int) -> bool:
+        if uid == 0:
+            return want != 1 or bool(mode & 0o111) or stat.S_ISDIR(mode)
+        if uid == owner:
+            return bool(mode & (want << 6))
+        if group in gids:
+            return bool(mode & (want << 3))
+        return bool(mode & want)
+
+    if not path.exists:
+        return False
+    return (all(allowed(o, g, m, 1) for o, g, m in path.parents)
+            and allowed(path.uid, path.gid, path.mode, bit))
+
+
+def host_socket(facts: Facts) -> Iterator[Finding]:
+    s, sock = facts.sentinel_process, facts.socket
+    if s is None or sock is None or facts.agent_process is None:
+        return
+    subject = f"socket {sock.path}"
+    if may(sock, s.uid, s.gids, 2):
+        yield ok("host.socket", subject, f"Sentinel's user (uid {s.uid}) can reach the agent")
+    else:
+        yield warn("host.socket", subject,
+                   f"Sentinel's user (uid {s.uid}) cannot connect: the hook acts itself "
+                   "(about 5x slower)",
+                   "Set socket_group in [agent] to a group Sentinel's user is in "
+                   "(the drop-in adds it to vipfloat).")
+
+
+def host_hook_path(facts: Facts) -> Iterator[Finding]:
+    s = facts.sentinel_process
+    for script, path in sorted(facts.hook_paths.items()):
+        subject = f"hook {script}"
+        if not path.exists:
+            yield problem("host.hook_path", subject, "does not exist on this host",
+                          "Install vipfloat (ln -s /opt/vipfloat/bin/vipfloat-hook "
+                          "/usr/bin/vipfloat-hook): every Sentinel run fails with -script-error.")
+        elif s is not None and not may(path, s.uid, s.gids, 1):
+            yield problem("host.hook_path", subject,
+                          f"not executable by Sentinel's user (uid {s.uid})",
+                          "chmod 0755 it and make its directories searchable.")
+        else:
+            yield ok("host.hook_path", subject, "exists and is executable")
+
+
+CHECKS: tuple[Callable[[Facts], Iterator[Finding]], ...] = (
+    sentinel_count, sentinel_reachable, sentinel_agreement, sentinel_peers, sentinel_ckquorum,
+    sentinel_quorum, sentinel_tilt, sentinel_scripts, sentinel_pending, sentinel_version,
+    redis_reachable, redis_masterauth, redis_bind, redis_protected_mode, redis_replication,
+    host_interface, host_vip, host_caps, host_socket, host_hook_path,
+)
+
+
+def run_checks(facts: Facts) -> list[Finding]:
+    return [finding for check in CHECKS for finding in check(facts)]

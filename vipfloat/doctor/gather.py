@@ -1,0 +1,257 @@
+"""Reading the setup for `vipfloat doctor`: Sentinels, Redis instances, this host.
+
+Read-only: INFO, CONFIG GET, SENTINEL MASTER/REPLICAS/CKQUORUM/PENDING-SCRIPTS,
+netlink dumps, /proc and stat(). Every remote question has the config's short
+timeout and runs in parallel, so a dead host costs one timeout, not one per
+question. Passwords read through CONFIG GET are reduced to "set or not" at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ..config import Config, Endpoint, RedisConfig
+from ..sentinel import connection
+from .facts import (Facts, PathFacts, PendingScript, ProcessFacts, RedisFacts,
+                    SentinelFacts, SentinelMasterFacts, VipFacts)
+
+log = logging.getLogger(__name__)
+
+
+# --- pure parsers ---------------------------------------------------------------------
+
+def parse_info(text: str) -> dict[str, str]:
+    """INFO's "key:value" lines -> dict (section headers and blanks skipped)."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and ":" in line:
+            key, _, value = line.partition(":")
+            out[key.strip()] = value.strip()
+    return out
+
+
+def pairs(reply: Any) -> dict[str, Any]:
+    """A flat [k, v, k, v ...] reply (RESP2) or a map (RESP3) -> dict."""
+    if isinstance(reply, Mapping):
+        return {str(k): v for k, v in reply.items()}
+    return {str(reply[i]): reply[i + 1] for i in range(0, len(reply) - 1, 2)}
+
+
+def parse_proc_status(text: str, name: str, pid: int) -> ProcessFacts:
+    """/proc/PID/status -> ProcessFacts (real uid; primary group, then the others)."""
+    f = {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
+    gid = int(f["Gid"].split()[0])
+    groups = tuple(int(g) for g in f.get("Groups", "").split())
+    return ProcessFacts(name=name, pid=pid, uid=int(f["Uid"].split()[0]),
+                        gids=(gid, *[g for g in groups if g != gid]),
+                        cap_eff=int(f.get("CapEff", "0"), 16),
+                        cap_amb=int(f.get("CapAmb", "0"), 16),
+                        cap_bnd=int(f.get("CapBnd", "0"), 16))
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+# --- Sentinels ------------------------------------------------------------------------
+
+def _ask(conn: Any, *args: str) -> Any:
+    conn.send_command(*args)
+    return conn.read_response()
+
+
+def sentinel_facts(endpoint: Endpoint, config: Config, local: frozenset[Any]) -> SentinelFacts:
+    import redis
+
+    cfg = config.sentinel
+    conn = connection(endpoint.host, endpoint.port, cfg.username, cfg.password, cfg.timeout)
+    try:
+        server = parse_info(_ask(conn, "INFO", "server"))
+        sentinel = parse_info(_ask(conn, "INFO", "sentinel"))
+        pending = []
+        for entry in _ask(conn, "SENTINEL", "PENDING-SCRIPTS") or []:
+            p = pairs(entry)
+            pending.append(PendingScript(tuple(str(a) for a in p.get("argv") or ()),
+                                         _int(p.get("retry-num")) or 0))
+        masters = {}
+        for vip in config.vips:
+            try:
+                m = pairs(_ask(conn, "SENTINEL", "MASTER", vip.master))
+            except redis.ResponseError as exc:
+                masters[vip.master] = SentinelMasterFacts(error=str(exc).splitlines()[0])
+                continue
+            try:
+                ck, ck_ok = str(_ask(conn, "SENTINEL", "CKQUORUM", vip.master)), True
+            except redis.ResponseError as exc:
+                ck, ck_ok = str(exc).splitlines()[0], False
+            host = str(m.get("ip", ""))
+            masters[vip.master] = SentinelMasterFacts(
+                addr=f"[{host}]:{m.get('port')}" if ":" in host else f"{host}:{m.get('port')}",
+                config_epoch=_int(m.get("config-epoch")), quorum=_int(m.get("quorum")),
+                other_sentinels=_int(m.get("num-other-sentinels")),
+                reconfig_script=m.get("client-reconfig-script") or None,
+                ckquorum=ck, ckquorum_ok=ck_ok)
+    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, OSError) as exc:
+        return SentinelFacts(str(endpoint), reachable=False, error=str(exc).splitlines()[0])
+    finally:
+        conn.disconnect()
+    try:
+        is_local = ipaddress.ip_address(endpoint.host) in local or \
+            ipaddress.ip_address(endpoint.host).is_loopback
+    except ValueError:
+        is_local = False
+    return SentinelFacts(str(endpoint), reachable=True, version=server.get("redis_version"),
+                         tilt=sentinel.get("sentinel_tilt") == "1",
+                         pid=_int(server.get("process_id")), local=is_local,
+                         pending=tuple(pending), masters=masters)
+
+
+def replicas_of(endpoint: Endpoint, config: Config, master: str) -> list[tuple[str, str]]:
+    """(addr, role) for the master and its replicas, as one Sentinel lists them."""
+    import redis
+
+    cfg = config.sentinel
+    conn = connection(endpoint.host, endpoint.port, cfg.username, cfg.password, cfg.timeout)
+    try:
+        m = pairs(_ask(conn, "SENTINEL", "MASTER", master))
+        out = [(f"{m.get('ip')}:{m.get('port')}", "master")]
+        for r in _ask(conn, "SENTINEL", "REPLICAS", master) or []:
+            p = pairs(r)
+            out.append((f"{p.get('ip')}:{p.get('port')}", "replica"))
+        return out
+    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, OSError):
+        return []
+    finally:
+        conn.disconnect()
+
+
+# --- Redis instances ------------------------------------------------------------------
+
+def _config_get(conn: Any, name: str) -> str | None:
+    import redis
+
+    try:
+        reply = pairs(_ask(conn, "CONFIG", "GET", name))
+    except redis.ResponseError:   # CONFIG renamed or forbidden by ACL: unknown
+        return None
+    value = reply.get(name)
+    return None if value is None else str(value)
+
+
+def redis_facts(addr: str, role: str, cfg: RedisConfig,
+                master_offset: int | None = None) -> tuple[RedisFacts, int | None]:
+    """One instance's facts, and its master_repl_offset (for the replicas' lag)."""
+    import redis
+
+    host, _, port = addr.rpartition(":")
+    conn = connection(host.strip("[]"), int(port), cfg.username, cfg.password, cfg.timeout)
+    try:
+        server = parse_info(_ask(conn, "INFO", "server"))
+        repl = parse_info(_ask(conn, "INFO", "replication"))
+        requirepass = _config_get(conn, "requirepass")
+        masterauth = _config_get(conn, "masterauth")
+        bind = _config_get(conn, "bind")
+        protected = _config_get(conn, "protected-mode")
+    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, OSError) as exc:
+        return RedisFacts(addr, role, reachable=False, error=str(exc).splitlines()[0]), None
+    finally:
+        conn.disconnect()
+    offset = _int(repl.get("slave_repl_offset"))
+    lag = None
+    if role == "replica" and offset is not None and master_offset is not None:
+        lag = max(0, master_offset - offset)
+    facts = RedisFacts(
+        addr, role, reachable=True, version=server.get("redis_version"),
+        requirepass=None if requirepass is None else bool(requirepass),
+        masterauth=None if masterauth is None else bool(masterauth),
+        bind=None if bind is None else tuple(bind.split()),
+        protected_mode=None if protected is None else protected == "yes",
+        link_up=(repl.get("master_link_status") == "up") if role == "replica" else None,
+        lag_bytes=lag)
+    return facts, _int(repl.get("master_repl_offset"))
+
+
+def instances(config: Config, sentinels: Sequence[SentinelFacts], master: str,
+              pool: ThreadPoolExecutor) -> tuple[RedisFacts, ...]:
+    """The master first (its offset is the replicas' reference), then the replicas
+    in parallel, as listed by the Sentinel naming the newest configuration."""
+    best = max((s for s in sentinels if s.reachable and s.masters.get(master)
+                and s.masters[master].addr), default=None,
+               key=lambda s: s.masters[master].config_epoch or 0)
+    if best is None:
+        return ()
+    endpoint = config.sentinel.addresses[[s.endpoint for s in sentinels].index(best.endpoint)]
+    listed = replicas_of(endpoint, config, master)
+    if not listed:
+        return ()
+    master_facts, offset = redis_facts(listed[0][0], "master", config.redis)
+    replicas = list(pool.map(lambda r: redis_facts(r[0], r[1], config.redis, offset)[0],
+                             listed[1:]))
+    return (master_facts, *replicas)
+
+
+# --- this host ------------------------------------------------------------------------
+
+def process_facts(pid: int, name: str, proc: Path = Path("/proc")) -> ProcessFacts | None:
+    try:
+        return parse_proc_status((proc / str(pid) / "status").read_text(), name, pid)
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+
+
+def path_facts(path: str) -> PathFacts:
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return PathFacts(path, exists=False)
+    parents = []
+    for d in reversed(p.absolute().parents):
+        try:
+            ds = d.stat()
+        except OSError:
+            return PathFacts(path, exists=False)
+        parents.append((ds.st_uid, ds.st_gid, ds.st_mode))
+    return PathFacts(path, True, st.st_uid, st.st_gid, st.st_mode, tuple(parents))
+
+
+def gather(config: Config) -> Facts:
+    from ..netlink import NetlinkHost
+    from ..status import agent_view
+    from ..status import gather as status_gather
+
+    with NetlinkHost() as host:
+        local = frozenset(r.ip for r in host.addresses())
+        links = {v.interface: host.link(v.interface) for v in config.vips}
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="doctor") as pool:
+        sentinels = tuple(pool.map(lambda ep: sentinel_facts(ep, config, local),
+                                   config.sentinel.addresses))
+        redis = {v.master: instances(config, sentinels, v.master, pool) for v in config.vips}
+    vips = []
+    for st in status_gather(config):
+        link = links.get(st.vip.interface)
+        vips.append(VipFacts(st.vip.master, str(st.vip.address), st.vip.interface,
+                             interface_exists=link is not None,
+                             interface_up=bool(link and link.up), bound_here=st.bound_here,
+                             master_addr=st.master_addr, master_is_local=st.master_is_local,
+                             consistent=st.consistent, note=st.note))
+    mine = next((s for s in sentinels if s.reachable and s.local and s.pid), None)
+    sentinel_proc = process_facts(mine.pid, "redis-sentinel") if mine and mine.pid else None
+    live = agent_view(str(config.agent.socket))
+    agent_proc = None
+    if live and isinstance(live.get("pid"), int):
+        agent_proc = process_facts(live["pid"], "vipfloat watch")
+    scripts = {m.reconfig_script for m in (mine.masters.values() if mine else ())
+               if m.reconfig_script}
+    return Facts(configured_sentinels=len(config.sentinel.addresses), sentinels=sentinels,
+                 redis=redis, vips=tuple(vips), sentinel_process=sentinel_proc,
+                 agent_process=agent_proc,
+                 socket=path_facts(str(config.agent.socket)) if live else None,
+                 hook_paths={s: path_facts(s) for s in sorted(scripts)})
