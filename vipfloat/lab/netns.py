@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import re
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
@@ -42,6 +44,43 @@ def sh(*cmd: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[
     return proc
 
 
+_TAG = re.compile(r"^vf(\d+)-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def refuse_if_up() -> None:
+    """One lab at a time: the labs share addresses, and two on one machine would
+    confuse every measurement. A lab whose owner is gone (a run killed with
+    SIGKILL cannot tear down) is removed instead, with a note on stderr."""
+    names = sh("ip", "netns", "list").stdout.split("\n")
+    owned: dict[int, list[str]] = {}
+    for line in names:
+        name = line.split(" ")[0]
+        m = _TAG.match(name)
+        if m:
+            owned.setdefault(int(m.group(1)), []).append(name)
+    for pid, namespaces in owned.items():
+        if _alive(pid):
+            raise LabError(f"a lab is already up (namespaces {', '.join(sorted(namespaces))}, "
+                           f"built by pid {pid}): wait for it to finish, or stop it")
+        print(f"removing a lab left behind by pid {pid}: {', '.join(sorted(namespaces))}",
+              file=sys.stderr)
+        for name in namespaces:
+            for pid_in in sh("ip", "netns", "pids", name, check=False).stdout.split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid_in), 9)
+            sh("ip", "netns", "del", name, check=False)
+
+
 @dataclass
 class Host:
     name: str            # short name, e.g. "a"
@@ -64,7 +103,9 @@ class Lab:
     """``Lab(["a", "b", "peer"])``: hosts numbered .11, .12, ... on one bridge."""
 
     names: Sequence[str]
-    tag: str = field(default_factory=lambda: f"vf{os.getpid() % 100000}")
+    # Namespace names start with the owner's pid, so a second lab (or one left by a
+    # killed run) is recognised: see refuse_if_up().
+    tag: str = field(default_factory=lambda: f"vf{os.getpid()}")
     first: int = 11
     hosts: dict[str, Host] = field(default_factory=dict)
     _built: list[str] = field(default_factory=list)
@@ -76,6 +117,7 @@ class Lab:
     def __enter__(self) -> Lab:
         if os.geteuid() != 0:
             raise LabError("the namespace lab needs root (network namespaces, veth, bridge)")
+        refuse_if_up()
         try:
             self.up()
         except BaseException:
