@@ -45,18 +45,7 @@ def holders(cluster: RedisLab) -> list[str]:
 
 
 def settle(cluster: RedisLab, master: str) -> None:
-    """Wait until every replica follows ``master`` and every Sentinel knows it."""
-    ip = cluster.lab.hosts[master].ip
-    for node in cluster.nodes:
-        cluster.wait(lambda n=node: cluster.master_addr(n) == ip,
-                     f"Sentinel on {node} to name {master}", timeout=30)
-    for node in cluster.nodes:
-        if node != master:
-            cluster.wait(lambda n=node: "master_link_status:up" in cluster.redis(
-                n, "INFO", "replication"), f"{node} to replicate from {master}", timeout=30)
-    cluster.wait(lambda: cluster.master_field(master, "num-slaves") == str(len(cluster.nodes) - 1)
-                 and "s_down" not in (cluster.master_field(master, "flags") or ""),
-                 "Sentinel to see every replica", timeout=30)
+    cluster.settle(master)
     time.sleep(1.0)
 
 

@@ -145,11 +145,13 @@ class VipActor:
         try:
             if self._host is None:
                 self._host = NetlinkHost()
-            claim = (Claim(source="vipfloat watch stopping", order=Verb.RELEASE)
-                     if request.kind == "release" else agent.claim_for(vip))
+            claim, quorum, belief = agent.claim_for(vip)
+            if request.kind == "release":
+                claim = Claim(source="vipfloat watch stopping", order=Verb.RELEASE)
             ctx = ActContext(
                 host=self._host, announcer=agent.announcer, wire=agent.wire(vip.interface),
-                enrich=lambda snap: self._enrich(snap, request), since=request.since,
+                enrich=lambda snap: self._enrich(snap, request, quorum, belief),
+                since=request.since,
                 release_wait=agent.config.agent.release_wait,
                 reset_connections=agent.config.agent.reset_connections,
                 retry_timeout=0.0 if request.kind == "periodic" else 1.0,
@@ -173,17 +175,17 @@ class VipActor:
             request.reply.set_result((code, message))
         agent.metrics.last_reconcile.set_to_current_time()
 
-    def _enrich(self, snapshot: Snapshot, request: Request) -> Snapshot:
-        agent = self.agent
+    def _enrich(self, snapshot: Snapshot, request: Request, quorum: Quorum,
+                belief: Belief | None) -> Snapshot:
+        """The agent's own inputs to the decision: the quorum read with the claim,
+        and this host's Redis role when the claim says to acquire here."""
         views = []
         for view in snapshot.vips:
             role = None
-            if (view.claim.order is None and view.binding is Binding.ABSENT
+            if (view.claim.order is None and view.binding is Binding.ABSENT and belief is not None
                     and is_new_master_here(view.claim, snapshot.local_addresses, self.vip)):
-                belief = agent.belief(self.vip.master)
-                if belief is not None:
-                    role = agent.local_redis.role(belief.host, belief.port)
-            views.append(replace(view, quorum=agent.quorum(self.vip.master), local_role=role,
+                role = self.agent.local_redis.role(belief.host, belief.port)
+            views.append(replace(view, quorum=quorum, local_role=role,
                                  periodic=request.kind == "periodic"))
         return replace(snapshot, vips=tuple(views))
 
@@ -280,6 +282,9 @@ class Agent:
         self._index = {ep: i for i, ep in enumerate(config.sentinel.addresses)}
         self._answers: dict[str, tuple[SentinelAnswer, ...]] = {}
         self._quorum_ok = True
+        # Set by a poll answered by a majority, cleared whenever below a majority:
+        # only then are beliefs current enough to act on (see Quorum.fresh).
+        self._confirmed = False
         self._poke = threading.Event()
         self._stop = threading.Event()
         self._reload = threading.Event()
@@ -294,8 +299,17 @@ class Agent:
         with self._lock:
             return self._beliefs.get(master)
 
-    def claim_for(self, vip: VipConfig) -> Claim:
-        belief = self.belief(vip.master)
+    def claim_for(self, vip: VipConfig) -> tuple[Claim, Quorum, Belief | None]:
+        """What to believe about ``vip``'s master and the quorum it was believed
+        under, read together: a poll landing between the two reads could pair a
+        stale belief with a fresh quorum (a healed old master would take the VIP
+        back on what its own Sentinel told it while cut off)."""
+        with self._lock:
+            belief = self._beliefs.get(vip.master)
+            quorum = self._quorum(vip.master)
+        return self._claim(belief), quorum, belief
+
+    def _claim(self, belief: Belief | None) -> Claim:
         if belief is None:
             return Claim(source="no Sentinel answer yet")
         try:
@@ -308,15 +322,22 @@ class Agent:
                      new_master_addrs=addrs)
 
     def quorum(self, master: str) -> Quorum:
-        now = time.monotonic()
         with self._lock:
-            grace = self.config.agent.quorum_loss_grace
-            if grace is None:
-                grace = self._down_after.get(master, DEFAULT_GRACE)
-            return Quorum(reachable=self._tracker.reachable(now),
-                          configured=self._tracker.configured,
-                          below_for=self._tracker.below_for(now), grace=grace,
-                          policy=self.config.agent.on_quorum_loss)
+            return self._quorum(master)
+
+    def _quorum(self, master: str) -> Quorum:
+        """Under self._lock."""
+        now = time.monotonic()
+        grace = self.config.agent.quorum_loss_grace
+        if grace is None:
+            grace = self._down_after.get(master, DEFAULT_GRACE)
+        below_for = self._tracker.below_for(now)
+        if below_for > 0:
+            self._confirmed = False
+        return Quorum(reachable=self._tracker.reachable(now),
+                      configured=self._tracker.configured,
+                      below_for=below_for, grace=grace,
+                      policy=self.config.agent.on_quorum_loss, fresh=self._confirmed)
 
     def wire(self, ifname: str) -> WireWatcher | None:
         if self._wires.get(ifname) is None:
@@ -388,6 +409,12 @@ class Agent:
                     self._tracker.contact(i, now)
             reachable = self._tracker.reachable(now)
             ok = self._quorum_ok = reachable >= self._tracker.majority
+            answered = sum(1 for i in range(len(self.config.sentinel.addresses))
+                           if any(answers[m][i].reachable for m in masters))
+            if not ok:
+                self._confirmed = False
+            elif answered >= self._tracker.majority:
+                self._confirmed = True
             for master in masters:
                 self._beliefs[master] = on_poll(self._beliefs.get(master), answers[master],
                                                 self._tracker.configured, now)
@@ -395,6 +422,21 @@ class Agent:
                          if a.master and a.master.down_after_ms]
                 if downs:
                     self._down_after[master] = max(downs) / 1000
+        self._report_quorum(was_ok, ok, reachable)
+
+    def quorum_lost_now(self) -> bool:
+        """Between polls: has the majority just gone silent? Logged at once."""
+        now = time.monotonic()
+        with self._lock:
+            if self._tracker.below_for(now) == 0:
+                return False
+            was_ok, self._quorum_ok = self._quorum_ok, False
+            self._confirmed = False
+            reachable = self._tracker.reachable(now)
+        self._report_quorum(was_ok, False, reachable)
+        return True
+
+    def _report_quorum(self, was_ok: bool, ok: bool, reachable: int) -> None:
         if was_ok != ok:
             (log.info if ok else log.error)(
                 "QUORUM %s: %d of %d Sentinels reachable (majority %d)%s",
@@ -461,6 +503,12 @@ class Agent:
         while not self._stop.is_set():
             started = time.monotonic()
             try:
+                if self.quorum_lost_now():
+                    # Cut off: decide on what the tracker knows now. The poll below
+                    # waits for the unreachable Sentinels' timeouts, which must not
+                    # delay fencing.
+                    for actor in self.actors.values():
+                        actor.submit(Request("periodic", event=Event(role="agent", quiet=True)))
                 self.poll_once()
                 for actor in self.actors.values():
                     actor.submit(Request("periodic", event=Event(role="agent", quiet=True)))
@@ -476,11 +524,22 @@ class Agent:
             # grace period ends, not up to a whole interval later.
             tick = interval if self._tracker.below_for(time.monotonic()) == 0 else min(
                 interval, 0.25)
-            self._poke.wait(max(0.0, tick - (time.monotonic() - started)))
+            self._sleep_until(started + tick)
             if self._poke.is_set():
                 self._poke.clear()
                 time.sleep(0.02)
         return 0
+
+    def _sleep_until(self, deadline: float) -> None:
+        """Until ``deadline`` or a poke, but also wake when the quorum could just
+        have been lost (the majority's last contact going stale), so fencing starts
+        from the real loss rather than from the next timer tick. Those wake-ups
+        cost a comparison, not a poll."""
+        while not self._poke.is_set():
+            now = time.monotonic()
+            if now >= deadline or self._tracker.below_for(now) > 0:
+                return
+            self._poke.wait(min(deadline, self._tracker.next_check(now)) - now)
 
     def request_stop(self) -> None:
         self._stop.set()

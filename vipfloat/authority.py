@@ -104,6 +104,12 @@ class QuorumTracker:
     def reachable(self, now: float) -> int:
         return sum(1 for t in self._last if now - t <= self.window)
 
+    def next_check(self, now: float) -> float:
+        """When the quorum would be lost if nothing more is heard: the moment the
+        majority-th most recent contact becomes older than ``window``."""
+        lost_at = sorted(self._last, reverse=True)[self.majority - 1]
+        return max(now, lost_at + self.window + 0.001)
+
     def below_for(self, now: float) -> float:
         """Seconds since contact with a majority was lost; 0 while there is one."""
         if self.reachable(now) >= self.majority:

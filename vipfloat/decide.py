@@ -52,6 +52,10 @@ class Quorum:
     below_for: float = 0.0                        # seconds below a majority; 0 when ok
     grace: float = 30.0                           # seconds allowed below before fencing
     policy: str = "release"                       # on_quorum_loss: release | keep
+    # False from a quorum loss until a poll has been answered by a majority again:
+    # what this host believed while cut off is stale, and a healed old master must
+    # not take the VIP back on it.
+    fresh: bool = True
 
     @property
     def majority(self) -> int:
@@ -145,7 +149,7 @@ def _decide_one(view: VipView, vip: VipConfig, local: frozenset[IPAddress]) -> A
                                  "not ours to touch")
     bound = view.binding is Binding.PRESENT
     q = view.quorum
-    if q is not None and not q.ok and view.claim.order is None:
+    if q is not None and not (q.ok and q.fresh) and view.claim.order is None:
         return _without_quorum(act, q, bound)
     if view.claim.order is Verb.ACQUIRE:
         return (act(Verb.ANNOUNCE, "operator asked to acquire; VIP already bound here, re-announcing")
@@ -185,6 +189,9 @@ def _without_quorum(act: Callable[..., Action], q: Quorum, bound: bool) -> Actio
     """Fewer than a majority of Sentinels reachable: this host is probably cut off
     while the others fail over without it. Never acquire; after the grace period,
     fence (release at once) unless the policy is keep."""
+    if q.ok:  # back in contact, but not yet asked: decide nothing on stale beliefs
+        return act(Verb.NOTHING, f"{q.reachable}/{q.configured} Sentinels reachable again; "
+                                 "waiting for their answers before acting")
     seen = (f"only {q.reachable}/{q.configured} Sentinels reachable for {q.below_for:.1f} s "
             f"(majority {q.majority}, grace {q.grace:.1f} s)")
     if not bound:

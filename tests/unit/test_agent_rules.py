@@ -148,6 +148,18 @@ def test_no_acquiring_without_quorum(cfg):
     assert a.verb is Verb.NOTHING and "not acquiring anything" in a.reason
 
 
+def test_healed_host_acts_only_after_a_majority_has_answered_again(cfg):
+    """Back in contact after an isolation, this host still believes what its own
+    Sentinel told it while cut off (itself as master): it must not take the VIP
+    back on that."""
+    stale = Quorum(reachable=3, configured=3, fresh=False)
+    a = one(cfg, view("198.51.100.11", Binding.ABSENT, stale, role="master"))
+    assert a.verb is Verb.NOTHING and "waiting for their answers before acting" in a.reason
+    fresh = Quorum(reachable=3, configured=3, fresh=True)
+    assert one(cfg, view("198.51.100.11", Binding.ABSENT, fresh, role="master")).verb \
+        is Verb.ACQUIRE
+
+
 def test_local_redis_must_be_master_before_acquiring(cfg):
     a = one(cfg, view("198.51.100.11", Binding.ABSENT, OK, role="slave"))
     assert a.verb is Verb.NOTHING
@@ -196,3 +208,14 @@ def test_a_leader_in_the_middle_of_a_failover_is_no_authority():
     assert (b.host, b.provisional) == ("198.51.100.12", True)
     b = on_poll(b, [ans(11, "198.51.100.12", 1)], 3, now=2)
     assert (b.host, b.epoch, b.provisional) == ("198.51.100.12", 1, False)
+
+
+def test_next_check_is_when_the_majority_would_go_stale():
+    q = QuorumTracker(3, window=1.0, now=0)
+    q.contact(0, 2.0)
+    q.contact(1, 1.5)
+    q.contact(2, 1.0)
+    # The second most recent contact (1.5) decides: silence after it loses the majority.
+    assert abs(q.next_check(1.6) - 2.501) < 1e-9
+    assert q.below_for(2.4) == 0 and q.below_for(2.51) > 0
+    assert q.next_check(3.0) == 3.0            # already stale: check now

@@ -189,6 +189,22 @@ class RedisLab:
         if not self.lab.wait_for(predicate, timeout=timeout, interval=0.05):
             raise LabError(f"timed out after {timeout:g} s waiting for {what}")
 
+    def settle(self, master: str, timeout: float = 30.0) -> None:
+        """Wait until every Sentinel names ``master``, every other node replicates
+        from it and its Sentinel sees them all: the state a next drill starts from."""
+        ip = self.lab.hosts[master].ip
+        for node in self.nodes:
+            self.wait(lambda n=node: self.master_addr(n) == ip,
+                      f"Sentinel on {node} to name {master}", timeout=timeout)
+        for node in self.nodes:
+            if node != master:
+                self.wait(lambda n=node: "master_link_status:up" in self.redis(
+                    n, "INFO", "replication"), f"{node} to replicate from {master}",
+                    timeout=timeout)
+        self.wait(lambda: self.master_field(master, "num-slaves") == str(len(self.nodes) - 1)
+                  and "s_down" not in (self.master_field(master, "flags") or ""),
+                  "Sentinel to see every replica", timeout=timeout)
+
     def failover(self, node: str | None = None) -> None:
         """Ask a Sentinel for a failover now (no odown needed)."""
         out = self.sentinel(node or self.nodes[0], "SENTINEL", "FAILOVER", self.cluster.master_name)
