@@ -39,6 +39,7 @@ from .health import LocalRedis
 from .lock import ensure_state_dir
 from .metrics import Metrics
 from .netlink import NetlinkHost
+from .netwatch import NetWatcher
 from .sdnotify import notify
 from .sentinel import Poller, SentinelAnswer
 from .subscribe import SentinelEvent, Subscriber
@@ -293,6 +294,7 @@ class Agent:
         self.subscribers: list[Subscriber] = []
         self.poller: Poller | None = None
         self.server: AgentSocket | None = None
+        self.netwatch: NetWatcher | None = None
 
     # --- shared state, read by actors ----------------------------------------------
     def belief(self, master: str) -> Belief | None:
@@ -370,6 +372,10 @@ class Agent:
 
     def on_link(self, endpoint: Endpoint, alive: bool) -> None:
         self._poke.set()  # whatever was published while it was down is lost: poll
+
+    def on_host_change(self) -> None:
+        for actor in self.actors.values():
+            actor.submit(Request("periodic", event=Event(role="agent", quiet=True)))
 
     def on_contact(self, endpoint: Endpoint) -> None:
         with self._lock:
@@ -464,6 +470,8 @@ class Agent:
             sub.start()
         for actor in self.actors.values():
             actor.start()
+        # A VIP removed behind our back, or a link that bounced: reconcile now.
+        self.netwatch = NetWatcher({str(v.ip) for v in cfg.vips}, self.on_host_change)
 
     def stop(self, release: bool = False) -> None:
         t0 = time.monotonic()
@@ -482,6 +490,8 @@ class Agent:
                     future.result(timeout=15)
                 except Exception as exc:  # noqa: BLE001
                     log.error("%s: release on stop failed: %s", actor.vip.master, exc)
+        if self.netwatch:
+            self.netwatch.close()
         for actor in self.actors.values():
             actor.stop()
         log.debug("actors stopped after %.2f s", time.monotonic() - t0)

@@ -7,22 +7,15 @@ demo prints from them, the drills assert on them, the benchmarks time them.
 
 from __future__ import annotations
 
-import ipaddress
 import select
 import socket
-import struct
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from ..netwatch import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, parse_addr_messages
 from .netns import Lab
-
-RTMGRP_IPV4_IFADDR = 0x10
-RTMGRP_IPV6_IFADDR = 0x100
-RTM_NEWADDR, RTM_DELADDR = 20, 21
-IFA_ADDRESS, IFA_LOCAL = 1, 2
-
 
 def in_netns_thread(lab: Lab, host: str, target: Callable[[], None]) -> threading.Thread:
     """Start ``target`` in a daemon thread that lives in ``host``'s namespace."""
@@ -43,34 +36,6 @@ class AddrEvent:
     host: str
     added: bool
     address: str
-
-
-def parse_addr_messages(data: bytes) -> list[tuple[bool, str]]:
-    """Pure: (added?, address) for each RTM_NEWADDR/RTM_DELADDR in a netlink datagram."""
-    out = []
-    offset = 0
-    while offset + 16 <= len(data):
-        length, kind = struct.unpack_from("=IH", data, offset)
-        if length < 16:
-            break
-        if kind in (RTM_NEWADDR, RTM_DELADDR):
-            family = data[offset + 16]
-            attrs, end = offset + 16 + 8, offset + length
-            found: dict[int, bytes] = {}
-            while attrs + 4 <= end:
-                alen, atype = struct.unpack_from("=HH", data, attrs)
-                if alen < 4:
-                    break
-                found[atype] = data[attrs + 4:attrs + alen]
-                attrs += (alen + 3) & ~3
-            raw = found.get(IFA_LOCAL) or found.get(IFA_ADDRESS)
-            if raw:
-                ip = ipaddress.ip_address(raw) if family in (socket.AF_INET, socket.AF_INET6) \
-                    else None
-                if ip is not None:
-                    out.append((kind == RTM_NEWADDR, str(ip)))
-        offset += (length + 3) & ~3
-    return out
 
 
 class AddrEvents:
