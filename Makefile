@@ -7,6 +7,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := redis-server redis-sentinel redis-tools iproute2 iputils-arping iputils-ping \
+                vagrant vagrant-libvirt shellcheck \
                 tcpdump conntrack nftables procps util-linux time systemd
 
 .PHONY: install deps venv test unit demo bench clean

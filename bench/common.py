@@ -31,7 +31,9 @@ def median(values: Sequence[float | None]) -> float | None:
 
 
 def ratio(a: float | None, b: float | None) -> str:
-    return f"{a / b:.2f}" if a and b else "-"
+    """a/b, or "-" when either is missing or not positive (a moment before the
+    reference point has no meaningful ratio)."""
+    return f"{a / b:.2f}" if a is not None and b is not None and a > 0 and b > 0 else "-"
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:

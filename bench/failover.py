@@ -1,24 +1,31 @@
-"""Failover timeline: how soon after Sentinel promotes a replica do clients write
-through the VIP again? Real redis-server and redis-sentinel in namespaces, a
-client writing through the VIP every 5 ms, `SENTINEL FAILOVER` each round.
+"""Failover benchmark: how soon after Sentinel switches masters do clients write
+again? Real redis-server and redis-sentinel in namespaces, a client writing every
+5 ms, one failover per round; every mode on a fresh cluster, in one run.
 
-Modes, each on a fresh cluster, in one run:
-  shell          the article's notify_mymaster.sh as client-reconfig-script (baseline)
-  hook           vipfloat-hook as client-reconfig-script, no agent
-  agent          vipfloat watch on every node, no hook configured
-  agent+hook     both (the recommended setup)
+Modes:
+  shell            the article's notify_mymaster.sh as client-reconfig-script (baseline)
+  hook             vipfloat-hook as client-reconfig-script, no agent
+  agent            vipfloat watch on every node, no hook configured
+  agent+hook       both (the recommended setup)
+  sentinel-client  no VIP: the client is redis-py's Sentinel-aware client
+                   (Sentinel.master_for), the alternative users would pick
 
-Per round: +promoted-slave (the leader's, which is also when it runs its hook)
--> VIP bound on the new master; first +switch-master -> VIP bound; +promoted-slave
--> first write acknowledged by the new master through the VIP; and acknowledged
-writes lost (acknowledged, then missing on the new master).
+Drills: ``kill`` (default; the master's redis-server gets SIGKILL, Sentinel must
+notice: down-after-milliseconds 1000) or ``failover`` (SENTINEL FAILOVER: no
+detection time, only the move).
 
-    sudo .venv/bin/python bench/failover.py [--rounds 5] [--modes agent,agent+hook]
+Per round, from the first +switch-master (the moment Sentinel's new config is
+public): -> VIP bound on the new master; -> first write acknowledged by the new
+master; the longest gap between acknowledged writes; also +promoted-slave -> VIP
+bound / first write, and writes acknowledged but lost.
+
+    sudo .venv/bin/python bench/failover.py [--rounds 5] [--drill kill] [--modes shell,agent+hook]
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
 import time
@@ -33,53 +40,68 @@ from vipfloat.lab.observe import AddrEvents, SentinelEvents, Writer  # noqa: E40
 
 VIP = "198.51.100.250"
 MODES = {
-    "shell": {"hook": str(BASELINE), "agent": False},
-    "hook": {"hook": True, "agent": False},
-    "agent": {"hook": False, "agent": True},
-    "agent+hook": {"hook": True, "agent": True},
+    "shell": {"hook": str(BASELINE), "agent": False, "vip": True},
+    "hook": {"hook": True, "agent": False, "vip": True},
+    "agent": {"hook": False, "agent": True, "vip": True},
+    "agent+hook": {"hook": True, "agent": True, "vip": True},
+    "sentinel-client": {"hook": False, "agent": False, "vip": False},
 }
+KEYS = ("switch_bound", "switch_write", "gap", "promoted_bound", "promoted_write", "lost")
 
 
 def holders(cluster: RedisLab) -> list[str]:
     return [n for n in cluster.nodes if cluster.lab.has_address(n, f"{VIP}/24")]
 
 
-def settle(cluster: RedisLab, master: str) -> None:
-    cluster.settle(master)
-    time.sleep(1.0)
+def landed_on(cluster: RedisLab, node: str) -> set[int]:
+    return {int(v) for v in cluster.redis(node, "LRANGE", "vipfloat:log", "0", "-1").split()}
 
 
-def one_round(cluster: RedisLab, addrs: AddrEvents, events: SentinelEvents,
-              writer: Writer) -> dict[str, float | None]:
+def one_round(cluster: RedisLab, drill: str, vip: bool, addrs: AddrEvents,
+              events: SentinelEvents, writer: Writer) -> dict[str, float | None]:
     lab = cluster.lab
-    old = cluster.node_of(cluster.master_addr("a"))
+    old = cluster.node_of(cluster.master_addr("a") or lab.hosts["a"].ip)
+    ask = next(n for n in cluster.nodes if n != old)
     t0 = time.monotonic()
-    cluster.failover(old)
-    cluster.wait(lambda: cluster.master_addr(old) not in (None, lab.hosts[old].ip),
-                 "a new master", timeout=20)
-    new = cluster.node_of(cluster.master_addr(old))
-    cluster.wait(lambda: holders(cluster) == [new], f"the VIP on {new} only", timeout=20)
-    time.sleep(1.5)  # writes resume, every Sentinel publishes +switch-master
+    if drill == "kill":
+        cluster.stop(f"redis:{old}", sig=signal.SIGKILL)
+    else:
+        cluster.failover(old)
+    cluster.wait(lambda: cluster.master_addr(ask) not in (None, lab.hosts[old].ip),
+                 "a new master", timeout=30)
+    new = cluster.node_of(cluster.master_addr(ask))
+    if vip:
+        cluster.wait(lambda: new in holders(cluster), f"the VIP on {new}", timeout=30)
+    cluster.wait(lambda: any(w.ok and w.t > t0 and w.value in landed_on(cluster, new)
+                             for w in writer.snapshot()[-20:]),
+                 f"writes landing on {new}", timeout=30)
+    time.sleep(1.0)  # every Sentinel publishes +switch-master; the old holder lets go
     promoted = min((e.t for e in events.matching("+promoted-slave", t0)), default=None)
     switch = min((e.t for e in events.matching("+switch-master", t0)), default=None)
-    bound = min((e.t for e in addrs.matching(VIP, added=True, after=t0, host=new)), default=None)
-    # Writes after the promotion that the new master really has: the first of them
-    # is when clients got through again; acknowledged ones it lacks are lost.
-    landed = {int(v) for v in cluster.redis(new, "LRANGE", "vipfloat:log", "0", "-1").split()}
+    bound = (min((e.t for e in addrs.matching(VIP, added=True, after=t0, host=new)),
+                 default=None) if vip else None)
+    landed = landed_on(cluster, new)
     writes = [w for w in writer.snapshot() if w.t >= t0 - 0.5]
-    first = next((w.done for w in writes if w.ok and w.value in landed
-                  and promoted and w.t >= promoted), None)
+    # The first write after the kill that the new master really has is when
+    # clients got through again; acknowledged ones it lacks are lost.
+    first = next((w.done for w in writes if w.ok and w.value in landed and w.t >= t0), None)
     lost = sum(1 for w in writes if w.ok and w.value not in landed)
-    settle(cluster, new)
-    return {
-        "promoted_bound": bound - promoted if bound and promoted else None,
-        "switch_bound": bound - switch if bound and switch else None,
-        "promoted_write": first - promoted if first and promoted else None,
-        "lost": float(lost),
-    }
+    gap = writer.gap(t0)
+    if drill == "kill":
+        cluster.start_redis(old)   # comes back, and Sentinel turns it into a replica
+    cluster.settle(new, timeout=60)
+    time.sleep(1.0)
+
+    def since(a: float | None, b: float | None) -> float | None:
+        return a - b if a is not None and b is not None else None
+
+    return {"switch_bound": since(bound, switch), "switch_write": since(first, switch),
+            "gap": gap[1] - gap[0] if gap else None,
+            "promoted_bound": since(bound, promoted), "promoted_write": since(first, promoted),
+            "lost": float(lost)}
 
 
-def run_mode(name: str, rounds: int) -> list[dict[str, float | None]]:
+def run_mode(name: str, rounds: int, drill: str) -> list[dict[str, float | None]]:
     opts = MODES[name]
     results = []
     with tempfile.TemporaryDirectory(prefix="vipfloat-bench-") as tmp, \
@@ -88,19 +110,22 @@ def run_mode(name: str, rounds: int) -> list[dict[str, float | None]]:
         if opts["agent"]:
             for node in cluster.nodes:
                 cluster.start_agent(node)
-        else:
+        elif opts["vip"]:
             cluster.vipfloat("a", "acquire", "--master", "mymaster")
-        cluster.wait(lambda: holders(cluster) == ["a"], "the VIP on a")
+        if opts["vip"]:
+            cluster.wait(lambda: holders(cluster) == ["a"], "the VIP on a")
         addrs = AddrEvents(lab, list(cluster.nodes))
         events = SentinelEvents(lab, list(cluster.nodes))
-        writer = Writer(lab, "client", VIP, interval=0.005)
+        sentinels = [] if opts["vip"] else [f"{lab.hosts[n].ip}:26379" for n in cluster.nodes]
+        writer = Writer(lab, "client", VIP, interval=0.005, sentinels=sentinels)
         try:
             time.sleep(1)
             for i in range(rounds):
-                results.append(one_round(cluster, addrs, events, writer))
+                results.append(one_round(cluster, drill, bool(opts["vip"]), addrs, events,
+                                         writer))
                 print(f"  {name} round {i + 1}/{rounds}: " + ", ".join(
                     f"{k}={v * 1000:.1f}ms" if v is not None and k != "lost" else f"{k}={v}"
-                    for k, v in results[-1].items()), file=sys.stderr)
+                    for k, v in results[-1].items()), file=sys.stderr, flush=True)
         finally:
             writer.close()
             events.close()
@@ -111,16 +136,22 @@ def run_mode(name: str, rounds: int) -> list[dict[str, float | None]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--drill", choices=("kill", "failover"), default="kill")
+    parser.add_argument("--modes", default="shell,agent+hook,sentinel-client")
     args = parser.parse_args()
     modes = args.modes.split(",")
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        print(f"unknown mode(s): {', '.join(unknown)}; choose from {', '.join(MODES)}",
+              file=sys.stderr)
+        return 2
     if "shell" in modes and not BASELINE.exists():
         print(f"baseline script not found: {BASELINE}", file=sys.stderr)
         return 2
     results: dict[str, list[dict[str, float | None]]] = {}
     for name in modes:
         try:
-            results[name] = run_mode(name, args.rounds)
+            results[name] = run_mode(name, args.rounds, args.drill)
         except LabError as exc:
             print(f"{name}: {exc}", file=sys.stderr)
             return 1
@@ -131,19 +162,19 @@ def main() -> int:
     def fmt(value: float | None, scale: float = 1000) -> str:
         return "-" if value is None else f"{value * scale:.1f}"
 
-    rows = [("mode", "promoted->VIP bound ms", "switch-master->VIP bound ms",
-             "promoted->first write ms", "lost writes (median)")]
+    rows = [("mode", "switch->VIP bound ms", "switch->first write ms", "write gap ms",
+             "promoted->VIP bound ms", "promoted->first write ms", "lost writes")]
     for name in results:
-        rows.append((name, fmt(med(name, "promoted_bound")), fmt(med(name, "switch_bound")),
-                     fmt(med(name, "promoted_write")), fmt(med(name, "lost"), 1)))
+        rows.append((name, *(fmt(med(name, k)) for k in KEYS[:-1]), fmt(med(name, "lost"), 1)))
     if "shell" in results:
         for name in results:
             if name != "shell":
                 rows.append((f"ratio {name}/shell",
-                             *(ratio(med(name, k), med("shell", k))
-                               for k in ("promoted_bound", "switch_bound", "promoted_write")),
-                             ""))
-    print(f"\nfailover timeline, {args.rounds} SENTINEL FAILOVER rounds per mode, medians\n")
+                             *(ratio(med(name, k), med("shell", k)) for k in KEYS[:-1]), ""))
+    what = ("SIGKILL of the master's redis-server" if args.drill == "kill"
+            else "SENTINEL FAILOVER")
+    print(f"\nfailover benchmark: {what}, {args.rounds} round(s) per mode, medians "
+          "(negative: before the first +switch-master)\n")
     print(table(rows))
     return 0
 

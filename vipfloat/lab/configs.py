@@ -116,3 +116,41 @@ def _toml(value: object) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m vipfloat.lab.configs redis|sentinel|vipfloat --me IP --nodes IP,IP,IP``:
+    one config file on stdout, for provisioning real hosts (vagrant/provision.sh)
+    with exactly what the namespace lab runs."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m vipfloat.lab.configs",
+                                     description=main.__doc__.split("\n\n")[0] if main.__doc__
+                                     else None)
+    parser.add_argument("kind", choices=("redis", "sentinel", "vipfloat"))
+    parser.add_argument("--me", required=True, help="this node's address")
+    parser.add_argument("--nodes", required=True, help="every node's address, comma-separated;"
+                        " the first is the initial master")
+    parser.add_argument("--vip", default="198.51.100.250/24")
+    parser.add_argument("--interface", default="eth1")
+    parser.add_argument("--dir", default="/var/lib/redis", help="Redis's working directory")
+    parser.add_argument("--hook", default="/usr/bin/vipfloat-hook")
+    parser.add_argument("--down-after-ms", type=int, default=5000)
+    parser.add_argument("--socket-group", default="vipfloat")
+    args = parser.parse_args(argv)
+    nodes = [n.strip() for n in args.nodes.split(",") if n.strip()]
+    cluster = Cluster(nodes=nodes, initial_master=nodes[0], vip=args.vip,
+                      interface=args.interface, down_after_ms=args.down_after_ms,
+                      failover_timeout_ms=max(3000, 3 * args.down_after_ms))
+    if args.kind == "redis":
+        text = redis_conf(cluster, args.me, args.dir)
+    elif args.kind == "sentinel":
+        text = sentinel_conf(cluster, args.me, args.dir, args.hook or None)
+    else:
+        text = vipfloat_conf(cluster, agent_options={"socket_group": args.socket_group})
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

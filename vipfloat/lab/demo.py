@@ -1,9 +1,10 @@
 """`make demo`: a real Redis Sentinel failover, with vipfloat moving the VIP.
 
-Three nodes (redis-server + redis-sentinel each, vipfloat-hook as Sentinel's
-client-reconfig-script) and a client that writes through the VIP every 10 ms,
-all in network namespaces on this machine. The master's Redis is killed; the
-timeline shows Sentinel's verdict, where the VIP goes, and the client's gap.
+Three nodes (redis-server, redis-sentinel and the vipfloat agent each, with
+vipfloat-hook as Sentinel's client-reconfig-script) and a client that writes
+through the VIP every 10 ms, all in network namespaces on this machine. The
+master's Redis is killed; the timeline shows Sentinel's verdict, where the VIP
+goes, and the client's gap.
 Everything is torn down at the end, on error, and on Ctrl-C.
 
     sudo .venv/bin/python -m vipfloat.lab.demo
@@ -50,13 +51,16 @@ def run(workdir: Path) -> int:
             out.say(f"  node {n}: {h.ip} ({h.mac}) in namespace {h.netns}")
         out.say(f"  client: {lab.hosts['client'].ip}")
         out.say("starting redis-server and redis-sentinel on each node (quorum 2, "
-                "down-after 1000 ms, hook = vipfloat-hook)")
+                "down-after 1000 ms, client-reconfig-script vipfloat-hook)")
         with RedisLab(lab, workdir, nodes=nodes) as cluster:
             out.say(f"cluster up: master a ({lab.hosts['a'].ip}), replicas b and c")
-            r = cluster.vipfloat("a", "acquire", "--master", "mymaster")
-            if r.returncode != 0:
-                raise LabError(f"vipfloat acquire failed: {r.stderr.strip()}")
-            out.say(f"vipfloat acquire on a: VIP {VIP} bound on {', '.join(holders(lab, nodes))}")
+            for n in nodes:
+                cluster.start_agent(n)
+            out.say("started vipfloat watch on each node; it asks every Sentinel who the "
+                    "master is")
+            cluster.wait(lambda: holders(lab, nodes) == ["a"], "the agents to bind the VIP on a")
+            out.say(f"VIP {VIP} bound on {', '.join(holders(lab, nodes))} by its agent "
+                    "(and announced with gratuitous ARP)")
             addrs = AddrEvents(lab, nodes)
             events = SentinelEvents(lab, nodes)
             writer = Writer(lab, "client", VIP)
@@ -123,6 +127,10 @@ def _summary(out: Timeline, lab: Lab, cluster: RedisLab, writer: Writer, events:
         print(f"  client write gap: {(gap[1] - gap[0]) * 1000:.0f} ms, of which "
               f"{(gap[1] - kill_at) * 1000:.0f} ms after the kill "
               f"(down-after-milliseconds is {cluster.cluster.down_after_ms} ms)")
+    why = [line for line in cluster.agent_log(new).splitlines() if "action=acquire" in line]
+    if why:
+        reason = why[-1].split('reason="', 1)[-1].split('"', 1)[0]
+        print(f"  why {new} took it, from its agent's log: {reason}")
     writes = writer.snapshot()
     print(f"  writes: {sum(w.ok for w in writes)} acknowledged, {sum(not w.ok for w in writes)} "
           "failed while there was no master")

@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..netwatch import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, parse_addr_messages
 from .netns import Lab
@@ -141,7 +141,12 @@ class Writer:
     is `RPUSH log <n>` so the writes acknowledged but lost can be counted later."""
 
     def __init__(self, lab: Lab, host: str, vip: str, interval: float = 0.01,
-                 timeout: float = 0.25, port: int = 6379) -> None:
+                 timeout: float = 0.25, port: int = 6379,
+                 sentinels: Sequence[str] = (), master: str = "mymaster") -> None:
+        # With ``sentinels`` ("ip:port"), no VIP: the client is redis-py's
+        # Sentinel-aware one, the alternative users would pick instead of a VIP.
+        self.sentinels = list(sentinels)
+        self.master = master
         self.writes: list[Write] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -152,12 +157,10 @@ class Writer:
 
     def _loop(self) -> None:
         import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
 
         # No retries inside redis-py: every write is one attempt with a 250 ms
         # timeout, as a latency-sensitive client would do, so the gap is visible.
-        client = redis.Redis(**self._args, retry=Retry(NoBackoff(), 0))
+        client = self._client()
         n = 0
         while not self._stop.is_set():
             n += 1
@@ -171,6 +174,24 @@ class Writer:
             with self._lock:
                 self.writes.append(write)
             time.sleep(self.interval)
+
+    def _client(self) -> Any:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        if not self.sentinels:
+            return redis.Redis(**self._args, retry=Retry(NoBackoff(), 0))
+        from redis.sentinel import Sentinel
+
+        timeout = self._args["socket_timeout"]
+        sentinel = Sentinel([(s.rpartition(":")[0], int(s.rpartition(":")[2]))
+                             for s in self.sentinels], socket_timeout=timeout,
+                            socket_connect_timeout=timeout)
+        # Asks the Sentinels for the master on every new connection, and checks
+        # that the server it reached still says role:master.
+        return sentinel.master_for(self.master, socket_timeout=timeout,
+                                   socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
 
     def snapshot(self) -> list[Write]:
         with self._lock:
