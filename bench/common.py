@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+if TYPE_CHECKING:
+    from vipfloat.lab.cluster import RedisLab
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE = REPO.parent / "shared" / "baseline" / "notify_mymaster.sh"
@@ -40,3 +45,26 @@ def table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
                                enumerate(zip(r, widths))) for r in rows)
+
+
+@contextlib.contextmanager
+def vip_cluster(hook: bool | str, agent: bool, vip: bool = True) -> Iterator[RedisLab]:
+    """A fresh three-node cluster and a client in the namespace lab, with the VIP on
+    a (bound by the agents, or by `vipfloat acquire` where there is none); torn
+    down on exit. Yields the RedisLab (its ``.lab`` is the Lab)."""
+    from vipfloat.lab.cluster import RedisLab
+    from vipfloat.lab.netns import Lab
+
+    with tempfile.TemporaryDirectory(prefix="vipfloat-bench-") as tmp, \
+            Lab(["a", "b", "c", "client"]) as lab, \
+            RedisLab(lab, Path(tmp), hook=hook) as cluster:
+        if agent:
+            for node in cluster.nodes:
+                cluster.start_agent(node)
+        elif vip:
+            cluster.vipfloat("a", "acquire", "--master", "mymaster")
+        if vip:
+            address = cluster.cluster.vip
+            cluster.wait(lambda: [n for n in cluster.nodes if lab.has_address(n, address)]
+                         == ["a"], "the VIP on a")
+        yield cluster

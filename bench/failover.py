@@ -27,15 +27,14 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import BASELINE, median, ratio, table  # noqa: E402
+from bench.common import BASELINE, median, ratio, table, vip_cluster  # noqa: E402
 from vipfloat.lab.cluster import RedisLab  # noqa: E402
-from vipfloat.lab.netns import Lab, LabError  # noqa: E402
+from vipfloat.lab.netns import LabError  # noqa: E402
 from vipfloat.lab.observe import AddrEvents, SentinelEvents, Writer  # noqa: E402
 
 VIP = "198.51.100.250"
@@ -89,7 +88,17 @@ def one_round(cluster: RedisLab, drill: str, vip: bool, addrs: AddrEvents,
     gap = writer.gap(t0)
     if drill == "kill":
         cluster.start_redis(old)   # comes back, and Sentinel turns it into a replica
-    cluster.settle(new, timeout=60)
+    try:
+        cluster.settle(new, timeout=30)
+    except LabError as exc:
+        # Now and then Sentinel leaves a restarted replica following the wrong
+        # node for minutes; that is between Sentinel and Redis, not what this
+        # benchmark measures, so the harness points it at the master itself.
+        print(f"  ({exc}: REPLICAOF sent by the harness)", file=sys.stderr)
+        for node in cluster.nodes:
+            if node != new:
+                cluster.redis(node, "REPLICAOF", lab.hosts[new].ip, "6379")
+        cluster.settle(new, timeout=30)
     time.sleep(1.0)
 
     def since(a: float | None, b: float | None) -> float | None:
@@ -104,16 +113,8 @@ def one_round(cluster: RedisLab, drill: str, vip: bool, addrs: AddrEvents,
 def run_mode(name: str, rounds: int, drill: str) -> list[dict[str, float | None]]:
     opts = MODES[name]
     results = []
-    with tempfile.TemporaryDirectory(prefix="vipfloat-bench-") as tmp, \
-            Lab(["a", "b", "c", "client"]) as lab, \
-            RedisLab(lab, Path(tmp), hook=opts["hook"]) as cluster:
-        if opts["agent"]:
-            for node in cluster.nodes:
-                cluster.start_agent(node)
-        elif opts["vip"]:
-            cluster.vipfloat("a", "acquire", "--master", "mymaster")
-        if opts["vip"]:
-            cluster.wait(lambda: holders(cluster) == ["a"], "the VIP on a")
+    with vip_cluster(opts["hook"], bool(opts["agent"]), bool(opts["vip"])) as cluster:
+        lab = cluster.lab
         addrs = AddrEvents(lab, list(cluster.nodes))
         events = SentinelEvents(lab, list(cluster.nodes))
         sentinels = [] if opts["vip"] else [f"{lab.hosts[n].ip}:26379" for n in cluster.nodes]
@@ -121,8 +122,13 @@ def run_mode(name: str, rounds: int, drill: str) -> list[dict[str, float | None]
         try:
             time.sleep(1)
             for i in range(rounds):
-                results.append(one_round(cluster, drill, bool(opts["vip"]), addrs, events,
-                                         writer))
+                try:
+                    results.append(one_round(cluster, drill, bool(opts["vip"]), addrs, events,
+                                             writer))
+                except LabError as exc:  # the cluster did not settle: keep what we have
+                    print(f"  {name} round {i + 1}/{rounds}: {exc}; stopping this mode",
+                          file=sys.stderr, flush=True)
+                    break
                 print(f"  {name} round {i + 1}/{rounds}: " + ", ".join(
                     f"{k}={v * 1000:.1f}ms" if v is not None and k != "lost" else f"{k}={v}"
                     for k, v in results[-1].items()), file=sys.stderr, flush=True)

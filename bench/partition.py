@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import BASELINE, median, ratio, table  # noqa: E402
-from vipfloat.lab.cluster import RedisLab  # noqa: E402
-from vipfloat.lab.netns import Lab  # noqa: E402
+from bench.common import BASELINE, median, ratio, table, vip_cluster  # noqa: E402
 from vipfloat.lab.observe import AddrEvent, AddrEvents, Writer  # noqa: E402
 
 VIP = "198.51.100.250"
@@ -52,15 +49,8 @@ def double_holding(events: list[AddrEvent], start: dict[str, bool], since: float
 
 def one_round(mode: str, cut_for: float) -> dict[str, float]:
     opts = MODES[mode]
-    with tempfile.TemporaryDirectory(prefix="vipfloat-bench-") as tmp, \
-            Lab(["a", "b", "c", "client"]) as lab, \
-            RedisLab(lab, Path(tmp), hook=opts["hook"]) as cluster:
-        if opts["agent"]:
-            for node in cluster.nodes:
-                cluster.start_agent(node)
-        else:
-            cluster.vipfloat("a", "acquire", "--master", "mymaster")
-        cluster.wait(lambda: lab.has_address("a", f"{VIP}/24"), "the VIP on a")
+    with vip_cluster(opts["hook"], opts["agent"]) as cluster:
+        lab = cluster.lab
         addrs = AddrEvents(lab, list(cluster.nodes))
         writer = Writer(lab, "client", VIP, interval=0.01)
         try:

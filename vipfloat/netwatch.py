@@ -15,7 +15,7 @@ import select
 import socket
 import struct
 import threading
-from typing import Callable
+from typing import Callable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -27,42 +27,41 @@ RTM_NEWADDR, RTM_DELADDR = 20, 21
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 
 
-def parse_addr_messages(data: bytes) -> list[tuple[bool, str]]:
-    """Pure: (added?, address) for each RTM_NEWADDR/RTM_DELADDR in a netlink datagram."""
-    out = []
+def _messages(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(type, offset, length) of each netlink message in a datagram."""
     offset = 0
     while offset + 16 <= len(data):
         length, kind = struct.unpack_from("=IH", data, offset)
         if length < 16:
-            break
-        if kind in (RTM_NEWADDR, RTM_DELADDR):
-            family = data[offset + 16]
-            attrs, end = offset + 16 + 8, offset + length
-            found: dict[int, bytes] = {}
-            while attrs + 4 <= end:
-                alen, atype = struct.unpack_from("=HH", data, attrs)
-                if alen < 4:
-                    break
-                found[atype] = data[attrs + 4:attrs + alen]
-                attrs += (alen + 3) & ~3
-            raw = found.get(IFA_LOCAL) or found.get(IFA_ADDRESS)
-            if raw and family in (socket.AF_INET, socket.AF_INET6):
-                out.append((kind == RTM_NEWADDR, str(ipaddress.ip_address(raw))))
+            return
+        yield kind, offset, length
         offset += (length + 3) & ~3
+
+
+def parse_addr_messages(data: bytes) -> list[tuple[bool, str]]:
+    """Pure: (added?, address) for each RTM_NEWADDR/RTM_DELADDR in a netlink datagram."""
+    out = []
+    for kind, offset, length in _messages(data):
+        if kind not in (RTM_NEWADDR, RTM_DELADDR):
+            continue
+        family = data[offset + 16]
+        attrs, end = offset + 16 + 8, offset + length
+        found: dict[int, bytes] = {}
+        while attrs + 4 <= end:
+            alen, atype = struct.unpack_from("=HH", data, attrs)
+            if alen < 4:
+                break
+            found[atype] = data[attrs + 4:attrs + alen]
+            attrs += (alen + 3) & ~3
+        raw = found.get(IFA_LOCAL) or found.get(IFA_ADDRESS)
+        if raw and family in (socket.AF_INET, socket.AF_INET6):
+            out.append((kind == RTM_NEWADDR, str(ipaddress.ip_address(raw))))
     return out
 
 
 def link_changed(data: bytes) -> bool:
     """Pure: does the datagram hold an RTM_NEWLINK/RTM_DELLINK message?"""
-    offset = 0
-    while offset + 16 <= len(data):
-        length, kind = struct.unpack_from("=IH", data, offset)
-        if length < 16:
-            break
-        if kind in (RTM_NEWLINK, RTM_DELLINK):
-            return True
-        offset += (length + 3) & ~3
-    return False
+    return any(kind in (RTM_NEWLINK, RTM_DELLINK) for kind, _, _ in _messages(data))
 
 
 class NetWatcher:

@@ -119,7 +119,7 @@ def _summary(out: Timeline, lab: Lab, cluster: RedisLab, writer: Writer, events:
           f"({'node ' + new if mac == lab.hosts[new].mac else 'not the new master!'})")
     if switch and bound:
         print(f"  +switch-master -> VIP bound on {new}: {(bound - switch) * 1000:+.0f} ms "
-              "(negative: the leader's hook ran before its +switch-master)")
+              "(negative: the new master acted on +promoted-slave, before +switch-master)")
     if bound and first:
         print(f"  VIP bound -> first write acknowledged through it: "
               f"{(first.done - bound) * 1000:.0f} ms")
