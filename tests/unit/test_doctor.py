@@ -232,3 +232,22 @@ def test_cli_doctor_exit_codes(monkeypatch, write_config):
     res = runner.invoke(app, ["doctor", "--json", "--config", str(path)])
     assert res.exit_code == 1
     assert json.loads(res.output)["ok"] is False
+
+
+def test_installed_unit_is_read_when_no_agent_runs():
+    from pathlib import Path
+
+    from vipfloat.doctor.facts import UnitFacts
+    from vipfloat.doctor.gather import parse_unit
+
+    shipped = Path(__file__).resolve().parents[2] / "systemd" / "vipfloat.service"
+    unit = parse_unit(str(shipped), [shipped.read_text()])
+    assert unit.user == "vipfloat" and unit.ambient == {"cap_net_admin", "cap_net_raw"}
+    reset = parse_unit("x", [shipped.read_text(), "[Service]\nAmbientCapabilities=\n"])
+    assert reset.ambient == frozenset()
+
+    no_agent = replace(healthy(), agent_process=None, agent_unit=unit)
+    bad = [f for f in run_checks(no_agent) if f.level is not Level.OK]
+    assert [(f.level, f.check) for f in bad] == [(Level.WARNING, "host.caps.agent")]
+    stripped = replace(no_agent, agent_unit=UnitFacts("x", "vipfloat", frozenset()))
+    assert found(stripped) == [("host.caps.agent", "unit x")]

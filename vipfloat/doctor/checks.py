@@ -389,8 +389,21 @@ def host_caps(facts: Facts) -> Iterator[Finding]:
                       "its hook would lack CAP_NET_ADMIN/CAP_NET_RAW: it cannot move the VIP",
                       "Install systemd/redis-sentinel.service.d/vipfloat.conf and restart "
                       "redis-sentinel.")
-    a = facts.agent_process
-    if a is None:
+    a, unit = facts.agent_process, facts.agent_unit
+    if a is None and unit is not None:
+        granted = {"cap_net_admin", "cap_net_raw"} <= unit.ambient
+        if unit.user == "root" or granted:
+            yield warn("host.caps.agent", f"unit {unit.path}",
+                       f"no agent answers on the socket; the unit would run it as "
+                       f"{unit.user} with CAP_NET_ADMIN and CAP_NET_RAW",
+                       "systemctl enable --now vipfloat.")
+        else:
+            yield problem("host.caps.agent", f"unit {unit.path}",
+                          f"runs the agent as {unit.user} without CAP_NET_ADMIN and "
+                          "CAP_NET_RAW: it could not move the VIP",
+                          "Add 'AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW' (as in "
+                          "systemd/vipfloat.service).")
+    elif a is None:
         yield warn("host.caps.agent", "vipfloat watch", "no agent answers on the socket",
                    "systemctl enable --now vipfloat: without the agent nothing fixes a "
                    "missed or failed hook run, and an isolated master keeps its VIP.")

@@ -85,6 +85,15 @@ class PathFacts:
 
 
 @dataclass(frozen=True)
+class UnitFacts:
+    """The agent's systemd unit as installed (read when no agent is running)."""
+
+    path: str
+    user: str                             # "root" when the unit sets none
+    ambient: frozenset[str]               # AmbientCapabilities, lower case
+
+
+@dataclass(frozen=True)
 class VipFacts:
     master: str
     address: str
@@ -108,3 +117,4 @@ class Facts:
     agent_process: ProcessFacts | None            # the running agent, if any
     socket: PathFacts | None                      # the agent's socket
     hook_paths: dict[str, PathFacts] = field(default_factory=dict)  # local Sentinel's scripts
+    agent_unit: UnitFacts | None = None           # vipfloat.service, if installed

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 from ..config import Config, Endpoint, RedisConfig
 from ..sentinel import connection
 from .facts import (Facts, PathFacts, PendingScript, ProcessFacts, RedisFacts,
-                    SentinelFacts, SentinelMasterFacts, VipFacts)
+                    SentinelFacts, SentinelMasterFacts, UnitFacts, VipFacts)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,42 @@ def parse_proc_status(text: str, name: str, pid: int) -> ProcessFacts:
                         cap_eff=int(f.get("CapEff", "0"), 16),
                         cap_amb=int(f.get("CapAmb", "0"), 16),
                         cap_bnd=int(f.get("CapBnd", "0"), 16))
+
+
+def parse_unit(path: str, texts: Sequence[str]) -> UnitFacts:
+    """A unit file and its drop-ins, in order -> User= and AmbientCapabilities=
+    (an empty assignment resets the list, as systemd does)."""
+    user, ambient = "root", set()
+    for text in texts:
+        for line in text.splitlines():
+            key, sep, value = line.strip().partition("=")
+            if not sep or key.startswith(("#", ";")):
+                continue
+            if key == "User":
+                user = value.strip() or "root"
+            elif key == "AmbientCapabilities":
+                if not value.strip():
+                    ambient = set()
+                ambient |= {c.lower() for c in value.split()}
+    return UnitFacts(path, user, frozenset(ambient))
+
+
+UNIT_DIRS = (Path("/etc/systemd/system"), Path("/lib/systemd/system"),
+             Path("/usr/lib/systemd/system"))
+
+
+def unit_facts(name: str = "vipfloat.service") -> UnitFacts | None:
+    for base in UNIT_DIRS:
+        unit = base / name
+        if unit.is_file():
+            dropins = sorted((base / f"{name}.d").glob("*.conf")) + \
+                sorted((Path("/etc/systemd/system") / f"{name}.d").glob("*.conf"))
+            try:
+                texts = [unit.read_text()] + [d.read_text() for d in dict.fromkeys(dropins)]
+            except OSError:
+                return None
+            return parse_unit(str(unit), texts)
+    return None
 
 
 def _int(value: Any) -> int | None:
@@ -254,4 +290,5 @@ def gather(config: Config) -> Facts:
                  redis=redis, vips=tuple(vips), sentinel_process=sentinel_proc,
                  agent_process=agent_proc,
                  socket=path_facts(str(config.agent.socket)) if live else None,
-                 hook_paths={s: path_facts(s) for s in sorted(scripts)})
+                 hook_paths={s: path_facts(s) for s in sorted(scripts)},
+                 agent_unit=None if agent_proc else unit_facts())
