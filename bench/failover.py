@@ -81,9 +81,11 @@ def one_round(cluster: RedisLab, drill: str, vip: bool, addrs: AddrEvents,
                  default=None) if vip else None)
     landed = landed_on(cluster, new)
     writes = [w for w in writer.snapshot() if w.t >= t0 - 0.5]
-    # The first write after the kill that the new master really has is when
-    # clients got through again; acknowledged ones it lacks are lost.
-    first = next((w.done for w in writes if w.ok and w.value in landed and w.t >= t0), None)
+    # The first write sent after the promotion that the new master really has is
+    # when clients got through again (before it, writes that replicate from the
+    # old master also land); acknowledged ones it lacks are lost.
+    first = next((w.done for w in writes if w.ok and w.value in landed
+                  and w.t >= (promoted or t0)), None)
     lost = sum(1 for w in writes if w.ok and w.value not in landed)
     gap = writer.gap(t0)
     if drill == "kill":

@@ -35,6 +35,10 @@ from vipfloat.lab.observe import AddrEvents  # noqa: E402
 
 VIP = "198.51.100.250"
 ARGS = ["mymaster", "leader", "start", "198.51.100.12", "6379", "198.51.100.11", "6379"]
+# The failover back: handed to the agent between its rounds, so that it believes
+# the master is b and lets go of the VIP itself. (Unbinding behind its back no
+# longer works: it notices through netlink and binds the VIP again at once.)
+AWAY = ["mymaster", "leader", "start", "198.51.100.11", "6379", "198.51.100.12", "6379"]
 
 
 def one_round(lab: Lab, watch: AddrEvents, argv: list[str], env: dict[str, str]) -> dict:
@@ -72,12 +76,21 @@ class Agent:
     """The agent on a, frozen (SIGSTOP) while the other scripts run so that its
     reconciles never race them, thawed for its own rounds."""
 
-    def __init__(self, cluster: RedisLab) -> None:
+    def __init__(self, cluster: RedisLab, env: dict[str, str]) -> None:
         self.cluster = cluster
+        self.env = env
         cluster.start_agent("a")
         cluster.wait(lambda: lab_has_vip(cluster.lab), "the agent to bind the VIP")
         self.proc = cluster.procs["agent:a"]
+        self.send_away()
         self.freeze()
+
+    def send_away(self) -> None:
+        """Tell the agent (through the hook) that b is the new master: it releases."""
+        subprocess.run(self.cluster.lab.cmd("a", tool("vipfloat-hook"), *AWAY),
+                       env={**os.environ, **self.env}, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=30)
+        self.cluster.wait(lambda: not lab_has_vip(self.cluster.lab), "the agent to release")
 
     def freeze(self) -> None:
         self.proc.send_signal(signal.SIGSTOP)
@@ -107,7 +120,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="vipfloat-bench-") as tmp, \
             Lab(["a", "b", "c", "peer"]) as lab, \
             RedisLab(lab, Path(tmp), nodes=("a", "b", "c"), hook=False,
-                     agent_options={"reconcile_interval": 2.0}) as cluster:
+                     agent_options={"reconcile_interval": 2.0, "release_wait": 0.0}) as cluster:
         agent_config = str(cluster.vipfloat_config("a"))
         agent_socket = str(cluster.dir("a") / "state" / "agent.sock")
         # The direct hook gets a config whose socket nobody listens on.
@@ -115,7 +128,8 @@ def main() -> int:
         direct_config.write_text(Path(agent_config).read_text().replace(
             agent_socket, str(Path(tmp) / "nobody.sock")).replace(
             str(cluster.dir("a") / "state"), str(Path(tmp) / "direct-state")))
-        agent = Agent(cluster)
+        agent_env = {"VIPFLOAT_CONFIG": agent_config, "VIPFLOAT_SOCKET": agent_socket}
+        agent = Agent(cluster, agent_env)
         methods = {
             "notify_mymaster.sh": (["bash", str(args.baseline), *ARGS],
                                    {"LOCAL_IP": "198.51.100.11", "VIP": VIP,
@@ -123,9 +137,7 @@ def main() -> int:
             "vipfloat-hook direct": ([tool("vipfloat-hook"), *ARGS],
                                      {"VIPFLOAT_CONFIG": str(direct_config),
                                       "VIPFLOAT_SOCKET": str(Path(tmp) / "nobody.sock")}),
-            "vipfloat-hook via agent": ([tool("vipfloat-hook"), *ARGS],
-                                        {"VIPFLOAT_CONFIG": agent_config,
-                                         "VIPFLOAT_SOCKET": agent_socket}),
+            "vipfloat-hook via agent": ([tool("vipfloat-hook"), *ARGS], agent_env),
         }
         results: dict[str, list[dict]] = {name: [] for name in methods}
         discarded = 0
@@ -137,12 +149,16 @@ def main() -> int:
                     via_agent = name.endswith("via agent")
                     if via_agent:
                         agent.thaw()
-                    unbind(lab)
+                        if lab_has_vip(lab):
+                            agent.send_away()
+                    else:
+                        unbind(lab)
                     r = one_round(lab, watch, argv, env)
                     if via_agent:
                         if not agent.acquired_by_hook():
                             discarded += 1            # a timer reconcile won the race
                             r = None
+                        agent.send_away()
                         agent.freeze()
                     unbind(lab)
                     time.sleep(0.2)
