@@ -35,7 +35,8 @@ def test_vagrantfile_validates(tmp_path, env):
 
 @pytest.mark.skipif(not shutil.which("shellcheck"), reason="needs shellcheck")
 def test_scripts_pass_shellcheck():
-    result = subprocess.run(["shellcheck", str(VAGRANT / "provision.sh"), str(VAGRANT / "drill")],
+    result = subprocess.run(["shellcheck", *(str(VAGRANT / n) for n in ("provision.sh", "drill",
+                                                                     "build-box"))],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
