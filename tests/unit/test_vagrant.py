@@ -46,13 +46,14 @@ def test_every_network_is_a_documentation_range():
     code = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
     # Every dotted-quad prefix, "203.0.113.#{11 + i}" included: its /24 must be one
     # of the documentation networks.
-    found = [p for p in re.findall(r"\b(\d{1,3}\.\d{1,3}\.\d{1,3})\.", code)
+    found = [p for p in re.findall(r"\b(\d{1,3}\.\d{1,3}\.\d{1,3})\b", code)
              if not p.startswith("255.")]                            # netmasks
     assert len(set(found)) >= 3, "expected the Redis, partition and management networks"
+    # (the defaults: Redis 198.51.100, management 203.0.113, partition 192.0.2)
     for prefix in found:
         net = ipaddress.ip_network(f"{prefix}.0/24")
         assert any(net.subnet_of(a) for a in ALLOWED if a.version == 4), prefix
-    assert 'management_network_address = "192.0.2.0/24"' in text
+    assert "lv.management_network_address = MGMT_NET" in text
 
 
 def test_provisioned_config_is_valid(tmp_path, capsys):
