@@ -16,6 +16,13 @@ SRC=/vagrant
 PREFIX=/opt/vipfloat
 
 export DEBIAN_FRONTEND=noninteractive
+# Extra CA certificates uploaded by the Vagrantfile (VIPFLOAT_EXTRA_CA): trusted
+# system-wide and by pip, which otherwise uses its own bundle.
+if [ -f /tmp/vipfloat-extra-ca.crt ]; then
+  install -m 0644 /tmp/vipfloat-extra-ca.crt /usr/local/share/ca-certificates/vipfloat-extra-ca.crt
+  update-ca-certificates >/dev/null
+  export PIP_CERT=/etc/ssl/certs/ca-certificates.crt
+fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
     redis-server redis-sentinel redis-tools python3-venv iproute2 conntrack >/dev/null
