@@ -288,7 +288,8 @@ def redis_bind(facts: Facts) -> Iterator[Finding]:
                 continue
             subject = f"redis {r.addr} ({master} {r.role})"
             if listens_on(r.bind, ip):
-                yield ok("redis.bind", subject, f"listens on the VIP {ip} (bind {' '.join(r.bind) or '(all)'})")
+                bind = " ".join(r.bind) or "(all)"
+                yield ok("redis.bind", subject, f"listens on the VIP {ip} (bind {bind})")
             else:
                 yield problem("redis.bind", subject,
                               f"bind {' '.join(r.bind)} does not include the VIP {ip}",
