@@ -149,19 +149,15 @@ def sentinel_facts(endpoint: Endpoint, config: Config, local: frozenset[Any]) ->
                          pending=tuple(pending), masters=masters)
 
 
-def replicas_of(endpoint: Endpoint, config: Config, master: str) -> list[tuple[str, str]]:
-    """(addr, role) for the master and its replicas, as one Sentinel lists them."""
+def replicas_of(endpoint: Endpoint, config: Config, master: str) -> list[str]:
+    """The replicas' addresses, as one Sentinel lists them (SENTINEL REPLICAS)."""
     import redis
 
     cfg = config.sentinel
     conn = connection(endpoint.host, endpoint.port, cfg.username, cfg.password, cfg.timeout)
     try:
-        m = pairs(_ask(conn, "SENTINEL", "MASTER", master))
-        out = [(f"{m.get('ip')}:{m.get('port')}", "master")]
-        for r in _ask(conn, "SENTINEL", "REPLICAS", master) or []:
-            p = pairs(r)
-            out.append((f"{p.get('ip')}:{p.get('port')}", "replica"))
-        return out
+        return [f"{p.get('ip')}:{p.get('port')}"
+                for p in map(pairs, _ask(conn, "SENTINEL", "REPLICAS", master) or [])]
     except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, OSError):
         return []
     finally:
@@ -223,13 +219,11 @@ def instances(config: Config, sentinels: Sequence[SentinelFacts], master: str,
                key=lambda s: s.masters[master].config_epoch or 0)
     if best is None:
         return ()
-    endpoint = config.sentinel.addresses[[s.endpoint for s in sentinels].index(best.endpoint)]
-    listed = replicas_of(endpoint, config, master)
-    if not listed:
-        return ()
-    master_facts, offset = redis_facts(listed[0][0], "master", config.redis)
-    replicas = list(pool.map(lambda r: redis_facts(r[0], r[1], config.redis, offset)[0],
-                             listed[1:]))
+    # The master's address is already known from that Sentinel's SENTINEL MASTER.
+    endpoint = next(ep for ep, s in zip(config.sentinel.addresses, sentinels) if s is best)
+    master_facts, offset = redis_facts(best.masters[master].addr or "", "master", config.redis)
+    replicas = list(pool.map(lambda addr: redis_facts(addr, "replica", config.redis, offset)[0],
+                             replicas_of(endpoint, config, master)))
     return (master_facts, *replicas)
 
 
