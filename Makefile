@@ -7,12 +7,12 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := redis-server redis-sentinel redis-tools iproute2 iputils-arping iputils-ping \
-                vagrant vagrant-libvirt shellcheck \
+                gcc libc6-dev vagrant vagrant-libvirt shellcheck \
                 tcpdump conntrack nftables procps util-linux time systemd
 
-.PHONY: install deps venv test unit demo bench clean
+.PHONY: install deps venv fast-hook test unit demo bench clean
 
-install: deps venv
+install: deps venv fast-hook
 
 # Debian packages. Redis's own services are kept from starting (policy-rc.d):
 # the lab runs its own redis-server and redis-sentinel inside namespaces.
@@ -40,6 +40,19 @@ $(VENV)/.installed: pyproject.toml $(SOURCES)
 	touch $@
 
 venv: $(VENV)/.installed
+
+# vipfloat-hook-fast: the hook's fast path in C (no Python start-up on the
+# failover's critical path). It falls back to the Python vipfloat-hook named
+# here; on a real host, for example:
+#   make fast-hook FAST_HOOK=/usr/local/bin/vipfloat-hook-fast PYTHON_HOOK=/usr/local/bin/vipfloat-hook
+CC          ?= cc
+FAST_HOOK   ?= $(VENV)/bin/vipfloat-hook-fast
+PYTHON_HOOK ?= $(abspath $(VENV))/bin/vipfloat-hook
+
+$(FAST_HOOK): fasthook/vipfloat-hook-fast.c | $(VENV)/.installed
+	$(CC) -O2 -Wall -Wextra -Werror -DVIPFLOAT_HOOK='"$(PYTHON_HOOK)"' -o $@ $<
+
+fast-hook: $(FAST_HOOK)
 
 test: install
 	$(PY) -m pytest -q

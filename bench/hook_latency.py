@@ -6,6 +6,7 @@ Three scripts, alternating round by round in one run, on the same namespace lab
   notify_mymaster.sh       the article's shell script (the baseline)
   vipfloat-hook direct     no agent running: the hook binds and announces itself
   vipfloat-hook via agent  `vipfloat watch` runs on a: the hook hands over its argv
+  vipfloat-hook-fast via agent   the same hand-over from the C front (`make fast-hook`)
 
 For each: exec -> VIP present in the kernel (netlink event) -> first ARP on the
 peer's wire -> script exit, and the script's peak RSS (GNU time). Prints medians
@@ -139,6 +140,11 @@ def main() -> int:
                                       "VIPFLOAT_SOCKET": str(Path(tmp) / "nobody.sock")}),
             "vipfloat-hook via agent": ([tool("vipfloat-hook"), *ARGS], agent_env),
         }
+        if Path(tool("vipfloat-hook-fast")).is_file():
+            methods["vipfloat-hook-fast via agent"] = ([tool("vipfloat-hook-fast"), *ARGS],
+                                                       agent_env)
+        else:
+            print("vipfloat-hook-fast is not built (make fast-hook): left out", file=sys.stderr)
         results: dict[str, list[dict]] = {name: [] for name in methods}
         discarded = 0
         watch = AddrEvents(lab, ["a"])
@@ -188,7 +194,7 @@ def main() -> int:
     for name, rs in results.items():
         if name == "notify_mymaster.sh":
             continue
-        rows.append((f"ratio {name.split()[-1]}/shell",
+        rows.append((f"ratio {name.removeprefix('vipfloat-')}/shell",
                      *(ratio(median([r[k] for r in rs]), median([r[k] for r in base]))
                        for k in ("vip", "arp", "exit")),
                      ratio(rss[name], rss["notify_mymaster.sh"])))

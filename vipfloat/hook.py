@@ -110,8 +110,11 @@ def _log() -> "logging.Logger":  # noqa: F821 - imported lazily
 def run(args: HookArgs) -> int:
     # Fast path: an agent on the usual socket (or $VIPFLOAT_SOCKET) decides and
     # acts; it knows the config and answers 2 for a master it does not have.
+    # VIPFLOAT_DIRECT: vipfloat-hook-fast already asked the agent, which took the
+    # request and gave no usable answer; asking again could run past Sentinel's kill.
+    direct = os.environ.get("VIPFLOAT_DIRECT") == "1"
     tried = None
-    if args.config is None:
+    if args.config is None and not direct:
         tried = os.environ.get("VIPFLOAT_SOCKET") or DEFAULT_SOCKET
         verdict = ask_agent(tried, args.argv, timeout=30.0)
         if verdict is not None:
@@ -124,7 +127,7 @@ def run(args: HookArgs) -> int:
     vip = cfg.vip_for(args.master)
     if vip is None:
         raise UnknownMasterError(f"master {args.master!r} has no [[vip]] block in {cfg.path}")
-    if str(cfg.agent.socket) != tried:
+    if str(cfg.agent.socket) != tried and not direct:
         verdict = ask_agent(str(cfg.agent.socket), args.argv, cfg.agent.hook_timeout)
         if verdict is not None:
             return _report_agent(args, verdict)

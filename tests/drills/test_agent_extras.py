@@ -70,16 +70,18 @@ def test_metrics(cluster):
     assert "vipfloat_last_reconcile_timestamp_seconds" in text
 
 
-def test_hook_hands_over_to_the_agent(cluster):
-    r = cluster.lab.run("a", tool("vipfloat-hook"), *HOOK_ARGS,
-                        env={"VIPFLOAT_CONFIG": str(cluster.vipfloat_config("a"))})
+@pytest.mark.parametrize("hook", ["vipfloat-hook", "vipfloat-hook-fast"])
+def test_hook_hands_over_to_the_agent(cluster, hook):
+    if not Path(tool(hook)).is_file():
+        pytest.skip(f"{hook} is not built (make fast-hook)")
+    env = cluster.env("a")
+    r = cluster.lab.run("a", tool(hook), *HOOK_ARGS, env=env)
     assert r.returncode == 0, r.stderr
     assert "via=agent" in r.stderr and "exit=0" in r.stderr
     # The agent decided: its log has the decision, with the hook's role.
     assert "role=observer" in cluster.agent_log("a")
-    bad = cluster.lab.run("a", tool("vipfloat-hook"), "nosuch", *HOOK_ARGS[1:],
-                          env={"VIPFLOAT_CONFIG": str(cluster.vipfloat_config("a"))})
-    assert bad.returncode == 2
+    bad = cluster.lab.run("a", tool(hook), "nosuch", *HOOK_ARGS[1:], env=env)
+    assert bad.returncode == 2 and "via=agent" in bad.stderr
 
 
 def test_sighup_reloads_and_a_bad_config_is_refused(cluster):

@@ -92,3 +92,18 @@ def test_hook_module_does_not_import_heavy_libraries():
             "'tomllib', 'logging') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("direct", ["1", ""])
+def test_vipfloat_direct_skips_the_agent(capsys, write_config, monkeypatch, direct):
+    # vipfloat-hook-fast sets VIPFLOAT_DIRECT=1 when the agent took its request
+    # and gave no answer: the Python hook must not wait for that agent again.
+    monkeypatch.setenv("VIPFLOAT_CONFIG", str(write_config()))
+    monkeypatch.setenv("VIPFLOAT_SOCKET", "/nonexistent/agent.sock")
+    monkeypatch.setenv("VIPFLOAT_DIRECT", direct or "0")
+    calls = []
+    monkeypatch.setattr(hook, "ask_agent", lambda path, argv, timeout: calls.append(path))
+    code, err = run_main(["nosuch", *ARGS[1:]], capsys)
+    assert code == 2 and "master 'nosuch' has no [[vip]] block" in err[0]
+    # Without it, the agent on $VIPFLOAT_SOCKET is asked first.
+    assert calls == ([] if direct else ["/nonexistent/agent.sock"])

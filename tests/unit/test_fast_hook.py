@@ -1,0 +1,135 @@
+"""vipfloat-hook-fast (fasthook/vipfloat-hook-fast.c), built here with a recording
+stand-in for the Python hook it falls back to, against a fake agent socket: the
+request it sends, the verdict it passes on, and when it falls back. No root."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SOURCE = REPO / "fasthook" / "vipfloat-hook-fast.c"
+ARGS = ["mymaster", "leader", "start", "198.51.100.12", "6379", "198.51.100.11", "6379"]
+
+pytestmark = pytest.mark.skipif(not shutil.which("cc"), reason="needs a C compiler (make deps)")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, Path]:
+    """The fast hook, and the stand-in Python hook it execs: it records its argv
+    and VIPFLOAT_DIRECT and exits 7, a code neither side uses."""
+    d = tmp_path_factory.mktemp("fasthook")
+    fallback = d / "python-hook"
+    fallback.write_text('#!/bin/sh\nprintf "%s\\n" "DIRECT=${VIPFLOAT_DIRECT:-}" "$@" '
+                        '> "$FALLBACK_RECORD"\nexit 7\n')
+    fallback.chmod(0o755)
+    binary = d / "vipfloat-hook-fast"
+    subprocess.run(["cc", "-O2", "-Wall", "-Wextra", "-Werror",
+                    f'-DVIPFLOAT_HOOK="{fallback}"', "-o", str(binary), str(SOURCE)], check=True)
+    return binary, fallback
+
+
+class FakeAgent:
+    """Answers each connection with ``reply`` (bytes; None: close without a word)
+    and records the request lines."""
+
+    def __init__(self, path: Path, reply: bytes | None) -> None:
+        self.path, self.reply, self.requests = path, reply, []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(4)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                self.requests.append(data)
+                if self.reply is not None:
+                    conn.sendall(self.reply)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def run(built, tmp_path: Path, argv: list[str], socket_path: Path) -> tuple[int, str, list[str]]:
+    binary, _ = built
+    record = tmp_path / "fallback.txt"
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "VIPFLOAT_SOCKET": str(socket_path),
+           "FALLBACK_RECORD": str(record)}
+    r = subprocess.run([str(binary), *argv], env=env, capture_output=True, text=True, timeout=10)
+    fell_back = record.read_text().splitlines() if record.exists() else []
+    return r.returncode, r.stderr, fell_back
+
+
+def test_hands_the_arguments_over_and_passes_the_verdict_on(built, tmp_path):
+    agent = FakeAgent(tmp_path / "a.sock", json.dumps(
+        {"exit": 2, "message": 'master "odd\\name" has no [[vip]] block'}).encode() + b"\n")
+    argv = ['my"master\\x', "leader", "start", "198.51.100.12", "6379", "é", "6379"]
+    try:
+        code, err, fell_back = run(built, tmp_path, argv, agent.path)
+    finally:
+        agent.close()
+    assert (code, fell_back) == (2, [])
+    (request,) = agent.requests
+    assert json.loads(request) == {"op": "hook", "argv": argv}
+    # The Python hook's line: same fields, the reason quoted and escaped.
+    assert err.startswith('vipfloat-hook: ERROR master=my"master\\x role=leader via=agent exit=2 '
+                          'reason="master \\"odd\\\\name\\" has no [[vip]] block" duration_ms=')
+
+
+def test_exit_zero_is_logged_as_info(built, tmp_path):
+    agent = FakeAgent(tmp_path / "a.sock", b'{"exit": 0, "message": "acquired"}\n')
+    try:
+        code, err, fell_back = run(built, tmp_path, ARGS, agent.path)
+    finally:
+        agent.close()
+    assert (code, fell_back) == (0, [])
+    assert "INFO master=mymaster role=leader via=agent exit=0 reason=\"acquired\"" in err
+
+
+def test_no_agent_falls_back_to_the_python_hook_with_the_same_arguments(built, tmp_path):
+    code, _, fell_back = run(built, tmp_path, ARGS, tmp_path / "nobody.sock")
+    # Not DIRECT: the Python hook may still find an agent on the socket its config names.
+    assert (code, fell_back) == (7, ["DIRECT=", *ARGS])
+
+
+@pytest.mark.parametrize("reply", [None, b'{"message": "no exit code"}\n', b"garbage\n"])
+def test_an_agent_that_does_not_answer_well_means_acting_directly(built, tmp_path, reply):
+    agent = FakeAgent(tmp_path / "a.sock", reply)
+    try:
+        code, err, fell_back = run(built, tmp_path, ARGS, agent.path)
+    finally:
+        agent.close()
+    assert len(agent.requests) == 1
+    # DIRECT: the Python hook must not wait for the same agent a second time.
+    assert (code, fell_back) == (7, ["DIRECT=1", *ARGS])
+    assert "WARNING agent on" in err and "acting directly" in err
+
+
+@pytest.mark.parametrize("argv", [["--config", "/etc/vipfloat/other.toml", *ARGS], ARGS[:6],
+                                  ["--help"]])
+def test_what_only_the_python_hook_understands_goes_straight_to_it(built, tmp_path, argv):
+    agent = FakeAgent(tmp_path / "a.sock", b'{"exit": 0, "message": "ok"}\n')
+    try:
+        code, _, fell_back = run(built, tmp_path, argv, agent.path)
+    finally:
+        agent.close()
+    assert agent.requests == []
+    assert (code, fell_back) == (7, ["DIRECT=", *argv])
