@@ -378,8 +378,17 @@ class Agent:
             actor.submit(Request("periodic", event=Event(role="agent", quiet=True)))
 
     def on_contact(self, endpoint: Endpoint) -> None:
+        now = time.monotonic()
         with self._lock:
-            self._tracker.contact(self._index[endpoint], time.monotonic())
+            tracker = self._tracker
+            below = tracker.reachable(now) < tracker.majority
+            tracker.contact(self._index[endpoint], now)
+            regained = below and tracker.reachable(now) >= tracker.majority
+        if regained:
+            # Back in touch after a silence (a cut, or this host too starved to
+            # hear the pongs): beliefs are acted on again only once a majority has
+            # answered a poll, so poll now rather than at the next tick.
+            self._poke.set()
 
     def hook_request(self, argv: list[str], since: float) -> tuple[int, str]:
         """The hook's arguments, handed over on the socket: act as it would."""
@@ -463,6 +472,11 @@ class Agent:
             self.actors[vip.master] = VipActor(self, vip)
         self.server = AgentSocket(self)
         self.server.start()
+        # Contact counts from now: setting up (imports, netlink, sockets) can take
+        # longer than the tracker's window on a slow host, and must not read as a
+        # quorum loss before the first Sentinel could even answer.
+        with self._lock:
+            self._tracker.restart(time.monotonic())
         for endpoint in cfg.sentinel.addresses:
             sub = Subscriber(endpoint, cfg.sentinel, self.on_event, self.on_link,
                              on_contact=self.on_contact)

@@ -94,6 +94,10 @@ class QuorumTracker:
         # Counted as reachable at start, so that a restart is not a quorum loss.
         self._last: list[float] = [now] * configured
 
+    def restart(self, now: float) -> None:
+        """Every Sentinel counted as just heard: when the agent starts listening."""
+        self._last = [now] * self.configured
+
     @property
     def majority(self) -> int:
         return self.configured // 2 + 1

@@ -219,3 +219,34 @@ def test_next_check_is_when_the_majority_would_go_stale():
     assert abs(q.next_check(1.6) - 2.501) < 1e-9
     assert q.below_for(2.4) == 0 and q.below_for(2.51) > 0
     assert q.next_check(3.0) == 3.0            # already stale: check now
+
+
+def test_a_slow_start_is_no_quorum_loss():
+    # Built at 0, listening only from 5 (a slow host's imports and setup).
+    q = QuorumTracker(3, window=1.0, now=0)
+    assert q.below_for(5.0) > 0
+    q.restart(5.0)
+    assert q.reachable(5.5) == 3 and q.below_for(5.5) == 0
+
+
+def test_regaining_the_majority_polls_at_once(cfg):
+    # Beliefs are acted on again only after a poll a majority answered: the
+    # agent must not sit out a whole reconcile interval before asking.
+    import time
+
+    from vipfloat.agent import Agent
+
+    agent = Agent(cfg)
+    try:
+        endpoints = list(cfg.sentinel.addresses)
+        agent._tracker = QuorumTracker(len(endpoints), window=1.0, now=time.monotonic() - 10)
+        agent._poke.clear()
+        agent.on_contact(endpoints[0])
+        assert not agent._poke.is_set()               # 1 of 3: still cut off
+        agent.on_contact(endpoints[1])
+        assert agent._poke.is_set()                   # 2 of 3: back, poll now
+        agent._poke.clear()
+        agent.on_contact(endpoints[2])
+        assert not agent._poke.is_set()               # already in touch: no poll
+    finally:
+        agent.stop()
