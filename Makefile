@@ -49,10 +49,12 @@ CC          ?= cc
 FAST_HOOK   ?= $(VENV)/bin/vipfloat-hook-fast
 PYTHON_HOOK ?= $(abspath $(VENV))/bin/vipfloat-hook
 
-$(FAST_HOOK): fasthook/vipfloat-hook-fast.c | $(VENV)/.installed
-	$(CC) -O2 -Wall -Wextra -Werror -DVIPFLOAT_HOOK='"$(PYTHON_HOOK)"' -o $@ $<
-
-fast-hook: $(FAST_HOOK)
+# Always rebuilt (it takes a fraction of a second): a symlink left at FAST_HOOK
+# would look up to date to make, and is replaced, never written through.
+fast-hook: fasthook/vipfloat-hook-fast.c
+	mkdir -p $(dir $(FAST_HOOK))
+	$(CC) -O2 -Wall -Wextra -Werror -DVIPFLOAT_HOOK='"$(PYTHON_HOOK)"' -o $(FAST_HOOK).new $<
+	mv -f $(FAST_HOOK).new $(FAST_HOOK)
 
 test: install
 	$(PY) -m pytest -q

@@ -60,6 +60,15 @@ static double now_ms(void) {
 
 /* The Python hook, with the same arguments. Only returns if exec failed. */
 static int fall_back(char **argv, int direct) {
+    struct stat self, target;
+    /* Built with VIPFLOAT_HOOK naming itself (or installed over it), it would
+     * exec itself for ever: a transient error is the better failure. */
+    if (stat("/proc/self/exe", &self) == 0 && stat(VIPFLOAT_HOOK, &target) == 0
+        && self.st_dev == target.st_dev && self.st_ino == target.st_ino) {
+        fprintf(stderr, "%s: ERROR %s is this program, not the Python hook: rebuild with "
+                "PYTHON_HOOK=<its path>\n", program, VIPFLOAT_HOOK);
+        return 1;
+    }
     if (direct)
         setenv("VIPFLOAT_DIRECT", "1", 1);
     argv[0] = (char *)VIPFLOAT_HOOK;

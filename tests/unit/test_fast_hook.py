@@ -133,3 +133,36 @@ def test_what_only_the_python_hook_understands_goes_straight_to_it(built, tmp_pa
         agent.close()
     assert agent.requests == []
     assert (code, fell_back) == (7, ["DIRECT=", *argv])
+
+
+def test_the_default_socket_is_the_agents():
+    # On a real host nothing sets VIPFLOAT_SOCKET: the C hook must knock where
+    # the agent listens by default.
+    import re
+
+    from vipfloat import config, hook
+
+    (c_default,) = re.findall(r'#define DEFAULT_SOCKET "([^"]+)"', SOURCE.read_text())
+    assert c_default == hook.DEFAULT_SOCKET == str(config.AgentConfig().socket)
+
+
+def test_built_to_fall_back_on_itself_it_fails_transiently(tmp_path):
+    # PYTHON_HOOK pointing at the fast hook's own path would exec for ever.
+    binary = tmp_path / "vipfloat-hook"
+    subprocess.run(["cc", "-O2", f'-DVIPFLOAT_HOOK="{binary}"', "-o", str(binary), str(SOURCE)],
+                   check=True)
+    r = subprocess.run([str(binary), *ARGS], env={"VIPFLOAT_SOCKET": str(tmp_path / "none")},
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1 and "is this program, not the Python hook" in r.stderr
+
+
+def test_make_replaces_a_symlink_instead_of_writing_through_it(tmp_path):
+    # The usual upgrade: /usr/bin/vipfloat-hook was a symlink to the Python hook.
+    python_hook = tmp_path / "python-hook"
+    python_hook.write_text("#!/bin/sh\nexit 0\n")
+    link = tmp_path / "vipfloat-hook"
+    link.symlink_to(python_hook)
+    subprocess.run(["make", "-s", "-C", str(REPO), "fast-hook", f"FAST_HOOK={link}",
+                    f"PYTHON_HOOK={python_hook}"], check=True, capture_output=True)
+    assert python_hook.read_text() == "#!/bin/sh\nexit 0\n"
+    assert not link.is_symlink() and link.read_bytes()[:4] == b"\x7fELF"
