@@ -24,3 +24,14 @@ def lab():
 def cluster(lab, tmp_path):
     with RedisLab(lab, tmp_path) as running:
         yield running
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed drill's report carries every node's state and log tails, taken
+    while its processes still run (fixtures are torn down after this)."""
+    outcome = yield
+    report = outcome.get_result()
+    running = item.funcargs.get("cluster") if hasattr(item, "funcargs") else None
+    if report.when == "call" and report.failed and isinstance(running, RedisLab):
+        report.sections.append(("vipfloat lab state at failure", running.diagnose()))

@@ -81,16 +81,24 @@ class RedisLab:
     # --- processes -------------------------------------------------------------------
     @property
     def hook_path(self) -> str | None:
+        """Sentinel's client-reconfig-script: the C fast hook when it is built
+        (`make fast-hook`), as recommended, else the Python vipfloat-hook."""
         if isinstance(self.hook, str):
             return self.hook
-        return tool("vipfloat-hook") if self.hook else None
+        if not self.hook:
+            return None
+        fast = tool("vipfloat-hook-fast")
+        return fast if Path(fast).is_file() else tool("vipfloat-hook")
 
     def env(self, node: str) -> dict[str, str]:
         # Sentinel passes its environment to the hook: this is how each node's hook
         # finds its own config in the lab (on a real host it is /etc/vipfloat), and
         # how the shell baseline learns its LOCAL_IP.
         vip = self.cluster.vip.split("/")
+        # The C fast hook cannot read the config: it finds the agent's socket here
+        # (on a real host, at the default /run/vipfloat/agent.sock).
         return {"VIPFLOAT_CONFIG": str(self.vipfloat_config(node)),
+                "VIPFLOAT_SOCKET": str(self.dir(node) / "state" / "agent.sock"),
                 "LOCAL_IP": self.lab.hosts[node].ip, "VIP": vip[0], "NETMASK": vip[1],
                 "INTERFACE": self.cluster.interface}
 
@@ -113,6 +121,34 @@ class RedisLab:
 
     def agent_log(self, node: str) -> str:
         return (self.dir(node) / "agent.log").read_text()
+
+    def diagnose(self, tail: int = 25) -> str:
+        """What each node looks like now, for a drill that failed: its Redis role,
+        what its Sentinel names as master (and at which epoch), whether it holds
+        the VIP, and the end of its agent's and Sentinel's logs. Best effort: a
+        dead process is reported, not raised."""
+        out = []
+        vip = self.cluster.vip
+        for node in self.nodes:
+            def ask(fn: Any, *args: str) -> str:
+                try:
+                    return " ".join(fn(node, *args).split()) or "(no answer)"
+                except Exception as exc:  # noqa: BLE001 - diagnostics never raise
+                    return f"({type(exc).__name__}: {exc})"
+            out.append(f"--- {node} ({self.lab.hosts[node].ip}): "
+                       f"VIP {'HELD' if self.lab.has_address(node, vip) else 'not held'}")
+            out.append(f"  redis ROLE: {ask(self.redis, 'ROLE')[:160]}")
+            out.append(f"  sentinel master: ip={ask(self.master_field, 'ip')} "
+                       f"epoch={ask(self.master_field, 'config-epoch')} "
+                       f"flags={ask(self.master_field, 'flags')} "
+                       f"failover-state={ask(self.master_field, 'failover-state')}")
+            for name in ("agent", "sentinel"):
+                path = self.dir(node) / f"{name}.log"
+                lines = path.read_text(errors="replace").splitlines()[-tail:] \
+                    if path.exists() else ["(no log)"]
+                out.append(f"  {name}.log, last {len(lines)} lines:")
+                out.extend(f"    {line[:300]}" for line in lines)
+        return "\n".join(out)
 
     def stop(self, key: str, sig: int = 15) -> None:
         proc = self.procs.pop(key, None)
@@ -204,6 +240,32 @@ class RedisLab:
         self.wait(lambda: self.master_field(master, "num-slaves") == str(len(self.nodes) - 1)
                   and "s_down" not in (self.master_field(master, "flags") or ""),
                   "Sentinel to see every replica", timeout=timeout)
+        # ... and every Sentinel has seen each replica report itself as one. A
+        # Sentinel still holding a demoted master's last INFO ("role-reported
+        # master") converts that node straight back to a replica if the next
+        # failover promotes it (+convert-to-slave): Sentinel's own race, which
+        # leaves it naming a master that is a replica until it fails over again.
+        for node in self.nodes:
+            self.wait(lambda n=node: self.replicas_settled(n, ip),
+                      f"Sentinel on {node} to see every replica follow {master}",
+                      timeout=timeout)
+
+    def replicas_settled(self, node: str, master_ip: str) -> bool:
+        """``node``'s Sentinel sees every other node as a replica of ``master_ip``,
+        from a fresh INFO (role reported as slave, link up)."""
+        lines = self.sentinel(node, "SENTINEL", "REPLICAS", self.cluster.master_name).splitlines()
+        # redis-cli prints each replica's fields as alternating key and value
+        # lines; a new replica starts at its "name" key.
+        replicas: list[dict[str, str]] = []
+        for key, value in zip(lines[::2], lines[1::2]):
+            if key == "name":
+                replicas.append({})
+            if replicas:
+                replicas[-1][key] = value
+        return len(replicas) == len(self.nodes) - 1 and all(
+            r.get("role-reported") == "slave" and r.get("master-link-status") == "ok"
+            and r.get("master-host") == master_ip and "s_down" not in r.get("flags", "")
+            for r in replicas)
 
     def failover(self, node: str | None = None) -> None:
         """Ask a Sentinel for a failover now (no odown needed)."""
