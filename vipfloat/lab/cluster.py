@@ -132,7 +132,7 @@ class RedisLab:
         for node in self.nodes:
             def ask(fn: Any, *args: str) -> str:
                 try:
-                    return " ".join(fn(node, *args).split()) or "(no answer)"
+                    return " ".join((fn(node, *args) or "").split()) or "(no answer)"
                 except Exception as exc:  # noqa: BLE001 - diagnostics never raise
                     return f"({type(exc).__name__}: {exc})"
             out.append(f"--- {node} ({self.lab.hosts[node].ip}): "
@@ -141,7 +141,7 @@ class RedisLab:
             out.append(f"  sentinel master: ip={ask(self.master_field, 'ip')} "
                        f"epoch={ask(self.master_field, 'config-epoch')} "
                        f"flags={ask(self.master_field, 'flags')} "
-                       f"failover-state={ask(self.master_field, 'failover-state')}")
+                       f"replicas={ask(self.master_field, 'num-slaves')}")
             for name in ("agent", "sentinel"):
                 path = self.dir(node) / f"{name}.log"
                 lines = path.read_text(errors="replace").splitlines()[-tail:] \
