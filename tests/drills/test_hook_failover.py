@@ -6,6 +6,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from vipfloat.lab.cluster import RedisLab, tool
 
 VIP = "198.51.100.250"
@@ -16,7 +18,19 @@ def holders(cluster: RedisLab) -> list[str]:
     return [n for n in cluster.nodes if cluster.lab.has_address(n, f"{VIP}/24")]
 
 
-def test_failover_moves_the_vip_to_the_new_master(cluster):
+@pytest.fixture(params=["vipfloat-hook-fast", "vipfloat-hook"])
+def hooked(request, lab, tmp_path):
+    """Sentinel running the C fast hook (which, with no agent, execs the Python
+    one) or the Python hook itself."""
+    path = tool(request.param)
+    if not Path(path).is_file():
+        pytest.skip(f"{request.param} is not built (make fast-hook)")
+    with RedisLab(lab, tmp_path, hook=path) as running:
+        yield running
+
+
+def test_failover_moves_the_vip_to_the_new_master(hooked):
+    cluster = hooked
     lab = cluster.lab
     assert cluster.vipfloat("a", "acquire", "--master", "mymaster").returncode == 0
     assert holders(cluster) == ["a"]
@@ -51,6 +65,13 @@ def test_status_reports_every_sentinel_and_agrees(cluster):
 
     on_b = cluster.vipfloat("b", "status", "--json")
     assert on_b.returncode == 0 and json.loads(on_b.stdout)["vips"][0]["master_is_local"] is False
+
+    # What a failed drill's report shows (tests/drills/conftest.py).
+    report = cluster.diagnose()
+    assert "--- a (198.51.100.11): VIP HELD\n  redis ROLE: master" in report
+    assert "--- b (198.51.100.12): VIP not held\n  redis ROLE: slave 198.51.100.11" in report
+    assert report.count("sentinel master: ip=198.51.100.11 epoch=0 flags=master replicas=2") == 3
+    assert "sentinel.log, last" in report
 
 
 def test_status_shows_a_dead_sentinel_without_hanging(cluster):
