@@ -268,17 +268,27 @@ def _execute(action: Action, vip: VipConfig, host: NetlinkHost, link: Link | Non
     return added
 
 
+# How far back an announcement by another MAC still counts as the new holder's.
+RECENT_CLAIM = 5.0
+
+
 def _await_new_holder(vip: VipConfig, ctx: ActContext) -> None:
     """Keep the VIP until the new holder has announced itself (or release_wait
-    passed): dropping it first would black-hole clients' connection attempts."""
+    passed): dropping it first would black-hole clients' connection attempts.
+
+    An announcement shortly before the event counts: the new master binds on the
+    leader's +promoted-slave, often before this host hears of the failover (an
+    observer's +switch-master, a reconcile delayed on a loaded host), and waiting
+    for its next one would only keep two holders answering ARP."""
     assert ctx.wire is not None
-    claim = ctx.wire.wait_claim(vip.ip, ctx.since, ctx.release_wait)
+    claim = ctx.wire.wait_claim(vip.ip, ctx.since - RECENT_CLAIM, ctx.release_wait)
     if claim is None:
         log.warning("%s: no announcement from the new holder within %.2f s; releasing anyway",
                     vip.address, ctx.release_wait)
     else:
-        log.info("%s: new holder %s announced itself %.1f ms after the event; releasing",
-                 vip.address, claim.mac.hex(":"), (claim.t - ctx.since) * 1000)
+        delta = (claim.t - ctx.since) * 1000
+        log.info("%s: new holder %s announced itself %.1f ms %s the event; releasing",
+                 vip.address, claim.mac.hex(":"), abs(delta), "after" if delta >= 0 else "before")
 
 
 def _still_bound(vip: VipConfig, index: int) -> bool:

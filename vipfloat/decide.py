@@ -150,6 +150,17 @@ def _decide_one(view: VipView, vip: VipConfig, local: frozenset[IPAddress]) -> A
     bound = view.binding is Binding.PRESENT
     q = view.quorum
     if q is not None and not (q.ok and q.fresh) and view.claim.order is None:
+        if bound and view.claim.new_master_addrs and not is_new_master_here(
+                view.claim, local, vip):
+            # Letting go needs no quorum: at worst the VIP is unbound until the
+            # next reconcile, never held twice. Only taking it does. A host too
+            # starved to hear its Sentinels' pongs (or cut off from most of them)
+            # still releases at once when one it hears names another master.
+            q_note = (f"{q.reachable}/{q.configured} Sentinels reachable"
+                      + ("" if q.ok else f" for {q.below_for:.1f} s")
+                      + ("" if q.fresh or not q.ok else ", not yet asked"))
+            return act(Verb.RELEASE, f"new master {_describe(view.claim)} is another host; "
+                                     f"VIP bound here ({q_note})", graceful=True)
         return _without_quorum(act, q, bound)
     if view.claim.order is Verb.ACQUIRE:
         return (act(Verb.ANNOUNCE, "operator asked to acquire; VIP already bound here, re-announcing")

@@ -250,3 +250,39 @@ def test_regaining_the_majority_polls_at_once(cfg):
         assert not agent._poke.is_set()               # already in touch: no poll
     finally:
         agent.stop()
+
+
+def test_a_host_without_quorum_still_lets_go_for_another_master(cfg):
+    """Releasing needs no quorum (it never makes two holders); a host too starved
+    to hear the pongs, or hearing only one Sentinel that names another master,
+    must not keep the VIP until the grace or the next poll."""
+    for q in (Quorum(reachable=1, configured=3, below_for=0.2, grace=5.0),
+              Quorum(reachable=3, configured=3, fresh=False)):
+        a = one(cfg, view("198.51.100.12", Binding.PRESENT, q))
+        assert a.verb is Verb.RELEASE and a.graceful, a.reason
+        assert "new master 198.51.100.12 is another host; VIP bound here (" in a.reason
+    # ... but it keeps one it believes is its own until the grace ends.
+    q = Quorum(reachable=1, configured=3, below_for=0.2, grace=5.0)
+    assert one(cfg, view("198.51.100.11", Binding.PRESENT, q)).verb is Verb.NOTHING
+
+
+def test_a_graceful_release_counts_an_announcement_made_just_before_the_event(cfg, caplog):
+    """The new master announces on +promoted-slave, often before this host hears
+    of the failover: that announcement must end the wait, not a second one."""
+    import logging
+
+    from vipfloat import apply, wire
+
+    vip = cfg.vips[0]
+    asked = []
+
+    class FakeWire:
+        def wait_claim(self, ip, since, timeout):
+            asked.append((ip, since, timeout))
+            return wire.Claim(t=99.2, ip=ip, mac=bytes.fromhex("020000000002"))
+
+    ctx = apply.ActContext(wire=FakeWire(), since=100.0, release_wait=1.0)
+    with caplog.at_level(logging.INFO):
+        apply._await_new_holder(vip, ctx)
+    assert asked == [(vip.ip, 100.0 - apply.RECENT_CLAIM, 1.0)]
+    assert "02:00:00:00:00:02 announced itself 800.0 ms before the event" in caplog.text
