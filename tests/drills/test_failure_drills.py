@@ -136,7 +136,7 @@ def test_ten_failovers_back_to_back(cluster, rec):
             print(f"\n  failover #{i + 1}: Sentinel promoted {new}, a lagging Sentinel turned it "
                   f"back into a replica; Sentinel then settled on {serving}")
         assert_serving(cluster, rec, serving, asked[-1])
-        cluster.settle(serving, timeout=45)
+        cluster.settle(serving, timeout=45, fresh_views=True)
         master = serving
     landed = set(cluster.redis(master, "LRANGE", "vipfloat:log", "0", "-1").split())
     lost = [w for w in rec.writer.snapshot() if w.ok and str(w.value) not in landed]

@@ -225,9 +225,12 @@ class RedisLab:
         if not self.lab.wait_for(predicate, timeout=timeout, interval=0.05):
             raise LabError(f"timed out after {timeout:g} s waiting for {what}")
 
-    def settle(self, master: str, timeout: float = 30.0) -> None:
+    def settle(self, master: str, timeout: float = 30.0, fresh_views: bool = False) -> None:
         """Wait until every Sentinel names ``master``, every other node replicates
-        from it and its Sentinel sees them all: the state a next drill starts from."""
+        from it and its Sentinel sees them all: the state a next drill starts from.
+        ``fresh_views``: also until every Sentinel has seen every replica report
+        itself as one (up to an INFO period, 10 s, more), before asking Sentinel
+        for another failover."""
         ip = self.lab.hosts[master].ip
         for node in self.nodes:
             self.wait(lambda n=node: self.master_addr(n) == ip,
@@ -245,7 +248,7 @@ class RedisLab:
         # master") converts that node straight back to a replica if the next
         # failover promotes it (+convert-to-slave): Sentinel's own race, which
         # leaves it naming a master that is a replica until it fails over again.
-        for node in self.nodes:
+        for node in self.nodes if fresh_views else ():
             self.wait(lambda n=node: self.replicas_settled(n, ip),
                       f"Sentinel on {node} to see every replica follow {master}",
                       timeout=timeout)
