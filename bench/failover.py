@@ -48,10 +48,6 @@ MODES = {
 KEYS = ("switch_bound", "switch_write", "gap", "promoted_bound", "promoted_write", "lost")
 
 
-def holders(cluster: RedisLab) -> list[str]:
-    return [n for n in cluster.nodes if cluster.lab.has_address(n, f"{VIP}/24")]
-
-
 def landed_on(cluster: RedisLab, node: str) -> set[int]:
     return {int(v) for v in cluster.redis(node, "LRANGE", "vipfloat:log", "0", "-1").split()}
 
@@ -70,7 +66,7 @@ def one_round(cluster: RedisLab, drill: str, vip: bool, addrs: AddrEvents,
                  "a new master", timeout=30)
     new = cluster.node_of(cluster.master_addr(ask))
     if vip:
-        cluster.wait(lambda: new in holders(cluster), f"the VIP on {new}", timeout=30)
+        cluster.wait(lambda: new in cluster.holders(), f"the VIP on {new}", timeout=30)
     cluster.wait(lambda: any(w.ok and w.t > t0 and w.value in landed_on(cluster, new)
                              for w in writer.snapshot()[-20:]),
                  f"writes landing on {new}", timeout=30)

@@ -373,7 +373,8 @@ class Agent:
     def on_link(self, endpoint: Endpoint, alive: bool) -> None:
         self._poke.set()  # whatever was published while it was down is lost: poll
 
-    def on_host_change(self) -> None:
+    def reconcile_all(self) -> None:
+        """A quiet reconcile of every VIP: each actor decides on what is known now."""
         for actor in self.actors.values():
             actor.submit(Request("periodic", event=Event(role="agent", quiet=True)))
 
@@ -485,7 +486,7 @@ class Agent:
         for actor in self.actors.values():
             actor.start()
         # A VIP removed behind our back, or a link that bounced: reconcile now.
-        self.netwatch = NetWatcher({str(v.ip) for v in cfg.vips}, self.on_host_change)
+        self.netwatch = NetWatcher({str(v.ip) for v in cfg.vips}, self.reconcile_all)
 
     def stop(self, release: bool = False) -> None:
         t0 = time.monotonic()
@@ -531,11 +532,9 @@ class Agent:
                     # Cut off: decide on what the tracker knows now. The poll below
                     # waits for the unreachable Sentinels' timeouts, which must not
                     # delay fencing.
-                    for actor in self.actors.values():
-                        actor.submit(Request("periodic", event=Event(role="agent", quiet=True)))
+                    self.reconcile_all()
                 self.poll_once()
-                for actor in self.actors.values():
-                    actor.submit(Request("periodic", event=Event(role="agent", quiet=True)))
+                self.reconcile_all()
             except Exception:  # noqa: BLE001 - an error in one cycle never ends the loop
                 log.exception("reconcile cycle failed")
             if not ready:

@@ -148,20 +148,6 @@ def _decide_one(view: VipView, vip: VipConfig, local: frozenset[IPAddress]) -> A
                                  f"not the configured /{vip.address.network.prefixlen}: "
                                  "not ours to touch")
     bound = view.binding is Binding.PRESENT
-    q = view.quorum
-    if q is not None and not (q.ok and q.fresh) and view.claim.order is None:
-        if bound and view.claim.new_master_addrs and not is_new_master_here(
-                view.claim, local, vip):
-            # Letting go needs no quorum: at worst the VIP is unbound until the
-            # next reconcile, never held twice. Only taking it does. A host too
-            # starved to hear its Sentinels' pongs (or cut off from most of them)
-            # still releases at once when one it hears names another master.
-            q_note = (f"{q.reachable}/{q.configured} Sentinels reachable"
-                      + ("" if q.ok else f" for {q.below_for:.1f} s")
-                      + ("" if q.fresh or not q.ok else ", not yet asked"))
-            return act(Verb.RELEASE, f"new master {_describe(view.claim)} is another host; "
-                                     f"VIP bound here ({q_note})", graceful=True)
-        return _without_quorum(act, q, bound)
     if view.claim.order is Verb.ACQUIRE:
         return (act(Verb.ANNOUNCE, "operator asked to acquire; VIP already bound here, re-announcing")
                 if bound else act(Verb.ACQUIRE, "operator asked to acquire"))
@@ -170,11 +156,28 @@ def _decide_one(view: VipView, vip: VipConfig, local: frozenset[IPAddress]) -> A
                 else act(Verb.NOTHING, "operator asked to release; VIP not bound here"))
 
     who = _describe(view.claim)
-    if view.claim.new_master is None and not view.claim.new_master_addrs:
+    named = bool(view.claim.new_master_addrs)
+    here = named and is_new_master_here(view.claim, local, vip)
+    # The quorum, when it does not allow acting on beliefs (lost, or regained but
+    # not yet asked); None when it does.
+    q = view.quorum
+    if q is not None and q.ok and q.fresh:
+        q = None
+    if bound and named and not here:
+        # Letting go needs no quorum: at worst the VIP is unbound until the next
+        # reconcile, never held twice; only taking it does. So a host too starved
+        # to hear its Sentinels' pongs (or cut off from most of them) still
+        # releases at once when one it hears names another master.
+        note = f" ({_quorum_note(q)})" if q is not None else ""
+        return act(Verb.RELEASE, f"new master {who} is another host; VIP bound here{note}",
+                   graceful=True)
+    if q is not None:
+        return _without_quorum(act, q, bound)
+    if view.claim.new_master is None and not named:
         return act(Verb.NOTHING, "no Sentinel has named a master yet")
-    if not view.claim.new_master_addrs:
+    if not named:
         return act(Verb.NOTHING, f"new master {who} has no usable address")
-    if is_new_master_here(view.claim, local, vip):
+    if here:
         mine = ", ".join(str(a) for a in sorted(
             view.claim.new_master_addrs & candidate_local_addresses(local, vip)))
         if bound:
@@ -190,10 +193,12 @@ def _decide_one(view: VipView, vip: VipConfig, local: frozenset[IPAddress]) -> A
             return act(Verb.NOTHING, f"new master {who} is this host ({mine}), but the local "
                                      f"Redis answers ROLE as {view.local_role}: not acquiring")
         return act(Verb.ACQUIRE, f"new master {who} is this host ({mine})")
-    if bound:
-        return act(Verb.RELEASE, f"new master {who} is another host; VIP bound here",
-                   graceful=True)
     return act(Verb.NOTHING, f"new master {who} is another host; VIP not bound here")
+
+
+def _quorum_note(q: Quorum) -> str:
+    return (f"{q.reachable}/{q.configured} Sentinels reachable"
+            + (", not yet asked" if q.ok else f" for {q.below_for:.1f} s"))
 
 
 def _without_quorum(act: Callable[..., Action], q: Quorum, bound: bool) -> Action:

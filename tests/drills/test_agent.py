@@ -14,17 +14,13 @@ from vipfloat.lab.observe import AddrEvents, Writer
 VIP = "198.51.100.250"
 
 
-def holders(cluster: RedisLab) -> list[str]:
-    return [n for n in cluster.nodes if cluster.lab.has_address(n, f"{VIP}/24")]
-
-
 @pytest.fixture
 def agents(lab, tmp_path):
     """Three nodes with the agent on each and no hook configured anywhere."""
     with RedisLab(lab, tmp_path, hook=False) as cluster:
         for node in cluster.nodes:
             cluster.start_agent(node)
-        cluster.wait(lambda: holders(cluster) == ["a"], "the agents to put the VIP on a")
+        cluster.wait(lambda: cluster.holders() == ["a"], "the agents to put the VIP on a")
         yield cluster
 
 
@@ -38,7 +34,7 @@ def test_agent_alone_moves_the_vip_after_a_failover(agents):
     cluster = agents
     cluster.stop("redis:a", sig=signal.SIGKILL)
     new = new_master(cluster)
-    cluster.wait(lambda: holders(cluster) == [new], f"the VIP on {new} only", timeout=10)
+    cluster.wait(lambda: cluster.holders() == [new], f"the VIP on {new} only", timeout=10)
     assert "action=acquire" in cluster.agent_log(new)
     assert cluster.redis("client", "SET", "k", "v", host=VIP) == "OK"
 
@@ -51,7 +47,7 @@ def test_lagging_sentinel_does_not_make_the_agent_flap(agents):
         cluster.procs["sentinel:c"].send_signal(signal.SIGSTOP)
         cluster.failover("b")
         new = new_master(cluster)
-        cluster.wait(lambda: holders(cluster) == [new], f"the VIP on {new}", timeout=10)
+        cluster.wait(lambda: cluster.holders() == [new], f"the VIP on {new}", timeout=10)
         cluster.procs["sentinel:c"].send_signal(signal.SIGCONT)
         # Until its next hello, c still names the old master at the old epoch.
         stale = cluster.master_field("c", "ip")
@@ -61,7 +57,7 @@ def test_lagging_sentinel_does_not_make_the_agent_flap(agents):
         events.close()
     assert moves == [("a", False), (new, True)] or moves == [(new, True), ("a", False)], \
         (moves, stale)
-    assert holders(cluster) == [new]
+    assert cluster.holders() == [new]
 
 
 def test_isolated_old_master_releases_within_the_grace(agents):
@@ -90,7 +86,7 @@ def test_agent_killed_and_restarted_keeps_a_correct_vip(agents):
     events = AddrEvents(lab, ["a"])
     try:
         cluster.stop("agent:a", sig=signal.SIGKILL)
-        assert holders(cluster) == ["a"]            # nobody removes it on the way down
+        assert cluster.holders() == ["a"]            # nobody removes it on the way down
         cluster.start_agent("a")
         cluster.wait(lambda: "watching 1 VIP" in cluster.agent_log("a").split("killed")[-1],
                      "the agent to come back")
@@ -98,13 +94,13 @@ def test_agent_killed_and_restarted_keeps_a_correct_vip(agents):
         removed = events.matching(VIP, added=False)
     finally:
         events.close()
-    assert removed == [] and holders(cluster) == ["a"]
+    assert removed == [] and cluster.holders() == ["a"]
 
 
 def test_sigterm_leaves_the_vip_in_place(agents):
     cluster = agents
     cluster.stop("agent:a", sig=signal.SIGTERM)
-    assert holders(cluster) == ["a"]
+    assert cluster.holders() == ["a"]
     assert "left in place (release_on_stop = false)" in cluster.agent_log("a")
 
 
@@ -132,7 +128,7 @@ def test_partial_partition_then_heal(agents):
         new = new_master(cluster)
         deadline = time.monotonic() + 4
         while time.monotonic() < deadline:       # sample who holds it
-            samples.append((time.monotonic(), holders(cluster)))
+            samples.append((time.monotonic(), cluster.holders()))
             time.sleep(0.1)
         healed = time.monotonic()
         lab.heal()
@@ -158,4 +154,4 @@ def test_partial_partition_then_heal(agents):
     after_grace = [h for t, h in samples if t - cut > grace + 0.5]
     assert after_grace and all(len(h) <= 1 for h in after_grace), samples
     assert after_grace[-1] == [new]
-    assert late == [] and holders(cluster) == [new]
+    assert late == [] and cluster.holders() == [new]

@@ -21,8 +21,7 @@ def cluster(lab, tmp_path):
     with RedisLab(lab, tmp_path, hook=True) as running:
         for node in running.nodes:
             running.start_agent(node)
-        running.wait(lambda: [n for n in running.nodes
-                              if lab.has_address(n, f"{VIP}/24")] == ["a"], "the VIP on a")
+        running.wait(lambda: running.holders() == ["a"], "the VIP on a")
         yield running
 
 
@@ -47,8 +46,7 @@ def assert_serving(cluster: RedisLab, rec: Recorder, new: str, since: float,
     """The end state every drill wants: the new master alone holds the VIP, the
     client's neighbour entry points at it, and writes through the VIP land on it."""
     lab = cluster.lab
-    nodes = among or cluster.nodes
-    cluster.wait(lambda: [n for n in nodes if lab.has_address(n, f"{VIP}/24")] == [new],
+    cluster.wait(lambda: cluster.holders(among) == [new],
                  f"the VIP on {new} only", timeout=10)
     cluster.wait(lambda: lab.neigh_mac("client", VIP) == lab.hosts[new].mac,
                  "the client to follow the VIP", timeout=5)
@@ -159,7 +157,7 @@ def test_agents_sigkilled_during_a_failover(cluster, rec):
     cluster.start_agent("c")
     time.sleep(3)                                    # start-up reconcile and a timer cycle
     assert rec.addrs.matching(VIP, added=False, after=restarted, host=new) == []
-    assert [n for n in cluster.nodes if cluster.lab.has_address(n, f"{VIP}/24")] == [new]
+    assert cluster.holders() == [new]
 
 
 def test_interface_bounce_on_the_master(cluster, rec):

@@ -14,10 +14,6 @@ VIP = "198.51.100.250"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def holders(cluster: RedisLab) -> list[str]:
-    return [n for n in cluster.nodes if cluster.lab.has_address(n, f"{VIP}/24")]
-
-
 @pytest.fixture(params=["vipfloat-hook-fast", "vipfloat-hook"])
 def hooked(request, lab, tmp_path):
     """Sentinel running the C fast hook (which, with no agent, execs the Python
@@ -33,7 +29,7 @@ def test_failover_moves_the_vip_to_the_new_master(hooked):
     cluster = hooked
     lab = cluster.lab
     assert cluster.vipfloat("a", "acquire", "--master", "mymaster").returncode == 0
-    assert holders(cluster) == ["a"]
+    assert cluster.holders() == ["a"]
     assert cluster.redis("client", "SET", "k", "before", host=VIP) == "OK"
 
     cluster.failover("a")
@@ -41,7 +37,7 @@ def test_failover_moves_the_vip_to_the_new_master(hooked):
                  "Sentinel to name a new master", timeout=15)
     new = cluster.node_of(cluster.master_addr("a"))
     # Every node's Sentinel runs the hook: the new master binds, the old one lets go.
-    cluster.wait(lambda: holders(cluster) == [new], f"the VIP on {new} only", timeout=15)
+    cluster.wait(lambda: cluster.holders() == [new], f"the VIP on {new} only", timeout=15)
     assert lab.wait_for(lambda: lab.neigh_mac("client", VIP) in (None, lab.hosts[new].mac))
     cluster.wait(lambda: cluster.redis("client", "SET", "k", "after", host=VIP) == "OK",
                  "a write through the VIP", timeout=10)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Callable, Iterable, Iterator
 
-from .facts import Facts, PathFacts, ProcessFacts, RedisFacts, SentinelFacts
+from .facts import Facts, PathFacts, ProcessFacts, SentinelFacts
 
 CAP_NET_ADMIN = 12
 CAP_NET_RAW = 13

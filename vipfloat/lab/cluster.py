@@ -119,6 +119,10 @@ class RedisLab:
         self._start(f"agent:{node}", node, tool("vipfloat"), "watch", "--config",
                     str(self.vipfloat_config(node)))
 
+    def holders(self, among: Sequence[str] | None = None) -> list[str]:
+        """The nodes (of ``among``, default all) that have the VIP bound now."""
+        return [n for n in among or self.nodes if self.lab.has_address(n, self.cluster.vip)]
+
     def agent_log(self, node: str) -> str:
         return (self.dir(node) / "agent.log").read_text()
 

@@ -37,10 +37,6 @@ class Timeline:
         print(f"[{at:6.2f}s] {text}", flush=True)
 
 
-def holders(lab: Lab, nodes: list[str]) -> list[str]:
-    return [n for n in nodes if lab.has_address(n, f"{VIP}/24")]
-
-
 def run(workdir: Path) -> int:
     out = Timeline()
     nodes = ["a", "b", "c"]
@@ -58,8 +54,8 @@ def run(workdir: Path) -> int:
                 cluster.start_agent(n)
             out.say("started vipfloat watch on each node; it asks every Sentinel who the "
                     "master is")
-            cluster.wait(lambda: holders(lab, nodes) == ["a"], "the agents to bind the VIP on a")
-            out.say(f"VIP {VIP} bound on {', '.join(holders(lab, nodes))} by its agent "
+            cluster.wait(lambda: cluster.holders() == ["a"], "the agents to bind the VIP on a")
+            out.say(f"VIP {VIP} bound on {', '.join(cluster.holders())} by its agent "
                     "(and announced with gratuitous ARP)")
             addrs = AddrEvents(lab, nodes)
             events = SentinelEvents(lab, nodes)
@@ -71,7 +67,7 @@ def run(workdir: Path) -> int:
                 kill_at = time.monotonic()
                 cluster.stop("redis:a", sig=signal.SIGKILL)
                 out.say("killed redis-server on a (SIGKILL): the master is gone", kill_at)
-                new = _wait_for_move(cluster, lab, nodes, out, events, addrs, kill_at)
+                new = _wait_for_move(cluster, out, events, addrs, kill_at)
                 time.sleep(1.0)
                 _summary(out, lab, cluster, writer, events, addrs, kill_at, new)
             finally:
@@ -82,8 +78,8 @@ def run(workdir: Path) -> int:
     return 0
 
 
-def _wait_for_move(cluster: RedisLab, lab: Lab, nodes: list[str], out: Timeline,
-                   events: SentinelEvents, addrs: AddrEvents, since: float) -> str:
+def _wait_for_move(cluster: RedisLab, out: Timeline, events: SentinelEvents, addrs: AddrEvents,
+                   since: float) -> str:
     shown: set[tuple[str, str]] = set()
     seen_addr = 0
     deadline = time.monotonic() + 30
@@ -97,7 +93,7 @@ def _wait_for_move(cluster: RedisLab, lab: Lab, nodes: list[str], out: Timeline,
         for e in moves[seen_addr:]:
             out.say(f"VIP {'bound on' if e.added else 'removed from'} {e.host}", e.t)
         seen_addr = len(moves)
-        now = holders(lab, nodes)
+        now = cluster.holders()
         if len(now) == 1 and now[0] != "a" and events.matching("+switch-master", since):
             return now[0]
         time.sleep(0.05)
@@ -114,7 +110,7 @@ def _summary(out: Timeline, lab: Lab, cluster: RedisLab, writer: Writer, events:
     print()
     out.say("summary")
     print(f"  new master: {new} ({lab.hosts[new].ip}); VIP holders now: "
-          f"{', '.join(holders(lab, cluster.nodes))}")
+          f"{', '.join(cluster.holders())}")
     print(f"  client's neighbour entry for {VIP}: {mac} "
           f"({'node ' + new if mac == lab.hosts[new].mac else 'not the new master!'})")
     if switch and bound:

@@ -32,7 +32,6 @@ class Recorder:
         self.cluster = cluster
         self.lab = cluster.lab
         self.vip = cluster.cluster.vip.split("/")[0]
-        self.vip_cidr = cluster.cluster.vip
         self.nodes = list(nodes or cluster.nodes)
         self.t0 = time.monotonic()
         self.marks: list[Moment] = []
@@ -59,9 +58,6 @@ class Recorder:
         now = time.monotonic()
         self.marks.append(Moment(now, what))
         return now
-
-    def holders(self) -> list[str]:
-        return [n for n in self.nodes if self.lab.has_address(n, self.vip_cidr)]
 
     # --- the moments that matter --------------------------------------------------------
     def first_event(self, channel: str, after: float) -> float | None:
