@@ -261,7 +261,15 @@ def _execute(action: Action, vip: VipConfig, host: NetlinkHost, link: Link | Non
         if ctx.reset_connections:
             reset_connections(vip.ip)
         ctx.announcer.stop(vip)
-        return host.remove(vip, link)
+        removed = host.remove(vip, link)
+        if ctx.reset_connections:
+            # A client that reconnected between that reset and the removal holds a
+            # socket that outlives the address (an established socket keeps its
+            # cached route): this host would go on acknowledging its writes after
+            # letting go, the very writes a fence is meant to stop. Destroy it too
+            # (no RST can leave now; the client times out instead).
+            reset_connections(vip.ip)
+        return removed
     link = usable(link, vip.interface)
     added = action.verb is Verb.ACQUIRE and host.add(vip, link)
     ctx.announcer.start(vip, link)

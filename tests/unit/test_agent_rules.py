@@ -286,3 +286,33 @@ def test_a_graceful_release_counts_an_announcement_made_just_before_the_event(cf
         apply._await_new_holder(vip, ctx)
     assert asked == [(vip.ip, 100.0 - apply.RECENT_CLAIM, 1.0)]
     assert "02:00:00:00:00:02 announced itself 800.0 ms before the event" in caplog.text
+
+
+def test_a_release_resets_connections_before_and_after_removing_the_vip(cfg, monkeypatch):
+    """A client reconnecting between the first reset and the removal must not keep
+    a socket on a host that has let go (seen in the partial-partition drill: a
+    fenced host acknowledged writes after its fence)."""
+    from vipfloat import apply
+    from vipfloat.decide import Action
+    from vipfloat.netlink import Link
+
+    vip = cfg.vips[0]
+    calls = []
+    monkeypatch.setattr(apply, "reset_connections", lambda ip: calls.append(("reset", ip)))
+
+    class Host:
+        def remove(self, v, link):
+            calls.append(("remove", v.ip))
+            return True
+
+    class Announcer:
+        def stop(self, v):
+            calls.append(("stop announcing", v.ip))
+
+    ctx = apply.ActContext(announcer=Announcer(), reset_connections=True)
+    action = Action(Verb.RELEASE, vip.master, "fencing")
+    link = Link(index=2, name=vip.interface, mac=bytes(6), up=True)
+    event = apply.Event(role="agent")
+    assert apply._execute(action, vip, Host(), link, ctx, cfg, event) is True
+    assert calls == [("reset", vip.ip), ("stop announcing", vip.ip), ("remove", vip.ip),
+                     ("reset", vip.ip)]
