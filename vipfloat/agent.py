@@ -38,7 +38,7 @@ from .errors import ConfigError, PermanentError, ResolveError, UsageError, Vipfl
 from .health import LocalRedis
 from .lock import ensure_state_dir
 from .metrics import Metrics
-from .netlink import NetlinkHost
+from .netlink import KernelCache, NetlinkHost
 from .netwatch import NetWatcher
 from .sdnotify import notify
 from .sentinel import Poller, SentinelAnswer
@@ -145,7 +145,7 @@ class VipActor:
                       (time.monotonic() - request.since) * 1000)
         try:
             if self._host is None:
-                self._host = NetlinkHost()
+                self._host = NetlinkHost(cache=agent.kernel)
             claim, quorum, belief = agent.claim_for(vip)
             if request.kind == "release":
                 claim = Claim(source="vipfloat watch stopping", order=Verb.RELEASE)
@@ -156,6 +156,9 @@ class VipActor:
                 release_wait=agent.config.agent.release_wait,
                 reset_connections=agent.config.agent.reset_connections,
                 retry_timeout=0.0 if request.kind == "periodic" else 1.0,
+                # Events and the hook read the cache (the hot path); the timer reads
+                # the kernel, so nothing the cache got wrong outlives a tick.
+                fresh=request.kind == "periodic",
                 post_scripts=self.scripts.put)
             outcome = run(agent.config, vip, claim, request.event, ctx)
             action = outcome.action
@@ -276,6 +279,7 @@ class Agent:
         self.announcer = ThreadAnnouncer(on_round=lambda vip: self.metrics.announcements.labels(
             vip.master).inc())
         self.local_redis = LocalRedis(config.redis)
+        self.kernel = KernelCache()             # fed by self.netwatch, read by the actors
         self._lock = threading.Lock()
         self._beliefs: dict[str, Belief] = {}
         self._down_after: dict[str, float] = {}
@@ -483,10 +487,12 @@ class Agent:
                              on_contact=self.on_contact)
             self.subscribers.append(sub)
             sub.start()
+        # A VIP removed behind our back, or a link that bounced: reconcile now. Started
+        # before the actors, whose first read seeds the cache this keeps current.
+        self.netwatch = NetWatcher({str(v.ip) for v in cfg.vips}, self.reconcile_all,
+                                   listener=self.kernel)
         for actor in self.actors.values():
             actor.start()
-        # A VIP removed behind our back, or a link that bounced: reconcile now.
-        self.netwatch = NetWatcher({str(v.ip) for v in cfg.vips}, self.reconcile_all)
 
     def stop(self, release: bool = False) -> None:
         t0 = time.monotonic()

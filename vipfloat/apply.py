@@ -185,12 +185,14 @@ class ActContext:
     release_wait: float = 0.0
     reset_connections: bool = False
     retry_timeout: float | None = None         # None: config.agent.retry_timeout
+    fresh: bool = True                         # False: the host's KernelCache may answer
     post_scripts: Callable[[Callable[[], object]], None] = lambda job: job()
 
 
-def gather(host: NetlinkHost, vip: VipConfig, claim: Claim) -> tuple[Snapshot, Link | None]:
-    rows = host.addresses()
-    link = host.link(vip.interface)
+def gather(host: NetlinkHost, vip: VipConfig, claim: Claim,
+           fresh: bool = True) -> tuple[Snapshot, Link | None]:
+    rows = host.addresses(fresh)
+    link = host.link(vip.interface, fresh)
     binding, detail = binding_of(rows, link.index if link else None, vip)
     view = VipView(master=vip.master, claim=claim, binding=binding, binding_detail=detail)
     return Snapshot(frozenset(r.ip for r in rows), (view,)), link
@@ -209,7 +211,7 @@ def run(config: Config, vip: VipConfig, claim: Claim, event: Event,
                 nonlocal action
                 host = ctx.host or NetlinkHost()
                 try:
-                    snapshot, link = gather(host, vip, claim)
+                    snapshot, link = gather(host, vip, claim, ctx.fresh)
                     if ctx.enrich is not None:
                         snapshot = ctx.enrich(snapshot)
                     action = decide(snapshot, config)[0]

@@ -13,14 +13,18 @@ import errno
 import ipaddress
 import logging
 import os
+import threading
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from ._pyroute2 import IPRoute, NetlinkError
 
 from .config import IPAddress, VipConfig
 from .decide import Binding
 from .errors import InterfaceError, NetlinkOperationError
+
+if TYPE_CHECKING:
+    from .netwatch import AddrChange
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +72,87 @@ def binding_of(rows: Iterable[AddrRow], index: int | None, vip: VipConfig) -> tu
     return Binding.ABSENT, ""
 
 
-class NetlinkHost:
-    """One rtnetlink socket, in this process's namespace or in ``netns`` (tests)."""
+class KernelCache:
+    """This host's addresses and links as netlink last told us.
 
-    def __init__(self, netns: str | None = None) -> None:
+    A dump seeds it, the agent's :class:`vipfloat.netwatch.NetWatcher` applies
+    every change the kernel multicasts, and each add or remove of ours is applied
+    as it returns. The failover's hot path then reads no kernel table: an address
+    dump and a link lookup through pyroute2 cost 2-3 ms on a busy 2-core host,
+    half the agent's share of the hook's hand-over. Timer reconciles read the
+    kernel afresh (and re-seed), so a view gone wrong despite all this lasts one
+    tick at most. Shared by the agent's actors: every method takes the lock.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rows: set[AddrRow] | None = None      # None: unknown, dump first
+        self._links: dict[str, Link] = {}
+        # Bumped by every change applied. A dump that a change overlapped may or may
+        # not include it, and the change's notification is already consumed: such a
+        # dump is not kept (see seed_*).
+        self._generation = 0
+
+    def generation(self) -> int:
+        with self._lock:
+            return self._generation
+
+    def addresses(self) -> tuple[AddrRow, ...] | None:
+        with self._lock:
+            return None if self._rows is None else tuple(self._rows)
+
+    def seed_addresses(self, rows: Iterable[AddrRow], generation: int) -> None:
+        with self._lock:
+            if generation == self._generation:
+                self._rows = set(rows)
+
+    def link(self, ifname: str) -> Link | None:
+        with self._lock:
+            return self._links.get(ifname)
+
+    def seed_link(self, link: Link, generation: int) -> None:
+        with self._lock:
+            if generation == self._generation:
+                self._links[link.name] = link
+
+    def applied(self, added: bool, row: AddrRow) -> None:
+        """Our own add (or remove) succeeded: the kernel has (or lacks) ``row`` now."""
+        with self._lock:
+            self._generation += 1
+            if self._rows is not None:
+                (self._rows.add if added else self._rows.discard)(row)
+
+    # --- what the NetWatcher tells us (vipfloat.netwatch.Listener) ---------------------
+    def address_changed(self, change: AddrChange) -> None:
+        try:
+            row = AddrRow(change.index, ipaddress.ip_address(change.address), change.prefixlen)
+        except ValueError:
+            self.forget()
+            return
+        self.applied(change.added, row)
+
+    def links_changed(self) -> None:
+        # Rare (up/down, rename, MAC change): look the interface up again next time.
+        with self._lock:
+            self._generation += 1
+            self._links.clear()
+
+    def forget(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._rows = None
+            self._links.clear()
+
+
+class NetlinkHost:
+    """One rtnetlink socket, in this process's namespace or in ``netns`` (tests).
+
+    With a :class:`KernelCache` (the agent's), reads are answered from it unless
+    ``fresh`` is asked for, and every change made here is applied to it."""
+
+    def __init__(self, netns: str | None = None, cache: KernelCache | None = None) -> None:
         self._ipr = IPRoute(netns=netns) if netns else IPRoute()
+        self.cache = cache
 
     def __enter__(self) -> NetlinkHost:
         return self
@@ -83,18 +163,33 @@ class NetlinkHost:
     def close(self) -> None:
         self._ipr.close()
 
-    def addresses(self) -> tuple[AddrRow, ...]:
+    def addresses(self, fresh: bool = False) -> tuple[AddrRow, ...]:
+        cache = self.cache
+        if cache is not None and not fresh:
+            cached = cache.addresses()
+            if cached is not None:
+                return cached
+        generation = cache.generation() if cache is not None else 0
         rows = []
         for msg in self._ipr.get_addr():
             try:
-                ip = ipaddress.ip_address(msg.get("IFA_ADDRESS"))
+                # IFA_LOCAL first: on a point-to-point link IFA_ADDRESS is the peer's.
+                ip = ipaddress.ip_address(msg.get("IFA_LOCAL") or msg.get("IFA_ADDRESS"))
             except ValueError:
                 continue
             rows.append(AddrRow(index=msg["index"], ip=ip, prefixlen=msg["prefixlen"]))
+        if cache is not None:
+            cache.seed_addresses(rows, generation)
         return tuple(rows)
 
-    def link(self, ifname: str) -> Link | None:
+    def link(self, ifname: str, fresh: bool = False) -> Link | None:
         """The interface, or None when it does not exist (one RTM_GETLINK by name)."""
+        cache = self.cache
+        if cache is not None and not fresh:
+            cached = cache.link(ifname)
+            if cached is not None:
+                return cached
+        generation = cache.generation() if cache is not None else 0
         try:
             msg = self._ipr.link("get", ifname=ifname)[0]
         except NetlinkError as exc:
@@ -102,7 +197,10 @@ class NetlinkHost:
                 return None
             raise _netlink_error(f"looking up {ifname}", exc) from None
         mac = bytes.fromhex((msg.get("IFLA_ADDRESS") or "00:00:00:00:00:00").replace(":", ""))
-        return Link(index=msg["index"], name=ifname, mac=mac, up=bool(msg["flags"] & IFF_UP))
+        link = Link(index=msg["index"], name=ifname, mac=mac, up=bool(msg["flags"] & IFF_UP))
+        if cache is not None:
+            cache.seed_link(link, generation)
+        return link
 
     def usable_link(self, ifname: str) -> Link:
         """The interface for acquiring: it must exist and be up."""
@@ -116,8 +214,13 @@ class NetlinkHost:
                            prefixlen=vip.address.network.prefixlen, flags=flags)
         except NetlinkError as exc:
             if exc.code == errno.EEXIST:
+                # There already, perhaps with another prefix (IPv6 keys on the
+                # address alone): the cache was wrong about it, so drop it.
+                if self.cache is not None:
+                    self.cache.forget()
                 return False
             raise _netlink_error(f"adding {vip.address} to {link.name}", exc) from None
+        self._applied(True, vip, link)
         return True
 
     def remove(self, vip: VipConfig, link: Link) -> bool:
@@ -127,9 +230,15 @@ class NetlinkHost:
                            prefixlen=vip.address.network.prefixlen)
         except NetlinkError as exc:
             if exc.code in (errno.EADDRNOTAVAIL, errno.ENODEV):
+                self._applied(False, vip, link)
                 return False
             raise _netlink_error(f"removing {vip.address} from {link.name}", exc) from None
+        self._applied(False, vip, link)
         return True
+
+    def _applied(self, added: bool, vip: VipConfig, link: Link) -> None:
+        if self.cache is not None:
+            self.cache.applied(added, AddrRow(link.index, vip.ip, vip.address.network.prefixlen))
 
 
 def _netlink_error(what: str, exc: NetlinkError) -> NetlinkOperationError:

@@ -1,9 +1,11 @@
 """Watching this host's addresses and links through netlink multicast.
 
 The kernel tells every listener when an address is added or removed and when a
-link changes state. The agent listens so that a VIP lost to an interface bounce
-(ifdown/ifup flushes addresses; IPv6 ones go with the link) is bound again at
-once instead of at the next timer tick. The lab's observers use the same parser.
+link changes state. The agent listens for two reasons: a VIP lost to an
+interface bounce (ifdown/ifup flushes addresses; IPv6 ones go with the link) is
+bound again at once instead of at the next timer tick, and the agent's view of
+addresses and links (:class:`vipfloat.netlink.KernelCache`) stays current without
+a dump on the failover's hot path. The lab's observers use the same parser.
 Standard library only: one datagram socket, no pyroute2 dump.
 """
 
@@ -15,7 +17,7 @@ import select
 import socket
 import struct
 import threading
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +40,23 @@ def _messages(data: bytes) -> Iterator[tuple[int, int, int]]:
         offset += (length + 3) & ~3
 
 
-def parse_addr_messages(data: bytes) -> list[tuple[bool, str]]:
-    """Pure: (added?, address) for each RTM_NEWADDR/RTM_DELADDR in a netlink datagram."""
+class AddrChange(NamedTuple):
+    added: bool
+    address: str
+    index: int        # the interface
+    prefixlen: int
+
+
+def parse_addr_messages(data: bytes) -> list[AddrChange]:
+    """Pure: each RTM_NEWADDR/RTM_DELADDR in a netlink datagram. The address is
+    IFA_LOCAL when present (on a point-to-point link IFA_ADDRESS is the peer's),
+    as :meth:`vipfloat.netlink.NetlinkHost.addresses` reads a dump."""
     out = []
     for kind, offset, length in _messages(data):
-        if kind not in (RTM_NEWADDR, RTM_DELADDR):
+        if kind not in (RTM_NEWADDR, RTM_DELADDR) or offset + 24 > len(data):
             continue
-        family = data[offset + 16]
+        # struct ifaddrmsg: family, prefixlen, flags, scope (u8 each), index (u32)
+        family, prefixlen, _, _, index = struct.unpack_from("=BBBBI", data, offset + 16)
         attrs, end = offset + 16 + 8, offset + length
         found: dict[int, bytes] = {}
         while attrs + 4 <= end:
@@ -55,7 +67,8 @@ def parse_addr_messages(data: bytes) -> list[tuple[bool, str]]:
             attrs += (alen + 3) & ~3
         raw = found.get(IFA_LOCAL) or found.get(IFA_ADDRESS)
         if raw and family in (socket.AF_INET, socket.AF_INET6):
-            out.append((kind == RTM_NEWADDR, str(ipaddress.ip_address(raw))))
+            out.append(AddrChange(kind == RTM_NEWADDR, str(ipaddress.ip_address(raw)), index,
+                                  prefixlen))
     return out
 
 
@@ -64,13 +77,23 @@ def link_changed(data: bytes) -> bool:
     return any(kind in (RTM_NEWLINK, RTM_DELLINK) for kind, _, _ in _messages(data))
 
 
+class Listener(Protocol):
+    """What the watcher tells a cache of the kernel's tables, as it happens."""
+
+    def address_changed(self, change: AddrChange) -> None: ...
+    def links_changed(self) -> None: ...
+    def forget(self) -> None: ...          # messages were dropped: trust nothing cached
+
+
 class NetWatcher:
     """Calls ``on_change()`` (from its own thread) when a watched address is added
-    or removed or any link changes state."""
+    or removed or any link changes state, and feeds every change to ``listener``."""
 
-    def __init__(self, addresses: set[str], on_change: Callable[[], None]) -> None:
+    def __init__(self, addresses: set[str], on_change: Callable[[], None],
+                 listener: Listener | None = None) -> None:
         self.addresses = addresses
         self.on_change = on_change
+        self.listener = listener
         self._stop = threading.Event()
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
         self._sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
@@ -86,10 +109,18 @@ class NetWatcher:
                 data = self._sock.recv(65535)
             except OSError as exc:  # ENOBUFS after a burst: we missed some, so look
                 log.debug("netlink monitor: %s", exc)
+                if self.listener is not None:
+                    self.listener.forget()
                 self.on_change()
                 continue
-            if link_changed(data) or any(addr in self.addresses
-                                         for _, addr in parse_addr_messages(data)):
+            changes = parse_addr_messages(data)
+            links = link_changed(data)
+            if self.listener is not None:
+                for change in changes:
+                    self.listener.address_changed(change)
+                if links:
+                    self.listener.links_changed()
+            if links or any(change.address in self.addresses for change in changes):
                 self.on_change()
 
     def close(self) -> None:

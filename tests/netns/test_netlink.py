@@ -63,3 +63,44 @@ def test_missing_and_down_interfaces(lab, cfg):
         lab.run("a", "ip", "link", "set", "eth1", "down", check=True)
         with pytest.raises(InterfaceError, match="eth1 is down"):
             host.usable_link("eth1")
+
+
+def test_netwatch_keeps_the_agents_cache_current(lab, cfg):
+    """What `ip` does behind the agent's back reaches its cache through netlink,
+    without a dump: the hot path's view follows the kernel."""
+    import time
+
+    from vipfloat.netlink import KernelCache
+    from vipfloat.netwatch import NetWatcher
+
+    def soon(predicate) -> bool:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.01)
+        return False
+
+    kernel = KernelCache()
+    wakes: list[float] = []
+    with lab.inside("a"):
+        watcher = NetWatcher({VIP4}, lambda: wakes.append(time.monotonic()), listener=kernel)
+    try:
+        with NetlinkHost(netns=lab.hosts["a"].netns, cache=kernel) as host:
+            vip = cfg.vips[0]
+            link = host.link("eth1")
+            host.addresses()                                  # seeds the cache
+            host._ipr.get_addr = None                         # from here on, no dump may run
+
+            lab.run("a", "ip", "addr", "add", f"{VIP4}/24", "dev", "eth1", check=True)
+            assert soon(lambda: binding_of(host.addresses(), link.index, vip)[0]
+                        is Binding.PRESENT)
+            assert wakes                                      # and the agent was woken
+            lab.run("a", "ip", "addr", "del", f"{VIP4}/24", "dev", "eth1", check=True)
+            assert soon(lambda: binding_of(host.addresses(), link.index, vip)[0]
+                        is Binding.ABSENT)
+
+            lab.run("a", "ip", "link", "set", "eth1", "down", check=True)
+            assert soon(lambda: not host.link("eth1").up)
+    finally:
+        watcher.close()

@@ -4,14 +4,14 @@ from __future__ import annotations
 import socket
 import struct
 
-from vipfloat.netwatch import (IFA_LOCAL, RTM_DELADDR, RTM_NEWADDR, RTM_NEWLINK,
+from vipfloat.netwatch import (IFA_LOCAL, RTM_DELADDR, RTM_NEWADDR, RTM_NEWLINK, AddrChange,
                                link_changed, parse_addr_messages)
 
 
-def addr_msg(kind: int, family: int, raw: bytes) -> bytes:
+def addr_msg(kind: int, family: int, raw: bytes, prefixlen: int = 24, index: int = 2) -> bytes:
     attr = struct.pack("=HH", 4 + len(raw), IFA_LOCAL) + raw
     attr += b"\0" * (-len(attr) % 4)
-    ifaddrmsg = struct.pack("=BBBBI", family, 24, 0, 0, 2)
+    ifaddrmsg = struct.pack("=BBBBI", family, prefixlen, 0, 0, index)
     body = ifaddrmsg + attr
     return struct.pack("=IHHII", 16 + len(body), kind, 0, 0, 0) + body
 
@@ -24,8 +24,9 @@ def link_msg() -> bytes:
 def test_addresses_added_and_removed_in_one_datagram():
     data = (addr_msg(RTM_NEWADDR, socket.AF_INET, socket.inet_aton("198.51.100.250"))
             + addr_msg(RTM_DELADDR, socket.AF_INET6,
-                       socket.inet_pton(socket.AF_INET6, "2001:db8:100::250")))
-    assert parse_addr_messages(data) == [(True, "198.51.100.250"), (False, "2001:db8:100::250")]
+                       socket.inet_pton(socket.AF_INET6, "2001:db8:100::250"), 64, 7))
+    assert parse_addr_messages(data) == [AddrChange(True, "198.51.100.250", 2, 24),
+                                         AddrChange(False, "2001:db8:100::250", 7, 64)]
     assert not link_changed(data)
 
 

@@ -61,8 +61,9 @@ class AddrEvents:
                 data = sock.recv(65535)
                 now = time.monotonic()
                 with self._lock:
-                    for added, address in parse_addr_messages(data):
-                        self.events.append(AddrEvent(now, self._socks[sock], added, address))
+                    for change in parse_addr_messages(data):
+                        self.events.append(AddrEvent(now, self._socks[sock], change.added,
+                                                     change.address))
 
     def matching(self, address: str, added: bool | None = None, after: float = 0.0,
                  host: str | None = None) -> list[AddrEvent]:

@@ -32,9 +32,9 @@ def watch_addresses(node: str, vip: str, until: float) -> None:
     while time.time() < until:
         ready, _, _ = select.select([sock], [], [], 0.2)
         if ready:
-            for added, address in parse_addr_messages(sock.recv(65535)):
-                if address == vip:
-                    say(node, f"VIP {'bound' if added else 'removed'} here")
+            for change in parse_addr_messages(sock.recv(65535)):
+                if change.address == vip:
+                    say(node, f"VIP {'bound' if change.added else 'removed'} here")
 
 
 def watch_sentinel(node: str, port: int, until: float) -> None:
