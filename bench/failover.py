@@ -75,8 +75,10 @@ def one_round(cluster: RedisLab, drill: str, vip: bool, addrs: AddrEvents,
     switch = min((e.t for e in events.matching("+switch-master", t0)), default=None)
     bound = (min((e.t for e in addrs.matching(VIP, added=True, after=t0, host=new)),
                  default=None) if vip else None)
+    read_at = time.monotonic()
     landed = landed_on(cluster, new)
-    writes = [w for w in writer.snapshot() if w.t >= t0 - 0.5]
+    # Acknowledged after LRANGE was sent: maybe not in its answer, yet not lost.
+    writes = [w for w in writer.snapshot() if w.t >= t0 - 0.5 and w.done < read_at]
     # The first write sent after the promotion that the new master really has is
     # when clients got through again (before it, writes that replicate from the
     # old master also land); acknowledged ones it lacks are lost.

@@ -136,6 +136,7 @@ def test_partial_partition_then_heal(agents):
                      "a's Sentinel to learn the new master", timeout=15)
         time.sleep(3)
         late = [e for e in events.matching(VIP, added=True, after=healed) if e.host == "a"]
+        read_at = time.monotonic()
         landed = set(cluster.redis(new, "LRANGE", "vipfloat:log", "0", "-1").split())
     finally:
         writer.close()
@@ -144,10 +145,18 @@ def test_partial_partition_then_heal(agents):
     # Acknowledged writes lost: a took them while cut off from the replicas, and
     # they vanished when a rejoined as a replica. Only while a still held the VIP:
     # once fenced, no client write reaches it.
-    lost = [w for w in writer.snapshot() if w.ok and str(w.value) not in landed]
+    # (A write acknowledged after LRANGE was sent may be missing from its answer
+    # without being lost: only those before count.)
+    lost = [w for w in writer.snapshot()
+            if w.ok and w.done < read_at and str(w.value) not in landed]
     fenced = events.matching(VIP, added=False, after=cut, host="a")
     assert fenced, "a never released the VIP"
-    assert all(w.t <= fenced[0].t + 0.05 for w in lost), (fenced[0].t - cut, lost[-1])
+    late_acks = [w for w in lost if w.t > fenced[0].t + 0.05]
+    assert not late_acks, (
+        f"fenced {fenced[0].t - cut:.3f} s after the cut; acknowledged by a afterwards "
+        "(s after the fence, value): "
+        f"{[(round(w.t - fenced[0].t, 3), w.value) for w in late_acks]}; writes around "
+        f"the fence: {[(round(w.t - fenced[0].t, 3), w.ok, w.error) for w in writer.snapshot() if abs(w.t - fenced[0].t) < 0.6]}")
     print(f"\n  partial partition: a fenced {fenced[0].t - cut:.2f} s after the cut; "
           f"{len(lost)} acknowledged writes lost, all sent before that")
     grace = cluster.cluster.down_after_ms / 1000
