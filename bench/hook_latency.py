@@ -92,6 +92,10 @@ class Agent:
                        env={**os.environ, **self.env}, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, timeout=30)
         self.cluster.wait(lambda: not lab_has_vip(self.cluster.lab), "the agent to release")
+        # The release goes on after the address is gone (a second connection reset,
+        # the action scripts): let it finish, as the other scripts' rounds let the
+        # lab settle. A real failover's new master has no release of its own running.
+        time.sleep(0.2)
 
     def freeze(self) -> None:
         self.proc.send_signal(signal.SIGSTOP)
