@@ -58,6 +58,11 @@ install -m 0640 -g vipfloat /etc/vipfloat/vipfloat.toml.new /etc/vipfloat/vipflo
 rm -f /etc/vipfloat/vipfloat.toml.new
 vipfloat check-config
 
+# Installing the packages started Redis and a Sentinel watching 127.0.0.1 (Debian's
+# defaults). Stop them before writing their files: a running Sentinel rewrites its
+# file whenever it learns something (a peer, once our Redis comes up), and on the
+# first real run it put Debian's `monitor 127.0.0.1` back over ours on one node.
+systemctl stop redis-sentinel redis-server
 gen redis > /etc/redis/redis.conf
 # Sentinel rewrites its own file (known peers, epochs): it must own it.
 gen sentinel > /etc/redis/sentinel.conf
