@@ -61,6 +61,27 @@ def test_release_only_scripts_do_nothing_on_acquire(script):
     assert (result.returncode, result.stdout) == (0, "")
 
 
+@pytest.mark.parametrize("says, code, status, out", [
+    ("Could not connect to Redis at 127.0.0.1:6379: Connection refused", 1, 0,
+     "no Redis on port 6379: no clients to disconnect"),
+    ("NOAUTH Authentication required.", 1, 1, "redis-cli failed: NOAUTH Authentication required."),
+    ("2", 0, 0, "disconnected 2 client(s) connected through 198.51.100.250:6379"),
+])
+def test_client_kill_script_before_release(tmp_path, says, code, status, out):
+    """A dead local Redis (the master killed: the usual failover) has no clients
+    left to disconnect; any other redis-cli failure is reported."""
+    fake = tmp_path / "redis-cli"
+    fake.write_text(f"#!/bin/sh\necho \"$*\" > {tmp_path}/args\necho '{says}'\nexit {code}\n")
+    fake.chmod(0o755)
+    result = subprocess.run([str(REPO / "hooks" / "pre-release.d" / "20-redis-kill-vip-clients")],
+                            capture_output=True, text=True,
+                            env={"VIPFLOAT_EVENT": "pre-release", "VIPFLOAT_VIP": "198.51.100.250",
+                                 "PATH": f"{tmp_path}:/usr/bin:/bin"})
+    assert (result.returncode, result.stdout.strip()) == (status, out)
+    assert (tmp_path / "args").read_text().split() == [
+        "-p", "6379", "CLIENT", "KILL", "LADDR", "198.51.100.250:6379", "SKIPME", "yes"]
+
+
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")
 def test_agent_unit_verifies(tmp_path):
     import sys
