@@ -87,9 +87,10 @@ def test_hook_module_does_not_import_heavy_libraries():
     import sys
     # ... nor, before it knows whether an agent will take the job, for parsing the
     # config or setting up logging.
-    code = ("import sys, vipfloat.hook; "
+    # The hand-over (agent_client) does without typing and dataclasses too.
+    code = ("import sys, vipfloat.hook, vipfloat.agent_client; "
             "print(sorted(m for m in ('typer', 'redis', 'scapy', 'pyroute2', 'tenacity', "
-            "'tomllib', 'logging') if m in sys.modules))")
+            "'tomllib', 'logging', 'typing', 'dataclasses') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
