@@ -124,12 +124,9 @@ class KernelCache:
 
     # --- what the NetWatcher tells us (vipfloat.netwatch.Listener) ---------------------
     def address_changed(self, change: AddrChange) -> None:
-        try:
-            row = AddrRow(change.index, ipaddress.ip_address(change.address), change.prefixlen)
-        except ValueError:
-            self.forget()
-            return
-        self.applied(change.added, row)
+        # change.address was written by ipaddress from the kernel's bytes: it parses.
+        self.applied(change.added, AddrRow(change.index, ipaddress.ip_address(change.address),
+                                           change.prefixlen))
 
     def links_changed(self) -> None:
         # Rare (up/down, rename, MAC change): look the interface up again next time.
