@@ -12,11 +12,20 @@
  *
  * Whenever it cannot get a verdict it execs the Python vipfloat-hook with the same
  * arguments, which reads the config and acts itself (the direct path):
- *   - nobody listens on the socket (no agent): plain exec, so the Python hook
- *     also tries the socket the config names, if that is another one;
- *   - the agent took the request but gave no usable answer: exec with
- *     VIPFLOAT_DIRECT=1, so the Python hook does not wait for it a second time
- *     (Sentinel kills a script after 60 s);
+ *   - nobody listens on the socket (no agent), or the listener did not take the
+ *     connection within 500 ms (the Python hook's own connect timeout): plain
+ *     exec, so the Python hook also tries the socket the config names, if that
+ *     is another one. The socket is non-blocking because a blocking connect()
+ *     to a listener whose queue is full (an agent stuck, or not yet accepting)
+ *     waits until it accepts, maybe never, and Sentinel kills the script at
+ *     60 s, before any fall-back; a full AF_UNIX queue answers EAGAIN at once, so it retries
+ *     after short pauses until the 500 ms are up. An agent that accepts at once
+ *     costs no extra system call;
+ *   - the agent took the request but gave no usable answer within 30 s of the
+ *     start (sending, and reading an answer that is too long or trickles in,
+ *     all count against that one deadline): exec with VIPFLOAT_DIRECT=1, so the
+ *     Python hook does not wait for it a second time (Sentinel kills a script
+ *     after 60 s);
  *   - --config or an argument count other than 7: the Python hook parses the
  *     config or reports the usage error (exit 2).
  *
@@ -47,6 +56,8 @@
 /* The agent answers within its hook_timeout (default 20 s); past this we act
  * directly, still far inside Sentinel's 60 s kill. */
 #define ANSWER_TIMEOUT_MS 30000
+/* As long as the Python hook waits to connect (agent_client's connect_timeout). */
+#define CONNECT_TIMEOUT_MS 500
 #define REQUEST_MAX 8192
 #define REPLY_MAX 16384
 
@@ -56,6 +67,41 @@ static double now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
+}
+
+/* Wait until fd is ready for events or the deadline (now_ms) passes: NULL when
+ * ready, else what went wrong. */
+static const char *wait_for(int fd, short events, double deadline) {
+    for (;;) {
+        double left = deadline - now_ms();
+        struct pollfd pfd = {.fd = fd, .events = events};
+        int ready = left > 0 ? poll(&pfd, 1, (int)left + 1) : 0;
+        if (ready > 0) return NULL;
+        if (ready == 0) return events == POLLIN ? "no answer in time" : "could not send in time";
+        if (errno != EINTR) return strerror(errno);
+    }
+}
+
+/* Connect the non-blocking fd by the deadline; 0 if connected, else -1.
+ * An AF_UNIX listener whose queue is full answers EAGAIN at once (a blocking
+ * connect would wait for an accept that may never come, past Sentinel's kill):
+ * try again after short, growing pauses. */
+static int connect_within(int fd, const struct sockaddr_un *addr, double deadline) {
+    for (int pause_ms = 1;; pause_ms = pause_ms < 32 ? pause_ms * 2 : 50) {
+        if (connect(fd, (const struct sockaddr *)addr, sizeof *addr) == 0) return 0;
+        if (errno == EINPROGRESS) /* not seen on AF_UNIX, but allowed */
+            break;
+        if (errno != EAGAIN && errno != EINTR) return -1;
+        double left = deadline - now_ms();
+        if (left <= 0) return -1;
+        poll(NULL, 0, left < pause_ms ? (int)left + 1 : pause_ms);
+    }
+    int error = 0;
+    socklen_t size = sizeof error;
+    if (wait_for(fd, POLLOUT, deadline) || getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &size) != 0
+        || error != 0)
+        return -1;
+    return 0;
 }
 
 /* The Python hook, with the same arguments. Only returns if exec failed. */
@@ -169,8 +215,10 @@ int main(int argc, char **argv) {
     memcpy(request + len, "]}\n", 3);
     len += 3;
 
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+    /* Non-blocking from the start (no extra system call): an agent that
+     * accepts at once costs nothing more than a blocking socket would. */
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0 || connect_within(fd, &addr, started + CONNECT_TIMEOUT_MS) != 0) {
         if (fd >= 0) close(fd);
         return fall_back(argv, 0); /* no agent: act directly */
     }
@@ -178,20 +226,18 @@ int main(int argc, char **argv) {
     char reply[REPLY_MAX];
     size_t got = 0;
     const char *trouble = NULL;
+    double deadline = started + ANSWER_TIMEOUT_MS;
     for (size_t sent = 0; sent < len && !trouble;) {
         ssize_t n = send(fd, request + sent, len - sent, MSG_NOSIGNAL);
-        if (n < 0 && errno != EINTR) trouble = strerror(errno);
-        else if (n > 0) sent += (size_t)n;
+        if (n > 0) sent += (size_t)n;
+        else if (errno == EAGAIN) trouble = wait_for(fd, POLLOUT, deadline);
+        else if (errno != EINTR) trouble = strerror(errno);
     }
     while (!trouble && (got == 0 || reply[got - 1] != '\n')) {
-        double left = ANSWER_TIMEOUT_MS - (now_ms() - started);
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        int ready = left > 0 ? poll(&pfd, 1, (int)left) : 0;
-        if (ready < 0 && errno == EINTR) continue;
-        if (ready <= 0) { trouble = ready == 0 ? "no answer in time" : strerror(errno); break; }
+        if ((trouble = wait_for(fd, POLLIN, deadline))) break;
         if (got + 1 >= sizeof reply) { trouble = "answer too long"; break; }
         ssize_t n = recv(fd, reply + got, sizeof reply - 1 - got, 0);
-        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
         if (n <= 0) { trouble = n == 0 ? "connection closed" : strerror(errno); break; }
         got += (size_t)n;
     }

@@ -68,12 +68,14 @@ class FakeAgent:
         self.sock.close()
 
 
-def run(built, tmp_path: Path, argv: list[str], socket_path: Path) -> tuple[int, str, list[str]]:
+def run(built, tmp_path: Path, argv: list[str], socket_path: Path, timeout: float = 10,
+        **env: str) -> tuple[int, str, list[str]]:
     binary, _ = built
     record = tmp_path / "fallback.txt"
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "VIPFLOAT_SOCKET": str(socket_path),
-           "FALLBACK_RECORD": str(record)}
-    r = subprocess.run([str(binary), *argv], env=env, capture_output=True, text=True, timeout=10)
+    env.update(PATH=os.environ.get("PATH", "/usr/bin:/bin"), VIPFLOAT_SOCKET=str(socket_path),
+               FALLBACK_RECORD=str(record))
+    r = subprocess.run([str(binary), *argv], env=env, capture_output=True, text=True,
+                       timeout=timeout)
     fell_back = record.read_text().splitlines() if record.exists() else []
     return r.returncode, r.stderr, fell_back
 
@@ -107,6 +109,40 @@ def test_exit_zero_is_logged_as_info(built, tmp_path):
 def test_no_agent_falls_back_to_the_python_hook_with_the_same_arguments(built, tmp_path):
     code, _, fell_back = run(built, tmp_path, ARGS, tmp_path / "nobody.sock")
     # Not DIRECT: the Python hook may still find an agent on the socket its config names.
+    assert (code, fell_back) == (7, ["DIRECT=", *ARGS])
+
+
+@pytest.fixture
+def full_backlog(tmp_path):
+    """A socket that listens but never accepts, its queue full: a blocking
+    connect() to it waits for ever (an agent stuck, or not yet accepting)."""
+    path = tmp_path / "busy.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(0)
+    queued = []
+    try:
+        for _ in range(16):
+            queued.append(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+            queued[-1].setblocking(False)
+            try:
+                queued[-1].connect(str(path))
+            except BlockingIOError:
+                break
+        else:
+            pytest.skip("this kernel never reports the listen queue full")
+        yield path
+    finally:
+        for sock in queued:
+            sock.close()
+        listener.close()
+
+
+def test_a_full_listen_queue_means_no_agent_and_falls_back_in_time(built, tmp_path, full_backlog):
+    # The hook gives up connecting after 500 ms, far inside Sentinel's 60 s kill
+    # (the 5 s timeout only guards against a hang). Not DIRECT: the agent never
+    # took the request.
+    code, _, fell_back = run(built, tmp_path, ARGS, full_backlog, timeout=5)
     assert (code, fell_back) == (7, ["DIRECT=", *ARGS])
 
 
