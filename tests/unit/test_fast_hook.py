@@ -20,27 +20,38 @@ ARGS = ["mymaster", "leader", "start", "198.51.100.12", "6379", "198.51.100.11",
 pytestmark = pytest.mark.skipif(not shutil.which("cc"), reason="needs a C compiler (make deps)")
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> tuple[Path, Path]:
+def build(d: Path, *flags: str) -> tuple[Path, Path]:
     """The fast hook, and the stand-in Python hook it execs: it records its argv
     and VIPFLOAT_DIRECT and exits 7, a code neither side uses."""
-    d = tmp_path_factory.mktemp("fasthook")
     fallback = d / "python-hook"
     fallback.write_text('#!/bin/sh\nprintf "%s\\n" "DIRECT=${VIPFLOAT_DIRECT:-}" "$@" '
                         '> "$FALLBACK_RECORD"\nexit 7\n')
     fallback.chmod(0o755)
     binary = d / "vipfloat-hook-fast"
-    subprocess.run(["cc", "-O2", "-Wall", "-Wextra", "-Werror",
-                    f'-DVIPFLOAT_HOOK="{fallback}"', "-o", str(binary), str(SOURCE)], check=True)
+    subprocess.run(["cc", "-O2", "-Wall", "-Wextra", "-Werror", f'-DVIPFLOAT_HOOK="{fallback}"',
+                    *flags, "-o", str(binary), str(SOURCE)], check=True)
     return binary, fallback
 
 
-class FakeAgent:
-    """Answers each connection with ``reply`` (bytes; None: close without a word)
-    and records the request lines."""
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, Path]:
+    return build(tmp_path_factory.mktemp("fasthook"))
 
-    def __init__(self, path: Path, reply: bytes | None) -> None:
+
+@pytest.fixture(scope="module")
+def built_impatient(tmp_path_factory) -> tuple[Path, Path]:
+    """Built to give the agent 1.5 s for the whole exchange instead of 30 s."""
+    return build(tmp_path_factory.mktemp("fasthook-impatient"), "-DANSWER_TIMEOUT_MS=1500")
+
+
+class FakeAgent:
+    """Answers each connection with ``reply`` (bytes; None: close without a word;
+    a function: called with the connection and an Event set at close) and records
+    the request lines."""
+
+    def __init__(self, path: Path, reply) -> None:
         self.path, self.reply, self.requests = path, reply, []
+        self.closing = threading.Event()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(str(path))
         self.sock.listen(4)
@@ -61,10 +72,16 @@ class FakeAgent:
                         break
                     data += chunk
                 self.requests.append(data)
-                if self.reply is not None:
-                    conn.sendall(self.reply)
+                try:
+                    if callable(self.reply):
+                        self.reply(conn, self.closing)
+                    elif self.reply is not None:
+                        conn.sendall(self.reply)
+                except OSError:
+                    pass  # the hook gave up and closed
 
     def close(self) -> None:
+        self.closing.set()
         self.sock.close()
 
 
@@ -157,6 +174,33 @@ def test_an_agent_that_does_not_answer_well_means_acting_directly(built, tmp_pat
     # DIRECT: the Python hook must not wait for the same agent a second time.
     assert (code, fell_back) == (7, ["DIRECT=1", *ARGS])
     assert "WARNING agent on" in err and "acting directly" in err
+
+
+def drip(conn: socket.socket, closing: threading.Event) -> None:
+    """An answer that never ends: one byte a second, each one in time alone."""
+    while not closing.wait(1.0):
+        conn.sendall(b" ")
+
+
+def flood(conn: socket.socket, closing: threading.Event) -> None:
+    """An answer far past the hook's cap, then silence with the connection open."""
+    conn.sendall(b'{"message": "' + b"x" * 100_000)
+    closing.wait(10)
+
+
+@pytest.mark.parametrize("reply, trouble", [(drip, "no answer in time"),
+                                            (flood, "answer too long")])
+def test_an_answer_that_drips_or_floods_cannot_hold_the_hook_past_its_deadline(
+        built_impatient, tmp_path, reply, trouble):
+    # The deadline is the whole exchange's, not each read's: a byte a second
+    # would otherwise hold the hook until Sentinel kills it. 5 s: a hang guard.
+    agent = FakeAgent(tmp_path / "a.sock", reply)
+    try:
+        code, err, fell_back = run(built_impatient, tmp_path, ARGS, agent.path, timeout=5)
+    finally:
+        agent.close()
+    assert (code, fell_back) == (7, ["DIRECT=1", *ARGS])
+    assert f"did not answer ({trouble})" in err
 
 
 @pytest.mark.parametrize("argv", [["--config", "/etc/vipfloat/other.toml", *ARGS], ARGS[:6],
