@@ -65,6 +65,7 @@ def test_until_deadline_gives_up_and_never_retries_permanent():
 
 def script(directory: Path, name: str, body: str, mode: int = 0o755) -> Path:
     directory.mkdir(exist_ok=True)
+    directory.chmod(0o755)  # a group-writable one (umask 002) would be refused
     path = directory / name
     path.write_text("#!/bin/sh\n" + body + "\n")
     path.chmod(mode)
