@@ -31,12 +31,15 @@
  *
  * Exit codes are the Python hook's: 0 done, 1 transient (Sentinel retries), 2 no
  * retry. One line goes to stderr and, unless stderr is already the journal, to
- * syslog, as the Python hook logs it.
+ * syslog, as the Python hook logs it: every value in it (master, role, socket
+ * path, the agent's message) escaped as vipfloat.logs.fields escapes it, since
+ * whoever can name a master or a role could otherwise forge log lines.
  *
  * Socket: $VIPFLOAT_SOCKET, else /run/vipfloat/agent.sock. The Python hook it
  * falls back to is fixed at build time (-DVIPFLOAT_HOOK=...); see the Makefile.
  */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -167,32 +170,118 @@ static int json_string(char *out, size_t cap, size_t *len, const char *s) {
     return 1;
 }
 
-/* The value of "message" in the agent's JSON answer, made ready to stand
- * between double quotes in a log line as the Python hook writes it: quotes and
- * backslashes escaped, control characters as spaces, \uXXXX outside ASCII as
- * '?'. */
-static void json_message(const char *reply, char *out, size_t cap) {
+/* Four hex digits at p as a number, or -1. */
+static long hex4(const char *p) {
+    long v = 0;
+    for (int i = 0; i < 4; i++) {
+        if (!isxdigit((unsigned char)p[i])) return -1;
+        v = v * 16 + (isdigit((unsigned char)p[i]) ? p[i] - '0' : (p[i] | 0x20) - 'a' + 10);
+    }
+    return v;
+}
+
+/* Code point v as UTF-8 into out (room for 4 bytes); returns its length. */
+static size_t utf8(char *out, long v) {
+    static const unsigned char lead[] = {0, 0, 0xc0, 0xe0, 0xf0};
+    size_t n = v < 0x80 ? 1 : v < 0x800 ? 2 : v < 0x10000 ? 3 : 4;
+    for (size_t i = n - 1; i > 0; i--, v >>= 6) out[i] = (char)(0x80 | (v & 0x3f));
+    out[0] = (char)(lead[n] | v);
+    return n;
+}
+
+/* The value of "message" in the agent's JSON answer, decoded as json.loads
+ * gives it to the Python hook: n bytes into out (any byte, NUL included; cut at
+ * cap), n returned. \uXXXX becomes UTF-8, a surrogate pair one code point, a
+ * lone surrogate '?'. Escaping it for the log is put_value's job. */
+static size_t json_message(const char *reply, char *out, size_t cap) {
     const char *p = strstr(reply, "\"message\"");
     size_t n = 0;
-    out[0] = 0;
-    if (!p || !(p = strchr(p + 9, '"'))) return;
-    for (p++; *p && *p != '"' && n + 3 < cap; p++) {
+    if (!p) return 0;
+    p += 9 + strspn(p + 9, " \t\r\n");
+    if (*p++ != ':') return 0;
+    p += strspn(p, " \t\r\n");
+    if (*p != '"') return 0;
+    for (p++; *p && *p != '"' && n + 4 <= cap; p++) {
         if (*p != '\\') { out[n++] = *p; continue; }
-        p++;
-        switch (*p) {
-        case 'n': case 't': case 'r': out[n++] = ' '; break;
-        case '"': case '\\': out[n++] = '\\'; out[n++] = *p; break;
+        switch (*++p) {
+        case 'b': out[n++] = '\b'; break;
+        case 'f': out[n++] = '\f'; break;
+        case 'n': out[n++] = '\n'; break;
+        case 'r': out[n++] = '\r'; break;
+        case 't': out[n++] = '\t'; break;
         case 'u': {
-            unsigned v = 0;
-            if (sscanf(p + 1, "%4x", &v) == 1 && strlen(p + 1) >= 4) p += 4;
-            out[n++] = v >= 0x20 && v < 0x7f ? (char)v : '?';
+            long v = hex4(p + 1), low = -1;
+            if (v < 0) { out[n++] = '?'; break; }
+            p += 4;
+            if (v >= 0xd800 && v < 0xdc00 && p[1] == '\\' && p[2] == 'u') low = hex4(p + 3);
+            if (low >= 0xdc00 && low < 0xe000) {
+                v = 0x10000 + ((v - 0xd800) << 10) + (low - 0xdc00);
+                p += 6;
+            } else if (v >= 0xd800 && v < 0xe000) {
+                v = '?';
+            }
+            n += utf8(out + n, v);
             break;
         }
         case 0: p--; break;
-        default: out[n++] = *p;
+        default: out[n++] = *p; /* \" \\ \/ */
         }
     }
-    out[n] = 0;
+    return n;
+}
+
+/* A log line being written; what does not fit is cut and marked "...". */
+struct line {
+    char text[8192];
+    size_t len;
+    int cut;
+};
+
+static void put(struct line *l, const char *s, size_t n) {
+    if (l->cut) return;
+    if (l->len + n + 4 > sizeof l->text) { /* room for "..." and the NUL is kept */
+        s = "...", n = 3;
+        l->cut = 1;
+    }
+    memcpy(l->text + l->len, s, n);
+    l->len += n;
+    l->text[l->len] = 0;
+}
+
+static void put_text(struct line *l, const char *s) { put(l, s, strlen(s)); }
+
+/* Python's str.isspace() beyond ASCII, in UTF-8 at s (n bytes left): U+0085,
+ * U+00A0, U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000. */
+static int wide_space(const unsigned char *s, size_t n) {
+    if (n >= 2 && s[0] == 0xc2) return s[1] == 0x85 || s[1] == 0xa0;
+    unsigned long v = n >= 3 ? (unsigned long)s[0] << 16 | s[1] << 8 | s[2] : 0;
+    return v == 0xe19a80 || (v >= 0xe28080 && v <= 0xe2808a) || v == 0xe280a8 || v == 0xe280a9
+        || v == 0xe280af || v == 0xe2819f || v == 0xe38080;
+}
+
+/* One value of a log line (n bytes at value), rendered exactly as the Python
+ * hook's vipfloat.logs.fields renders it, so one grep finds both hooks' lines.
+ * Master, role, socket path and the agent's message are anyone's text: raw, a
+ * newline in one would end the line and forge the next (on stderr and in
+ * syslog), an ESC would drive the terminal of whoever reads the log. So: \ and
+ * " are backslashed, bytes below 0x20 and 0x7f become \xNN, bytes from 0x80
+ * pass as they are (UTF-8 stays readable); then an empty value is "-", and one
+ * holding a space, a quote or other whitespace goes between double quotes. */
+static void put_value(struct line *l, const char *value, size_t n) {
+    const unsigned char *s = (const unsigned char *)value;
+    int quote = 0;
+    char piece[8];
+    if (n == 0) { put(l, "-", 1); return; }
+    for (size_t i = 0; i < n; i++)
+        quote |= s[i] == ' ' || s[i] == '"' || wide_space(s + i, n - i);
+    if (quote) put(l, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\\' || s[i] == '"') snprintf(piece, sizeof piece, "\\%c", s[i]);
+        else if (s[i] < 0x20 || s[i] == 0x7f) snprintf(piece, sizeof piece, "\\x%02x", s[i]);
+        else snprintf(piece, sizeof piece, "%c", s[i]);
+        put_text(l, piece);
+    }
+    if (quote) put(l, "\"", 1);
 }
 
 int main(int argc, char **argv) {
@@ -252,19 +341,28 @@ int main(int argc, char **argv) {
     long code = exit_field ? strtol(exit_field + 7, &end, 10) : -1;
     if (!trouble && (!exit_field || end == exit_field + 7 || code < 0 || code > 255))
         trouble = "answer without an exit code";
+    struct line line = {.len = 0};
     if (trouble) {
-        char line[512];
-        snprintf(line, sizeof line, "agent on %s did not answer (%s): acting directly", path,
-                 trouble);
-        emit(LOG_WARNING, "WARNING", line);
+        put_text(&line, "agent on ");
+        put_value(&line, path, strlen(path));
+        put_text(&line, " did not answer (");
+        put_value(&line, trouble, strlen(trouble));
+        put_text(&line, "): acting directly");
+        emit(LOG_WARNING, "WARNING", line.text);
         return fall_back(argv, 1);
     }
 
-    char message[4096], line[8192];
-    json_message(reply, message, sizeof message);
-    /* The fields and quoting of the Python hook's line, so one grep finds both. */
-    snprintf(line, sizeof line, "master=%s role=%s via=agent exit=%ld reason=\"%s\" duration_ms=%.1f",
-             argv[1], argv[2], code, message, now_ms() - started);
-    emit(code == 0 ? LOG_INFO : LOG_ERR, code == 0 ? "INFO" : "ERROR", line);
+    /* The Python hook's fields, so one grep finds both. */
+    char message[4096], number[64];
+    put_text(&line, "master=");
+    put_value(&line, argv[1], strlen(argv[1]));
+    put_text(&line, " role=");
+    put_value(&line, argv[2], strlen(argv[2]));
+    snprintf(number, sizeof number, " via=agent exit=%ld reason=", code);
+    put_text(&line, number);
+    put_value(&line, message, json_message(reply, message, sizeof message));
+    snprintf(number, sizeof number, " duration_ms=%.1f", now_ms() - started);
+    put_text(&line, number);
+    emit(code == 0 ? LOG_INFO : LOG_ERR, code == 0 ? "INFO" : "ERROR", line.text);
     return (int)code;
 }

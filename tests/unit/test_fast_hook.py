@@ -108,9 +108,10 @@ def test_hands_the_arguments_over_and_passes_the_verdict_on(built, tmp_path):
     assert (code, fell_back) == (2, [])
     (request,) = agent.requests
     assert json.loads(request) == {"op": "hook", "argv": argv}
-    # The Python hook's line: same fields, the reason quoted and escaped.
-    assert err.startswith('vipfloat-hook: ERROR master=my"master\\x role=leader via=agent exit=2 '
-                          'reason="master \\"odd\\\\name\\" has no [[vip]] block" duration_ms=')
+    # The Python hook's line (vipfloat.logs.fields): same fields, same escaping.
+    assert err.startswith('vipfloat-hook: ERROR master="my\\"master\\\\x" role=leader via=agent '
+                          'exit=2 reason="master \\"odd\\\\name\\" has no [[vip]] block" '
+                          'duration_ms=')
 
 
 def test_exit_zero_is_logged_as_info(built, tmp_path):
@@ -120,7 +121,76 @@ def test_exit_zero_is_logged_as_info(built, tmp_path):
     finally:
         agent.close()
     assert (code, fell_back) == (0, [])
-    assert "INFO master=mymaster role=leader via=agent exit=0 reason=\"acquired\"" in err
+    assert "INFO master=mymaster role=leader via=agent exit=0 reason=acquired duration_ms=" in err
+
+
+def one_clean_line(err: str) -> str:
+    """The hook's stderr, checked to be one line with no control character that
+    could end it early, forge another or drive a terminal."""
+    raw = err.encode()
+    assert raw.endswith(b"\n") and raw.count(b"\n") == 1, err
+    assert not [b for b in raw[:-1] if b < 0x20 or b == 0x7f], err
+    return err[:-1]
+
+
+@pytest.mark.parametrize("role, logged", [
+    ("a\nb", "role=a\\x0ab"),
+    ("leader\nvipfloat-hook: INFO master=mymaster action=release reason=FORGED",
+     'role="leader\\x0avipfloat-hook: INFO master=mymaster action=release reason=FORGED"'),
+    ("\x1b[31mred\x1b[0m", "role=\\x1b[31mred\\x1b[0m"),
+    ("tab\there", "role=tab\\x09here"),
+    ("del\x7f", "role=del\\x7f"),
+    ("a b", 'role="a b"'),
+    ('say "hi"', 'role="say \\"hi\\""'),
+    ("back\\slash", "role=back\\\\slash"),
+    ("", "role=-"),
+    ("café", "role=café"),
+    ("no\u00a0break", 'role="no\u00a0break"'),  # whitespace to Python's str.isspace too
+])
+def test_every_logged_value_is_escaped_as_the_python_hook_does(built, tmp_path, role, logged):
+    agent = FakeAgent(tmp_path / "a.sock", b'{"exit": 0, "message": "acquired"}\n')
+    try:
+        code, err, _ = run(built, tmp_path, ["my\x1bmaster\n\"", role, *ARGS[2:]], agent.path)
+    finally:
+        agent.close()
+    assert code == 0
+    line = one_clean_line(err)
+    assert line.startswith('vipfloat-hook: INFO master="my\\x1bmaster\\x0a\\"" role=')
+    assert f" {logged} via=agent " in line
+
+
+def test_the_agents_message_is_decoded_then_escaped(built, tmp_path):
+    message = "line one\nvipfloat-hook: INFO forged\t\x1b[0m\x00\r é \U0001f600 \\ \""
+    agent = FakeAgent(tmp_path / "a.sock", json.dumps({"exit": 1, "message": message}).encode()
+                      + b"\n")
+    try:
+        code, err, _ = run(built, tmp_path, ARGS, agent.path)
+    finally:
+        agent.close()
+    assert code == 1
+    # \uXXXX beyond ASCII is written as UTF-8, as the Python hook writes it.
+    assert (' reason="line one\\x0avipfloat-hook: INFO forged\\x09\\x1b[0m\\x00\\x0d é '
+            '\U0001f600 \\\\ \\"" duration_ms=') in one_clean_line(err)
+
+
+def test_raw_control_bytes_in_the_agents_answer_are_escaped_too(built, tmp_path):
+    agent = FakeAgent(tmp_path / "a.sock", b'{"exit": 0, "message": "raw\x1bbyte\x7f"}\n')
+    try:
+        _, err, _ = run(built, tmp_path, ARGS, agent.path)
+    finally:
+        agent.close()
+    assert " reason=raw\\x1bbyte\\x7f duration_ms=" in one_clean_line(err)
+
+
+def test_the_socket_path_and_the_trouble_are_escaped_in_the_warning(built, tmp_path):
+    agent = FakeAgent(tmp_path / "a\nb\x1b.sock", None)
+    try:
+        code, err, _ = run(built, tmp_path, ARGS, agent.path)
+    finally:
+        agent.close()
+    assert code == 7
+    assert one_clean_line(err) == (f"vipfloat-hook: WARNING agent on {tmp_path}/a\\x0ab\\x1b.sock "
+                                   'did not answer ("connection closed"): acting directly')
 
 
 def test_no_agent_falls_back_to_the_python_hook_with_the_same_arguments(built, tmp_path):
@@ -200,7 +270,7 @@ def test_an_answer_that_drips_or_floods_cannot_hold_the_hook_past_its_deadline(
     finally:
         agent.close()
     assert (code, fell_back) == (7, ["DIRECT=1", *ARGS])
-    assert f"did not answer ({trouble})" in err
+    assert f'did not answer ("{trouble}")' in err
 
 
 @pytest.mark.parametrize("argv", [["--config", "/etc/vipfloat/other.toml", *ARGS], ARGS[:6],
