@@ -6,6 +6,10 @@ classic BPF filter, so Redis's own IPv6 traffic never reaches Python). A frame
 in which another MAC says "this IP is mine" is a *claim*. Claims tell the old
 holder that the new one has announced itself (so it can release without a
 black hole), and reveal conflicts when nobody else should hold the VIP.
+
+Only claims of the configured VIPs are kept, and only the last few hundred: the
+wire carries every host's ARP, and a flood of it must cost a bytes comparison
+per frame, not memory and a copy of the history.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from .announce import ETH_P_ARP, ETH_P_IPV6
@@ -74,53 +79,61 @@ def _attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]]
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
-class WireWatcher:
-    """Claims seen on one interface, kept for a while, waited on by the agent."""
+def claimed_bytes(frame: bytes) -> bytes:
+    """Pure: the raw address a frame would claim, without parsing it: an ARP
+    frame's sender IP, otherwise where a neighbor advertisement carries its target.
+    Exactly the bytes parse_claim turns into the claimed IP, so a frame whose
+    bytes are none of our VIPs' can be dropped without building anything."""
+    if frame[12:14] == b"\x08\x06":
+        return frame[28:32]
+    return frame[62:78]
+
+
+class ClaimLog:
+    """The recent claims of our VIPs by other MACs on one interface, for the agent
+    to wait on. Fed frame by frame by WireWatcher's socket thread (or a test).
+
+    Only claims of ``vips`` are kept, at most ``limit`` of them and none older
+    than ``keep`` seconds: everything else on the wire (every host's ARP, and at
+    1,000 frames/s with random senders, a flood) is dropped after one bytes
+    comparison, and the history is a bounded deque, so a frame costs O(1)."""
 
     KEEP = 60.0   # seconds of history
+    LIMIT = 256   # claims kept at most; the oldest go first
 
-    def __init__(self, ifname: str, own_mac: bytes) -> None:
-        self.ifname = ifname
+    def __init__(self, own_mac: bytes, vips: frozenset[IPAddress], keep: float = KEEP,
+                 limit: int = LIMIT) -> None:
         self.own_mac = own_mac
-        self._claims: list[Claim] = []
+        self.keep = keep
+        self._claims: deque[Claim] = deque(maxlen=limit)
         self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._arp = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
-        self._arp.bind((ifname, 0))
-        self._na = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IPV6))
-        _attach_filter(self._na, _NA_FILTER)
-        self._na.bind((ifname, 0))
-        _drain(self._na)  # frames queued before the filter was attached
-        for sock in (self._arp, self._na):
-            sock.setblocking(False)
-        self._thread = threading.Thread(target=self._loop, name=f"wire-{ifname}", daemon=True)
-        self._thread.start()
+        self._closed = False
+        self.watch(vips)
 
-    def _loop(self) -> None:
-        socks = [self._arp, self._na]
-        while not self._stop.is_set():
-            try:
-                ready, _, _ = select.select(socks, [], [], 1.0)
-            except (OSError, ValueError):
-                return
-            for sock in ready:
-                while True:
-                    try:
-                        frame, addr = sock.recvfrom(2048)
-                    except (BlockingIOError, OSError):
-                        break
-                    if addr[2] == PACKET_OUTGOING:
-                        continue
-                    claim = parse_claim(frame)
-                    if claim and claim[1] != self.own_mac:
-                        self._record(Claim(time.monotonic(), claim[0], claim[1]))
+    def watch(self, vips: frozenset[IPAddress]) -> None:
+        """Care about these VIPs from now on (after a config reload)."""
+        # One assignment: the socket thread sees the old set or the new, never half.
+        self._packed = frozenset(ip.packed for ip in vips)
 
-    def _record(self, claim: Claim) -> None:
+    def record(self, frame: bytes, t: float) -> Claim | None:
+        """Keep the claim ``frame`` makes, seen at ``t``, if it is one of our VIPs
+        by another MAC; returns it, or None when the frame was dropped."""
+        if claimed_bytes(frame) not in self._packed:
+            return None
+        parsed = parse_claim(frame)
+        if parsed is None or parsed[1] == self.own_mac:
+            return None
+        claim = Claim(t, parsed[0], parsed[1])
         with self._cond:
-            horizon = claim.t - self.KEEP
-            self._claims = [c for c in self._claims if c.t >= horizon]
+            horizon = t - self.keep
+            while self._claims and self._claims[0].t < horizon:  # oldest first
+                self._claims.popleft()
             self._claims.append(claim)
             self._cond.notify_all()
+        return claim
+
+    def __len__(self) -> int:
+        return len(self._claims)
 
     def claims(self, ip: IPAddress, since: float) -> list[Claim]:
         with self._cond:
@@ -136,14 +149,68 @@ class WireWatcher:
                 if found:
                     return found[0]
                 left = deadline - time.monotonic()
-                if left <= 0 or self._stop.is_set():
+                if left <= 0 or self._closed:
                     return None
                 self._cond.wait(left)
 
     def close(self) -> None:
-        self._stop.set()
         with self._cond:
+            self._closed = True
             self._cond.notify_all()
+
+
+class WireWatcher:
+    """Claims of ``vips`` seen on one interface, kept for a while, waited on by
+    the agent. ``vips`` is required: a watcher that recorded every sender would
+    let any host's ARP traffic fill its memory and its CPU."""
+
+    KEEP = ClaimLog.KEEP
+
+    def __init__(self, ifname: str, own_mac: bytes, *, vips: frozenset[IPAddress]) -> None:
+        self.ifname = ifname
+        self.own_mac = own_mac
+        self.history = ClaimLog(own_mac, vips)
+        self._stop = threading.Event()
+        self._arp = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+        self._arp.bind((ifname, 0))
+        self._na = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IPV6))
+        _attach_filter(self._na, _NA_FILTER)
+        self._na.bind((ifname, 0))
+        _drain(self._na)  # frames queued before the filter was attached
+        for sock in (self._arp, self._na):
+            sock.setblocking(False)
+        self._thread = threading.Thread(target=self._loop, name=f"wire-{ifname}", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        socks = [self._arp, self._na]
+        record = self.history.record  # drops all but our VIPs' claims, cheaply
+        while not self._stop.is_set():
+            try:
+                ready, _, _ = select.select(socks, [], [], 1.0)
+            except (OSError, ValueError):
+                return
+            for sock in ready:
+                while True:
+                    try:
+                        frame, addr = sock.recvfrom(2048)
+                    except (BlockingIOError, OSError):
+                        break
+                    if addr[2] != PACKET_OUTGOING:
+                        record(frame, time.monotonic())
+
+    def watch(self, vips: frozenset[IPAddress]) -> None:
+        self.history.watch(vips)
+
+    def claims(self, ip: IPAddress, since: float) -> list[Claim]:
+        return self.history.claims(ip, since)
+
+    def wait_claim(self, ip: IPAddress, since: float, timeout: float) -> Claim | None:
+        return self.history.wait_claim(ip, since, timeout)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.history.close()
         self._thread.join(timeout=2)
         self._arp.close()
         self._na.close()
