@@ -15,12 +15,12 @@
  *   - nobody listens on the socket (no agent), or the listener did not take the
  *     connection within 500 ms (the Python hook's own connect timeout): plain
  *     exec, so the Python hook also tries the socket the config names, if that
- *     is another one. The socket is non-blocking because a blocking connect()
- *     to a listener whose queue is full (an agent stuck, or not yet accepting)
- *     waits until it accepts, maybe never, and Sentinel kills the script at
- *     60 s, before any fall-back; a full AF_UNIX queue answers EAGAIN at once, so it retries
- *     after short pauses until the 500 ms are up. An agent that accepts at once
- *     costs no extra system call;
+ *     is another one. The connect is non-blocking because a blocking one to a
+ *     listener whose queue is full (an agent stuck, or not accepting yet)
+ *     waits until it accepts, maybe never: Sentinel would kill the script at
+ *     60 s, before any fall-back. A full AF_UNIX queue answers EAGAIN at once,
+ *     so it tries again after short pauses until the 500 ms are up; an agent
+ *     that accepts at once costs no extra system call;
  *   - the agent took the request but gave no usable answer within 30 s of the
  *     start (sending, and reading an answer that is too long or trickles in,
  *     all count against that one deadline): exec with VIPFLOAT_DIRECT=1, so the
@@ -28,6 +28,13 @@
  *     after 60 s);
  *   - --config or an argument count other than 7: the Python hook parses the
  *     config or reports the usage error (exit 2).
+ *
+ * Except with VIPFLOAT_HANDOVER_ONLY=1, which the default Sentinel systemd
+ * drop-in sets: there Sentinel and this hook hold no capabilities and only the
+ * agent can move a VIP, so the Python hook could only fail at acting. Without a
+ * usable answer the hook logs one ERROR line and exits 1 instead: Sentinel runs
+ * it again, and an agent reconciles the VIP with Sentinel when it starts. Usage
+ * errors still go to the Python hook, which acts on nothing before parsing.
  *
  * Exit codes are the Python hook's: 0 done, 1 transient (Sentinel retries), 2 no
  * retry. One line goes to stderr and, unless stderr is already the journal, to
@@ -88,26 +95,18 @@ static const char *wait_for(int fd, short events, double deadline) {
     }
 }
 
-/* Connect the non-blocking fd by the deadline; 0 if connected, else -1.
- * An AF_UNIX listener whose queue is full answers EAGAIN at once (a blocking
- * connect would wait for an accept that may never come, past Sentinel's kill):
- * try again after short, growing pauses. */
-static int connect_within(int fd, const struct sockaddr_un *addr, double deadline) {
+/* Connect the non-blocking fd by the deadline: NULL once connected, else why
+ * not. An AF_UNIX listener whose queue is full answers EAGAIN at once (where a
+ * blocking connect would wait for an accept that may never come, past
+ * Sentinel's kill): try again after short, growing pauses. */
+static const char *connect_within(int fd, const struct sockaddr_un *addr, double deadline) {
     for (int pause_ms = 1;; pause_ms = pause_ms < 32 ? pause_ms * 2 : 50) {
-        if (connect(fd, (const struct sockaddr *)addr, sizeof *addr) == 0) return 0;
-        if (errno == EINPROGRESS) /* not seen on AF_UNIX, but allowed */
-            break;
-        if (errno != EAGAIN && errno != EINTR) return -1;
+        if (connect(fd, (const struct sockaddr *)addr, sizeof *addr) == 0) return NULL;
+        if (errno != EAGAIN) return strerror(errno);
         double left = deadline - now_ms();
-        if (left <= 0) return -1;
+        if (left <= 0) return "listen queue full: not accepted in time";
         poll(NULL, 0, left < pause_ms ? (int)left + 1 : pause_ms);
     }
-    int error = 0;
-    socklen_t size = sizeof error;
-    if (wait_for(fd, POLLOUT, deadline) || getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &size) != 0
-        || error != 0)
-        return -1;
-    return 0;
 }
 
 /* The Python hook, with the same arguments. Only returns if exec failed. */
@@ -284,6 +283,35 @@ static void put_value(struct line *l, const char *value, size_t n) {
     if (quote) put(l, "\"", 1);
 }
 
+/* No verdict from the agent on path, for the reason why; took: it took the
+ * request. Normally the Python hook acts instead. Under VIPFLOAT_HANDOVER_ONLY=1
+ * (the default Sentinel drop-in: Sentinel and this hook hold no capabilities,
+ * only the agent can move a VIP) acting could only fail, and half-way, so
+ * exit 1: Sentinel runs the script again, and an agent reconciles the VIP with
+ * Sentinel when it starts anyway. */
+static int without_verdict(char **argv, const char *path, const char *why, int took) {
+    const char *only = getenv("VIPFLOAT_HANDOVER_ONLY");
+    struct line line = {.len = 0};
+    if (only && strcmp(only, "1") == 0) {
+        put_text(&line, "no agent answered on ");
+        put_value(&line, path, strlen(path));
+        put_text(&line, " (");
+        put_value(&line, why, strlen(why));
+        put_text(&line, ") and this hook may only hand over (VIPFLOAT_HANDOVER_ONLY=1): exit 1 "
+                 "so Sentinel retries; the agent reconciles when it starts");
+        emit(LOG_ERR, "ERROR", line.text);
+        return 1;
+    }
+    if (!took) return fall_back(argv, 0); /* no agent: act directly, quietly */
+    put_text(&line, "agent on ");
+    put_value(&line, path, strlen(path));
+    put_text(&line, " did not answer (");
+    put_value(&line, why, strlen(why));
+    put_text(&line, "): acting directly");
+    emit(LOG_WARNING, "WARNING", line.text);
+    return fall_back(argv, 1);
+}
+
 int main(int argc, char **argv) {
     double started = now_ms();
     if (argc != 8 || strncmp(argv[1], "--config", 8) == 0 || strcmp(argv[1], "-h") == 0
@@ -293,7 +321,8 @@ int main(int argc, char **argv) {
     const char *path = getenv("VIPFLOAT_SOCKET");
     if (!path || !*path) path = DEFAULT_SOCKET;
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof addr.sun_path) return fall_back(argv, 0);
+    if (strlen(path) >= sizeof addr.sun_path)
+        return without_verdict(argv, path, "socket path too long", 0);
     strcpy(addr.sun_path, path);
 
     /* {"op": "hook", "argv": [...]}: the request vipfloat-hook sends. */
@@ -302,7 +331,8 @@ int main(int argc, char **argv) {
     len += (size_t)snprintf(request, sizeof request, "{\"op\": \"hook\", \"argv\": [");
     for (int i = 1; i < argc; i++) {
         if (i > 1) request[len++] = ',';
-        if (!json_string(request, sizeof request - 4, &len, argv[i])) return fall_back(argv, 0);
+        if (!json_string(request, sizeof request - 4, &len, argv[i]))
+            return without_verdict(argv, path, "arguments too long to hand over", 0);
     }
     memcpy(request + len, "]}\n", 3);
     len += 3;
@@ -310,14 +340,15 @@ int main(int argc, char **argv) {
     /* Non-blocking from the start (no extra system call): an agent that
      * accepts at once costs nothing more than a blocking socket would. */
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0 || connect_within(fd, &addr, started + CONNECT_TIMEOUT_MS) != 0) {
+    const char *trouble = fd < 0 ? strerror(errno)
+                                 : connect_within(fd, &addr, started + CONNECT_TIMEOUT_MS);
+    if (trouble) {
         if (fd >= 0) close(fd);
-        return fall_back(argv, 0); /* no agent: act directly */
+        return without_verdict(argv, path, trouble, 0);
     }
 
     char reply[REPLY_MAX];
     size_t got = 0;
-    const char *trouble = NULL;
     double deadline = started + ANSWER_TIMEOUT_MS;
     for (size_t sent = 0; sent < len && !trouble;) {
         ssize_t n = send(fd, request + sent, len - sent, MSG_NOSIGNAL);
@@ -341,18 +372,10 @@ int main(int argc, char **argv) {
     long code = exit_field ? strtol(exit_field + 7, &end, 10) : -1;
     if (!trouble && (!exit_field || end == exit_field + 7 || code < 0 || code > 255))
         trouble = "answer without an exit code";
-    struct line line = {.len = 0};
-    if (trouble) {
-        put_text(&line, "agent on ");
-        put_value(&line, path, strlen(path));
-        put_text(&line, " did not answer (");
-        put_value(&line, trouble, strlen(trouble));
-        put_text(&line, "): acting directly");
-        emit(LOG_WARNING, "WARNING", line.text);
-        return fall_back(argv, 1);
-    }
+    if (trouble) return without_verdict(argv, path, trouble, 1);
 
     /* The Python hook's fields, so one grep finds both. */
+    struct line line = {.len = 0};
     char message[4096], number[64];
     put_text(&line, "master=");
     put_value(&line, argv[1], strlen(argv[1]));

@@ -285,6 +285,59 @@ def test_what_only_the_python_hook_understands_goes_straight_to_it(built, tmp_pa
     assert (code, fell_back) == (7, ["DIRECT=", *argv])
 
 
+# Set by the default Sentinel drop-in: Sentinel and its hook hold no
+# capabilities, only the agent can move a VIP, so nothing may fall back to acting.
+HANDOVER_ONLY = {"VIPFLOAT_HANDOVER_ONLY": "1"}
+CANNOT_ACT = ("and this hook may only hand over (VIPFLOAT_HANDOVER_ONLY=1): exit 1 so Sentinel "
+              "retries; the agent reconciles when it starts")
+
+
+def test_hand_over_only_without_an_agent_exits_1_and_never_acts(built, tmp_path):
+    path = tmp_path / "nobody.sock"
+    code, err, fell_back = run(built, tmp_path, ARGS, path, **HANDOVER_ONLY)
+    assert (code, fell_back) == (1, [])
+    assert one_clean_line(err) == (f"vipfloat-hook: ERROR no agent answered on {path} "
+                                   f'("No such file or directory") {CANNOT_ACT}')
+
+
+def test_hand_over_only_with_a_full_listen_queue_exits_1(built, tmp_path, full_backlog):
+    code, err, fell_back = run(built, tmp_path, ARGS, full_backlog, timeout=5, **HANDOVER_ONLY)
+    assert (code, fell_back) == (1, [])
+    assert one_clean_line(err).endswith(CANNOT_ACT)
+
+
+@pytest.mark.parametrize("reply, why", [(None, "connection closed"),
+                                        (b"garbage\n", "answer without an exit code")])
+def test_hand_over_only_with_an_agent_that_does_not_answer_well_exits_1(built, tmp_path, reply,
+                                                                       why):
+    agent = FakeAgent(tmp_path / "a.sock", reply)
+    try:
+        code, err, fell_back = run(built, tmp_path, ARGS, agent.path, **HANDOVER_ONLY)
+    finally:
+        agent.close()
+    assert (code, fell_back) == (1, [])
+    assert one_clean_line(err) == (f'vipfloat-hook: ERROR no agent answered on {agent.path} '
+                                   f'("{why}") {CANNOT_ACT}')
+
+
+def test_hand_over_only_passes_the_agents_verdict_on(built, tmp_path):
+    agent = FakeAgent(tmp_path / "a.sock", b'{"exit": 0, "message": "acquired"}\n')
+    try:
+        code, err, fell_back = run(built, tmp_path, ARGS, agent.path, **HANDOVER_ONLY)
+    finally:
+        agent.close()
+    assert (code, fell_back) == (0, [])
+    assert " via=agent exit=0 reason=acquired " in err
+
+
+@pytest.mark.parametrize("argv", [["--config", "/etc/vipfloat/other.toml", *ARGS], ARGS[:6],
+                                  ["--help"]])
+def test_hand_over_only_still_leaves_usage_to_the_python_hook(built, tmp_path, argv):
+    # It reports usage errors (exit 2); it acts on nothing before parsing them.
+    code, _, fell_back = run(built, tmp_path, argv, tmp_path / "nobody.sock", **HANDOVER_ONLY)
+    assert (code, fell_back) == (7, ["DIRECT=", *argv])
+
+
 def test_the_default_socket_is_the_agents():
     # On a real host nothing sets VIPFLOAT_SOCKET: the C hook must knock where
     # the agent listens by default.
