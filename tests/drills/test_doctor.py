@@ -1,6 +1,6 @@
 """vipfloat doctor against real Redis and Sentinel: a healthy cluster reports no
 problem; planted faults (a replica without masterauth, a Sentinel stopped, the
-hook Sentinel runs deleted) are each reported."""
+hook Sentinel runs deleted, a world-writable action script) are each reported."""
 from __future__ import annotations
 
 import json
@@ -51,8 +51,12 @@ def test_healthy_cluster_has_no_problem(cluster):
     assert problems(findings) == set() and code == 0
     checks = {f["check"] for f in findings if f["level"] == "ok"}
     assert {"sentinel.ckquorum", "sentinel.script", "redis.masterauth", "redis.bind",
-            "redis.link", "host.vip", "host.caps.hook", "host.caps.agent", "host.socket",
-            "host.hook_path"} <= checks
+            "redis.link", "host.vip", "host.caps.agent", "host.socket",
+            "host.hook_path", "host.scripts"} <= checks
+    # The lab's Sentinels may run as root with every capability (direct mode, a
+    # warning) or with none (least-privilege, ok): either way the mode is named.
+    assert {f["level"] for f in findings if f["check"] == "host.mode"} <= {"ok", "warning"}
+    assert any(f["check"] == "host.mode" for f in findings)
     # Never prints the password it read through CONFIG GET or from the config.
     assert "doctor-s3cret" not in cluster.vipfloat("a", "doctor").stdout
     # A replica's view: the master and the VIP are elsewhere, and that is fine.
@@ -66,12 +70,16 @@ def test_planted_faults_are_each_reported(cluster):
     cluster.redis("b", "CONFIG", "SET", "masterauth", "")
     cluster.stop("sentinel:c")
     cluster.hook_file.unlink()
+    unsafe = cluster.dir("a") / "hooks.d" / "50-unsafe"
+    unsafe.write_text("#!/bin/sh\nexit 0\n")
+    unsafe.chmod(0o777)
     code, findings = doctor(cluster)
     assert code == 1
     found = problems(findings)
     assert ("redis.masterauth", f"redis {b}:6379 (mymaster replica)") in found
     assert ("sentinel.reachable", f"sentinel {c}:26379") in found
     assert ("host.hook_path", f"hook {cluster.hook_file}") in found
+    assert ("host.scripts", f"action script {unsafe}") in found
     text = cluster.vipfloat("a", "doctor")
     assert text.returncode == 1
     assert text.stdout.splitlines()[0].startswith("PROBLEM")

@@ -7,6 +7,8 @@ import ipaddress
 import json
 import stat
 from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
@@ -15,13 +17,15 @@ from vipfloat.cli import app
 from vipfloat.doctor import checks
 from vipfloat.doctor.checks import Level, listens_on, may, run_checks
 from vipfloat.doctor.facts import (Facts, PathFacts, PendingScript, ProcessFacts, RedisFacts,
-                                   SentinelFacts, SentinelMasterFacts, VipFacts)
-from vipfloat.doctor.gather import pairs, parse_info, parse_proc_status
+                                   SentinelFacts, SentinelMasterFacts, UnitFacts, VipFacts)
+from vipfloat.doctor.gather import pairs, parse_info, parse_proc_status, script_owners
 from vipfloat.doctor.render import exit_code, render_json, render_text
+from vipfloat.userscripts import Refusal
 
 HOOK = "/usr/bin/vipfloat-hook"
 CAPS = (1 << 12) | (1 << 13)
 DIR = (0, 0, stat.S_IFDIR | 0o755)
+HOOKS, PRE = "/etc/vipfloat/hooks.d", "/etc/vipfloat/pre-release.d"
 
 
 def sentinel(i: int, **master: object) -> SentinelFacts:
@@ -49,12 +53,21 @@ def healthy() -> Facts:
                             redis("198.51.100.13:6379", "replica"))},
         vips=(VipFacts("mymaster", "198.51.100.250/24", "eth1", True, True, True,
                        "198.51.100.11:6379", True, True, "master is here and holds the VIP"),),
-        sentinel_process=ProcessFacts("redis-sentinel", 101, 106, (110, 996), 0, CAPS, CAPS),
+        # Least-privilege, the default: Sentinel (Debian's unit, empty bounding set)
+        # and its hook hold no capability; the agent alone moves the VIP.
+        sentinel_process=ProcessFacts("redis-sentinel", 101, 106, (110, 996), 0, 0, 0),
         agent_process=ProcessFacts("vipfloat watch", 200, 995, (996,), CAPS, CAPS, CAPS),
         socket=PathFacts("/run/vipfloat/agent.sock", True, 0, 996, stat.S_IFSOCK | 0o660,
                          (DIR, DIR, (0, 996, stat.S_IFDIR | 0o2770))),
         hook_paths={HOOK: PathFacts(HOOK, True, 0, 0, stat.S_IFREG | 0o755, (DIR, DIR))},
+        action_scripts={HOOKS: (), PRE: ()},
     )
+
+
+def direct(facts: Facts) -> Facts:
+    """The opt-in direct mode: the drop-in grants Sentinel both capabilities."""
+    return replace(facts, sentinel_process=replace(facts.sentinel_process, cap_eff=CAPS,
+                                                   cap_amb=CAPS, cap_bnd=CAPS))
 
 
 def found(facts: Facts, level: Level = Level.PROBLEM) -> list[tuple[str, str]]:
@@ -69,8 +82,8 @@ def test_a_healthy_setup_has_no_problem_and_no_warning():
         "sentinel.count", "sentinel.reachable", "sentinel.agree", "sentinel.peers",
         "sentinel.ckquorum", "sentinel.quorum", "sentinel.script", "redis.reachable",
         "redis.masterauth", "redis.bind", "redis.protected_mode", "redis.link",
-        "host.interface", "host.vip", "host.caps.hook", "host.caps.agent", "host.socket",
-        "host.hook_path"}
+        "host.interface", "host.vip", "host.mode", "host.caps.agent", "host.socket",
+        "host.hook_path", "host.scripts"}
     assert exit_code(findings) == 0
 
 
@@ -138,9 +151,10 @@ FAULTS = {
     "vip misplaced": (lambda f: replace(f, vips=(replace(
         f.vips[0], consistent=False, note="VIP bound here but the master is elsewhere"),)),
                       Level.PROBLEM, "host.vip"),
-    "sentinel without caps": (lambda f: replace(f, sentinel_process=replace(
-        f.sentinel_process, cap_amb=0)), Level.PROBLEM, "host.caps.hook"),
-    "no agent": (lambda f: replace(f, agent_process=None), Level.WARNING, "host.caps.agent"),
+    "direct mode": (direct, Level.WARNING, "host.mode"),
+    "half direct mode": (lambda f: replace(f, sentinel_process=replace(
+        f.sentinel_process, cap_eff=1 << 12, cap_amb=1 << 12)), Level.PROBLEM, "host.mode"),
+    "no agent": (lambda f: replace(f, agent_process=None), Level.PROBLEM, "host.mode"),
     "agent without caps": (lambda f: replace(f, agent_process=replace(
         f.agent_process, cap_eff=1 << 12)), Level.PROBLEM, "host.caps.agent"),
     "socket not in sentinel's group": (lambda f: replace(f, sentinel_process=replace(
@@ -149,6 +163,9 @@ FAULTS = {
                           Level.PROBLEM, "host.hook_path"),
     "hook not executable": (lambda f: replace(f, hook_paths={HOOK: PathFacts(
         HOOK, True, 0, 0, stat.S_IFREG | 0o700, (DIR, DIR))}), Level.PROBLEM, "host.hook_path"),
+    "unsafe action script": (lambda f: replace(f, action_scripts={HOOKS: (Refusal(
+        Path(HOOKS, "10-x"), "world-writable (mode 0757)", f"chmod go-w {HOOKS}/10-x"),),
+        PRE: ()}), Level.PROBLEM, "host.scripts"),
 }
 
 
@@ -162,11 +179,138 @@ def test_each_planted_fault_is_reported_at_its_level(name):
     assert exit_code(findings) == (1 if level is Level.PROBLEM else 0)
 
 
-def test_sentinel_root_hook_gets_the_bounding_set():
-    root = ProcessFacts("redis-sentinel", 1, 0, (0,), CAPS, 0, CAPS)
-    assert checks.hook_caps(root)
-    assert not checks.hook_caps(replace(root, cap_bnd=1 << 12))
-    assert not checks.hook_caps(replace(root, uid=106))      # not root: ambient only
+SENTINEL = ProcessFacts("redis-sentinel", 101, 106, (110,), 0, 0, 0)
+ADMIN, RAW = 1 << 12, 1 << 13
+
+
+@pytest.mark.parametrize("proc,mode", [
+    (SENTINEL, "least-privilege"),
+    (replace(SENTINEL, cap_bnd=CAPS), "least-privilege"),    # bounding alone grants nothing
+    (replace(SENTINEL, cap_eff=CAPS, cap_amb=CAPS, cap_bnd=CAPS), "direct"),
+    (replace(SENTINEL, cap_amb=CAPS), "direct"),             # its hook would get both
+    (replace(SENTINEL, cap_eff=CAPS), "direct"),             # Sentinel itself has both
+    (replace(SENTINEL, cap_eff=ADMIN, cap_amb=ADMIN), "half"),
+    (replace(SENTINEL, uid=0, cap_bnd=CAPS), "direct"),      # root's children: bounding set
+    (replace(SENTINEL, uid=0, cap_eff=(1 << 41) - 1, cap_bnd=(1 << 41) - 1), "direct"),
+    (replace(SENTINEL, uid=0, cap_bnd=RAW, cap_eff=RAW), "half"),
+])
+def test_privilege_mode(proc, mode):
+    assert checks.privilege_mode(proc) == mode
+
+
+def findings(facts: Facts, check: str) -> list[tuple[Level, str, str, str]]:
+    return [(f.level, f.subject, f.message, f.fix) for f in run_checks(facts)
+            if f.check == check]
+
+
+SUBJECT = "redis-sentinel (pid 101, uid 106)"
+DROPIN = "systemd/redis-sentinel.service.d/vipfloat.conf"
+
+
+@pytest.mark.parametrize("name,plant,expected", [
+    ("least-privilege", lambda f: f, [
+        (Level.OK, SUBJECT, "least-privilege mode: Sentinel and its hook hold no capabilities; "
+         "only the agent moves the VIP", "")]),
+    ("least-privilege without agent", lambda f: replace(f, agent_process=None), [
+        (Level.OK, SUBJECT, "least-privilege mode: Sentinel and its hook hold no capabilities; "
+         "only the agent moves the VIP", ""),
+        (Level.PROBLEM, "vipfloat watch",
+         "no agent answers: in least-privilege mode nothing moves the VIP",
+         "systemctl enable --now vipfloat")]),
+    ("direct", direct, [
+        (Level.WARNING, SUBJECT, "direct mode (opt-in): Sentinel holds CAP_NET_ADMIN and "
+         "CAP_NET_RAW, so a compromised Sentinel can change this host's addresses",
+         f"Unless the hook must move the VIP with no agent running, install the default "
+         f"drop-in {DROPIN} (no capabilities) in its place and restart redis-sentinel.")]),
+    ("direct without agent", lambda f: replace(direct(f), agent_process=None), [
+        (Level.WARNING, SUBJECT, "direct mode (opt-in): Sentinel holds CAP_NET_ADMIN and "
+         "CAP_NET_RAW, so a compromised Sentinel can change this host's addresses",
+         f"Unless the hook must move the VIP with no agent running, install the default "
+         f"drop-in {DROPIN} (no capabilities) in its place and restart redis-sentinel.")]),
+    ("half: admin only", lambda f: replace(f, sentinel_process=replace(
+        f.sentinel_process, cap_eff=ADMIN, cap_amb=ADMIN)), [
+        (Level.PROBLEM, SUBJECT, "half-configured: Sentinel holds CAP_NET_ADMIN but not "
+         "CAP_NET_RAW, neither least-privilege (none) nor direct mode (both)",
+         f"Install the default drop-in {DROPIN} (no capabilities), or the direct-mode one "
+         "(both), and restart redis-sentinel.")]),
+    ("half: raw only", lambda f: replace(f, sentinel_process=replace(
+        f.sentinel_process, cap_amb=RAW)), [
+        (Level.PROBLEM, SUBJECT, "half-configured: Sentinel holds CAP_NET_RAW but not "
+         "CAP_NET_ADMIN, neither least-privilege (none) nor direct mode (both)",
+         f"Install the default drop-in {DROPIN} (no capabilities), or the direct-mode one "
+         "(both), and restart redis-sentinel.")]),
+    ("no sentinel here", lambda f: replace(f, sentinel_process=None), [
+        (Level.WARNING, "this host", "no Sentinel found on this host",
+         "Run doctor on a Sentinel host to check which privilege mode it is in.")]),
+])
+def test_host_mode(name, plant, expected):
+    assert findings(plant(healthy()), "host.mode") == expected
+
+
+def test_no_agent_is_said_once_in_least_privilege_mode_and_as_before_in_direct_mode():
+    least = replace(healthy(), agent_process=None)
+    assert findings(least, "host.caps.agent") == []          # host.mode said it, a problem
+    assert findings(direct(least), "host.caps.agent") == [
+        (Level.WARNING, "vipfloat watch", "no agent answers on the socket",
+         "systemctl enable --now vipfloat: without the agent nothing fixes a missed or "
+         "failed hook run, and an isolated master keeps its VIP.")]
+
+
+def test_socket_out_of_reach_says_what_it_costs_in_each_mode():
+    far = replace(healthy(), sentinel_process=replace(healthy().sentinel_process, gids=(110,)))
+    [(level, _, message, _)] = findings(far, "host.socket")
+    assert (level, message) == (Level.WARNING, "Sentinel's user (uid 106) cannot connect: its "
+                                "hook cannot hand over and exits 1 every time (Sentinel "
+                                "retries it)")
+    far = replace(direct(healthy()), sentinel_process=replace(
+        direct(healthy()).sentinel_process, gids=(110,)))
+    [(level, _, message, _)] = findings(far, "host.socket")
+    assert (level, message) == (Level.WARNING, "Sentinel's user (uid 106) cannot connect: the "
+                                "hook acts itself (about 5x slower)")
+
+
+def test_host_scripts_reports_each_refusal_with_its_fix():
+    refused = replace(healthy(), action_scripts={
+        HOOKS: (Refusal(Path(HOOKS, "10-flush"), "owned by uid 65534 (only root or uid 995 "
+                        "may own it), world-writable (mode 0757)",
+                        f"chown root {HOOKS}/10-flush && chmod go-w {HOOKS}/10-flush"),
+                Refusal(Path(HOOKS, "20-link"), "a symbolic link (links are not followed)",
+                        "replace the link with a copy of the script it points to")),
+        PRE: (Refusal(Path(PRE), "the directory is group-writable (mode 0775)",
+                      f"chmod go-w {PRE}"),)})
+    assert findings(refused, "host.scripts") == [
+        (Level.PROBLEM, f"action script {HOOKS}/10-flush", "not run: owned by uid 65534 (only "
+         "root or uid 995 may own it), world-writable (mode 0757)",
+         f"chown root {HOOKS}/10-flush && chmod go-w {HOOKS}/10-flush"),
+        (Level.PROBLEM, f"action script {HOOKS}/20-link",
+         "not run: a symbolic link (links are not followed)",
+         "replace the link with a copy of the script it points to"),
+        (Level.PROBLEM, f"action scripts {PRE}",
+         "not run: the directory is group-writable (mode 0775)", f"chmod go-w {PRE}")]
+    assert findings(healthy(), "host.scripts") == [
+        (Level.OK, f"action scripts {HOOKS}", "no unsafe script or directory", ""),
+        (Level.OK, f"action scripts {PRE}", "no unsafe script or directory", "")]
+
+
+@pytest.mark.parametrize("runners,owners", [
+    (set(), {0}), ({995}, {0, 995}), ({0}, {0}), ({995, 106}, {0})])
+def test_script_owners_suit_every_runner(runners, owners):
+    assert script_owners(runners) == owners
+
+
+def test_doctor_judges_scripts_for_the_agents_user_not_its_own(tmp_path):
+    from vipfloat.doctor.gather import action_scripts
+
+    hooks = tmp_path / "hooks.d"
+    hooks.mkdir()
+    hooks.chmod(0o777)
+    config = SimpleNamespace(actions=SimpleNamespace(hooks_dir=hooks,
+                                                     pre_release_dir=tmp_path / "absent"))
+    agent = ProcessFacts("vipfloat watch", 200, 995, (996,), CAPS, CAPS, CAPS)
+    assert action_scripts(config, agent, None, SENTINEL) == {
+        str(hooks): (Refusal(hooks, "the directory is group- and world-writable (mode 0777)",
+                             f"chmod go-w {hooks}"),),
+        str(tmp_path / "absent"): ()}
 
 
 @pytest.mark.parametrize("bind,ip,expected", [
@@ -235,9 +379,6 @@ def test_cli_doctor_exit_codes(monkeypatch, write_config):
 
 
 def test_installed_unit_is_read_when_no_agent_runs():
-    from pathlib import Path
-
-    from vipfloat.doctor.facts import UnitFacts
     from vipfloat.doctor.gather import parse_unit
 
     shipped = Path(__file__).resolve().parents[2] / "systemd" / "vipfloat.service"
@@ -246,8 +387,16 @@ def test_installed_unit_is_read_when_no_agent_runs():
     reset = parse_unit("x", [shipped.read_text(), "[Service]\nAmbientCapabilities=\n"])
     assert reset.ambient == frozenset()
 
+    # Least-privilege: host.mode reports the missing agent; the unit itself is fine.
     no_agent = replace(healthy(), agent_process=None, agent_unit=unit)
     bad = [f for f in run_checks(no_agent) if f.level is not Level.OK]
-    assert [(f.level, f.check) for f in bad] == [(Level.WARNING, "host.caps.agent")]
+    assert [(f.level, f.check) for f in bad] == [(Level.PROBLEM, "host.mode")]
+    assert findings(no_agent, "host.caps.agent") == [
+        (Level.OK, f"unit {shipped}",
+         "would run the agent as vipfloat with CAP_NET_ADMIN and CAP_NET_RAW", "")]
+    # Direct mode: as before, a warning that names the unit.
+    bad = [f for f in run_checks(direct(no_agent)) if f.level is not Level.OK]
+    assert [(f.level, f.check) for f in bad] == [(Level.WARNING, "host.mode"),
+                                                 (Level.WARNING, "host.caps.agent")]
     stripped = replace(no_agent, agent_unit=UnitFacts("x", "vipfloat", frozenset()))
-    assert found(stripped) == [("host.caps.agent", "unit x")]
+    assert found(stripped) == [("host.mode", "vipfloat watch"), ("host.caps.agent", "unit x")]

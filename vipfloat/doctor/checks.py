@@ -368,32 +368,81 @@ def has_caps(mask: int) -> bool:
     return mask & NEEDED_CAPS == NEEDED_CAPS
 
 
-def hook_caps(proc: ProcessFacts) -> bool:
-    """Pure: will a program this process execs have CAP_NET_ADMIN and CAP_NET_RAW?
-    Root's children get the bounding set; anyone else's only the ambient set
-    (what the Sentinel drop-in grants)."""
-    if proc.uid == 0:
-        return has_caps(proc.cap_bnd)
-    return has_caps(proc.cap_amb)
+def hook_caps(proc: ProcessFacts) -> int:
+    """Pure: which capabilities a program this process execs gets. Root's children
+    get the bounding set; anyone else's only the ambient set (what a drop-in
+    grants)."""
+    return proc.cap_bnd if proc.uid == 0 else proc.cap_amb
 
 
-def host_caps(facts: Facts) -> Iterator[Finding]:
+def held_caps(proc: ProcessFacts) -> int:
+    """Pure: CAP_NET_ADMIN and CAP_NET_RAW as far as Sentinel holds them: in its
+    own effective set (what a compromised Sentinel could use) or handed to its
+    hook. Either way they are Sentinel's to use, so the mode counts both."""
+    return (proc.cap_eff | hook_caps(proc)) & NEEDED_CAPS
+
+
+LEAST, DIRECT, HALF = "least-privilege", "direct", "half"
+
+
+def privilege_mode(proc: ProcessFacts) -> str:
+    """Pure: least-privilege (the default: Sentinel and its hook hold neither
+    capability, the hook only hands over to the agent), direct (opt-in: both, so
+    the hook can move the VIP alone) or half (one of them: a broken drop-in)."""
+    held = held_caps(proc)
+    return LEAST if held == 0 else DIRECT if held == NEEDED_CAPS else HALF
+
+
+def _mode(facts: Facts) -> str | None:
+    return None if facts.sentinel_process is None else privilege_mode(facts.sentinel_process)
+
+
+DEFAULT_DROPIN = "systemd/redis-sentinel.service.d/vipfloat.conf"
+
+
+def host_mode(facts: Facts) -> Iterator[Finding]:
     s = facts.sentinel_process
     if s is None:
-        yield warn("host.caps.hook", "this host", "no Sentinel found on this host",
-                   "Run doctor on a Sentinel host to check what its hook can do.")
-    elif hook_caps(s):
-        yield ok("host.caps.hook", f"redis-sentinel (pid {s.pid}, uid {s.uid})",
-                 "its hook gets CAP_NET_ADMIN and CAP_NET_RAW")
+        yield warn("host.mode", "this host", "no Sentinel found on this host",
+                   "Run doctor on a Sentinel host to check which privilege mode it is in.")
+        return
+    subject = f"redis-sentinel (pid {s.pid}, uid {s.uid})"
+    mode = privilege_mode(s)
+    if mode == LEAST:
+        yield ok("host.mode", subject, "least-privilege mode: Sentinel and its hook hold no "
+                 "capabilities; only the agent moves the VIP")
+        if facts.agent_process is None:
+            yield problem("host.mode", "vipfloat watch",
+                          "no agent answers: in least-privilege mode nothing moves the VIP",
+                          "systemctl enable --now vipfloat")
+    elif mode == DIRECT:
+        yield warn("host.mode", subject,
+                   "direct mode (opt-in): Sentinel holds CAP_NET_ADMIN and CAP_NET_RAW, so a "
+                   "compromised Sentinel can change this host's addresses",
+                   f"Unless the hook must move the VIP with no agent running, install the "
+                   f"default drop-in {DEFAULT_DROPIN} (no capabilities) in its place and "
+                   "restart redis-sentinel.")
     else:
-        yield problem("host.caps.hook", f"redis-sentinel (pid {s.pid}, uid {s.uid})",
-                      "its hook would lack CAP_NET_ADMIN/CAP_NET_RAW: it cannot move the VIP",
-                      "Install systemd/redis-sentinel.service.d/vipfloat.conf and restart "
-                      "redis-sentinel.")
+        has, lacks = (("CAP_NET_ADMIN", "CAP_NET_RAW")
+                      if held_caps(s) & (1 << CAP_NET_ADMIN) else ("CAP_NET_RAW", "CAP_NET_ADMIN"))
+        yield problem("host.mode", subject,
+                      f"half-configured: Sentinel holds {has} but not {lacks}, neither "
+                      "least-privilege (none) nor direct mode (both)",
+                      f"Install the default drop-in {DEFAULT_DROPIN} (no capabilities), or "
+                      "the direct-mode one (both), and restart redis-sentinel.")
+
+
+def host_agent_caps(facts: Facts) -> Iterator[Finding]:
+    # With no agent in least-privilege mode, host.mode has already reported that
+    # nothing moves the VIP (a problem); here only the capabilities are judged.
+    least = _mode(facts) == LEAST
     a, unit = facts.agent_process, facts.agent_unit
     if a is None and unit is not None:
         granted = {"cap_net_admin", "cap_net_raw"} <= unit.ambient
-        if unit.user == "root" or granted:
+        if (unit.user == "root" or granted) and least:
+            yield ok("host.caps.agent", f"unit {unit.path}",
+                     f"would run the agent as {unit.user} with CAP_NET_ADMIN and CAP_NET_RAW")
+        elif unit.user == "root" or granted:
             yield warn("host.caps.agent", f"unit {unit.path}",
                        f"no agent answers on the socket; the unit would run it as "
                        f"{unit.user} with CAP_NET_ADMIN and CAP_NET_RAW",
@@ -405,9 +454,10 @@ def host_caps(facts: Facts) -> Iterator[Finding]:
                           "Add 'AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW' (as in "
                           "systemd/vipfloat.service).")
     elif a is None:
-        yield warn("host.caps.agent", "vipfloat watch", "no agent answers on the socket",
-                   "systemctl enable --now vipfloat: without the agent nothing fixes a "
-                   "missed or failed hook run, and an isolated master keeps its VIP.")
+        if not least:
+            yield warn("host.caps.agent", "vipfloat watch", "no agent answers on the socket",
+                       "systemctl enable --now vipfloat: without the agent nothing fixes a "
+                       "missed or failed hook run, and an isolated master keeps its VIP.")
     elif has_caps(a.cap_eff):
         yield ok("host.caps.agent", f"vipfloat watch (pid {a.pid}, uid {a.uid})",
                  "has CAP_NET_ADMIN and CAP_NET_RAW")
@@ -446,9 +496,12 @@ def host_socket(facts: Facts) -> Iterator[Finding]:
     if may(sock, s.uid, s.gids, 2):
         yield ok("host.socket", subject, f"Sentinel's user (uid {s.uid}) can reach the agent")
     else:
+        # Without the socket a least-privilege hook has no one to hand over to: it
+        # fails every run and only the agent's own view of Sentinel moves the VIP.
+        effect = ("its hook cannot hand over and exits 1 every time (Sentinel retries it)"
+                  if privilege_mode(s) == LEAST else "the hook acts itself (about 5x slower)")
         yield warn("host.socket", subject,
-                   f"Sentinel's user (uid {s.uid}) cannot connect: the hook acts itself "
-                   "(about 5x slower)",
+                   f"Sentinel's user (uid {s.uid}) cannot connect: {effect}",
                    "Set socket_group in [agent] to a group Sentinel's user is in "
                    "(the drop-in adds it to vipfloat).")
 
@@ -469,11 +522,26 @@ def host_hook_path(facts: Facts) -> Iterator[Finding]:
             yield ok("host.hook_path", subject, "exists and is executable")
 
 
+def host_scripts(facts: Facts) -> Iterator[Finding]:
+    """The action scripts the agent would refuse to run (userscripts.audit): the
+    same verdicts, found before the failover that needed them."""
+    for directory, refused in sorted(facts.action_scripts.items()):
+        if not refused:
+            yield ok("host.scripts", f"action scripts {directory}",
+                     "no unsafe script or directory")
+        for r in refused:
+            whole = str(r.path) == directory
+            yield problem("host.scripts",
+                          f"action scripts {directory}" if whole else f"action script {r.path}",
+                          f"not run: {r.reason}", r.fix)
+
+
 CHECKS: tuple[Callable[[Facts], Iterator[Finding]], ...] = (
     sentinel_count, sentinel_reachable, sentinel_agreement, sentinel_peers, sentinel_ckquorum,
     sentinel_quorum, sentinel_tilt, sentinel_scripts, sentinel_pending, sentinel_version,
     redis_reachable, redis_masterauth, redis_bind, redis_protected_mode, redis_replication,
-    host_interface, host_vip, host_caps, host_socket, host_hook_path,
+    host_interface, host_vip, host_mode, host_agent_caps, host_socket, host_hook_path,
+    host_scripts,
 )
 
 

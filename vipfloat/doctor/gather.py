@@ -16,6 +16,8 @@ from typing import Any, Mapping, Sequence
 
 from ..config import Config, Endpoint, RedisConfig
 from ..sentinel import connection
+from ..userscripts import Refusal, audit
+from .checks import DIRECT, privilege_mode
 from .facts import (Facts, PathFacts, PendingScript, ProcessFacts, RedisFacts,
                     SentinelFacts, SentinelMasterFacts, UnitFacts, VipFacts)
 
@@ -252,6 +254,38 @@ def path_facts(path: str) -> PathFacts:
     return PathFacts(path, True, st.st_uid, st.st_gid, st.st_mode, tuple(parents))
 
 
+def script_owners(runners: set[int]) -> frozenset[int]:
+    """Pure: who may own the action scripts, for doctor. Each runner accepts root
+    and itself (userscripts.audit); with more than one runner (the agent, and the
+    hook as Sentinel's user in direct mode) only root suits them all."""
+    return frozenset({0} | runners) if len(runners) == 1 else frozenset({0})
+
+
+def _uid_of(user: str) -> int | None:
+    import pwd
+
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return None
+
+
+def action_scripts(config: Config, agent: ProcessFacts | None, unit: UnitFacts | None,
+                   sentinel: ProcessFacts | None) -> dict[str, tuple[Refusal, ...]]:
+    """What the scripts' runners would refuse, judged for them rather than for
+    doctor's own user (usually root). Runners: the agent (running, else as its
+    unit would run it), and Sentinel's hook when it holds the capabilities."""
+    runners = set()
+    agent_uid = agent.uid if agent else _uid_of(unit.user) if unit else None
+    if agent_uid is not None:
+        runners.add(agent_uid)
+    if sentinel is not None and privilege_mode(sentinel) == DIRECT:
+        runners.add(sentinel.uid)
+    owners = script_owners(runners)
+    return {str(d): tuple(audit(d, owners)[1])
+            for d in (config.actions.hooks_dir, config.actions.pre_release_dir)}
+
+
 def gather(config: Config) -> Facts:
     from ..netlink import NetlinkHost
     from ..status import agent_view
@@ -280,9 +314,11 @@ def gather(config: Config) -> Facts:
         agent_proc = process_facts(live["pid"], "vipfloat watch")
     scripts = {m.reconfig_script for m in (mine.masters.values() if mine else ())
                if m.reconfig_script}
+    unit = None if agent_proc else unit_facts()
     return Facts(configured_sentinels=len(config.sentinel.addresses), sentinels=sentinels,
                  redis=redis, vips=tuple(vips), sentinel_process=sentinel_proc,
                  agent_process=agent_proc,
                  socket=path_facts(str(config.agent.socket)) if live else None,
                  hook_paths={s: path_facts(s) for s in sorted(scripts)},
-                 agent_unit=None if agent_proc else unit_facts())
+                 agent_unit=unit,
+                 action_scripts=action_scripts(config, agent_proc, unit, sentinel_proc))
