@@ -10,9 +10,7 @@ this path; the agent will too.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
-import os
 import socket
 import threading
 import time
@@ -25,6 +23,7 @@ from .config import PRE_RELEASE_BUDGET, Config, IPAddress, VipConfig
 from .decide import Action, Binding, Claim, Snapshot, Verb, VipView, decide
 from .errors import ResolveError, TransientError, VipfloatError
 from .lock import VipLock, lock_path
+from .statedir import StateDir
 from .netlink import Link, NetlinkHost, binding_of, reset_connections, usable
 from .retry import until_deadline
 from .userscripts import run_scripts
@@ -317,8 +316,9 @@ def _log_decision(vip: VipConfig, event: Event, action: Action | None, duration:
     (log.error if error else log.info)(line)
 
 
-def last_path(state_dir: Path, master: str) -> Path:
-    return lock_path(state_dir, master).with_suffix(".last.json")
+def last_name(master: str) -> str:
+    """The last-action record's name in state_dir."""
+    return lock_path(Path("."), master).with_suffix(".last.json").name
 
 
 def _record(state_dir: Path, vip: VipConfig, claim: Claim, event: Event,
@@ -328,19 +328,21 @@ def _record(state_dir: Path, vip: VipConfig, claim: Claim, event: Event,
               "reason": outcome.action.reason, "changed": outcome.changed,
               "source": claim.source, "role": event.role, "from": event.old_master,
               "to": event.new_master}
-    path = last_path(state_dir, vip.master)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
     try:
-        tmp.write_text(json.dumps(record) + "\n")
-        os.replace(tmp, path)
-    except OSError as exc:
-        log.warning("cannot record last action in %s: %s", path, exc.strerror)
+        with StateDir(state_dir) as sd:
+            sd.write_record(last_name(vip.master), record)
+    except (OSError, TransientError) as exc:
+        log.warning("cannot record last action in %s: %s", state_dir,
+                    getattr(exc, "strerror", None) or exc)
 
 
-def read_last(state_dir: Path, master: str) -> dict | None:
+def read_last(state_dir: Path, master: str) -> object:
+    """The last-action record as JSON (any JSON: the reader checks its shape), or
+    None. Never creates state_dir: `vipfloat status` only reads."""
     try:
-        return json.loads(last_path(state_dir, master).read_text())
-    except (OSError, ValueError):
+        with StateDir(state_dir, create=False) as sd:
+            return sd.read_record(last_name(master))
+    except (OSError, TransientError):
         return None
 
 

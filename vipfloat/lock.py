@@ -5,10 +5,14 @@ changes a VIP holds its lock for the whole read-decide-act step, so two runs can
 never interleave (one adding while another removes) and the last one to act saw
 the state the previous one left. flock is released by the kernel when the holder
 dies, so a SIGKILLed hook never leaves a stale lock.
+
+The lock file is opened through :class:`vipfloat.statedir.StateDir`: never
+through a link, and lockable by state_dir's group only in the direct mode.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -18,6 +22,7 @@ from typing import Any
 
 from .errors import LockTimeout, TransientError
 from .retry import until_deadline
+from .statedir import StateDir, UnsafeStateDir
 
 _SAFE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -30,13 +35,6 @@ def lock_path(state_dir: Path, master: str) -> Path:
     return state_dir / f"{name}.lock"
 
 
-def ensure_state_dir(state_dir: Path) -> None:
-    try:
-        state_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TransientError(f"cannot create state_dir {state_dir}: {exc.strerror}") from None
-
-
 class VipLock:
     def __init__(self, state_dir: Path, master: str, timeout: float) -> None:
         self.path = lock_path(state_dir, master)
@@ -45,13 +43,15 @@ class VipLock:
         self._fd: int | None = None
 
     def __enter__(self) -> VipLock:
-        ensure_state_dir(self.state_dir)
-        try:
-            # Read access is enough for flock; 0644 lets another user's process
-            # (Sentinel's hook vs the agent) lock a file the other one created.
-            fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise TransientError(f"cannot open lock {self.path}: {exc.strerror}") from None
+        with StateDir(self.state_dir) as sd:
+            try:
+                # Read access is enough for flock.
+                fd = sd.open_regular(self.path.name, os.O_RDONLY | os.O_CREAT, sd.lock_mode)
+            except UnsafeStateDir:
+                raise
+            except OSError as exc:
+                why = "a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+                raise TransientError(f"cannot open lock {self.path}: {why}") from None
 
         def attempt() -> None:
             try:
