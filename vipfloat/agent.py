@@ -16,12 +16,10 @@ Signals: SIGTERM/SIGINT stop (VIPs stay, unless release_on_stop), SIGHUP reloads
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
 import signal
-import socket
 import sys
 import threading
 import time
@@ -30,17 +28,19 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import config as config_mod
+from . import logs
 from .apply import ActContext, Event, ThreadAnnouncer, resolve_host, run
 from .authority import Belief, QuorumTracker, on_hint, on_poll
 from .config import Config, Endpoint, VipConfig
 from .decide import Binding, Claim, Quorum, Snapshot, Verb, is_new_master_here
-from .errors import ConfigError, PermanentError, ResolveError, UsageError, VipfloatError
+from .errors import ConfigError, PermanentError, ResolveError, TransientError, VipfloatError
+from .agent_socket import AgentSocket, Peer
 from .health import LocalRedis
-from .lock import ensure_state_dir
 from .metrics import Metrics
 from .netlink import KernelCache, NetlinkHost
 from .netwatch import NetWatcher
 from .sdnotify import notify
+from .statedir import ensure as ensure_state_dir
 from .sentinel import Poller, SentinelAnswer
 from .subscribe import SentinelEvent, Subscriber
 from .wire import WireWatcher
@@ -52,6 +52,13 @@ DEFAULT_GRACE = 30.0
 # A claim of a VIP by another MAC this long after we acquired it is a conflict;
 # before that it is the previous holder letting go.
 CONFLICT_SETTLE = 3.0
+# Requests waiting for one VIP's actor: Sentinel runs at most 16 scripts at once,
+# so more than this is somebody flooding the socket.
+MAX_QUEUED = 64
+
+
+def hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass
@@ -286,6 +293,9 @@ class Agent:
         self._tracker = QuorumTracker(len(config.sentinel.addresses), now=time.monotonic())
         self._index = {ep: i for i, ep in enumerate(config.sentinel.addresses)}
         self._answers: dict[str, tuple[SentinelAnswer, ...]] = {}
+        # Hook requests that name another master than the one believed: handed to
+        # their actors after the next poll, which decides.
+        self._after_poll: list[tuple[str, Request]] = []
         self._quorum_ok = True
         # Set by a poll answered by a majority, cleared whenever below a majority:
         # only then are beliefs current enough to act on (see Quorum.fresh).
@@ -351,7 +361,10 @@ class Agent:
                 with NetlinkHost() as host:
                     link = host.link(ifname)
                 if link is not None:  # a missing interface is looked for again next time
-                    self._wires[ifname] = WireWatcher(ifname, link.mac)
+                    # Only the VIPs on this interface: other hosts' ARP costs a
+                    # comparison of bytes per frame, and is never stored.
+                    self._wires[ifname] = WireWatcher(ifname, link.mac, vips=frozenset(
+                        v.ip for v in self.config.vips if v.interface == ifname))
             except OSError as exc:
                 log.warning("cannot watch %s for announcements: %s", ifname, exc)
         return self._wires.get(ifname)
@@ -370,8 +383,7 @@ class Agent:
                 self._poke.set()
                 return
             self.actors[event.master].submit(Request(
-                "event", since=now, event=Event(role="agent", new_master=f"{event.new_host}:"
-                                                f"{event.new_port}")))
+                "event", since=now, event=Event(role="agent", new_master=hostport(event.new_host, event.new_port))))
         self._poke.set()
 
     def on_link(self, endpoint: Endpoint, alive: bool) -> None:
@@ -395,8 +407,27 @@ class Agent:
             # answered a poll, so poll now rather than at the next tick.
             self._poke.set()
 
-    def hook_request(self, argv: list[str], since: float) -> tuple[int, str]:
-        """The hook's arguments, handed over on the socket: act as it would."""
+    # --- the socket's requests (vipfloat.agent_socket.Handler) ----------------------------
+    @property
+    def hook_timeout(self) -> float:
+        return self.config.agent.hook_timeout
+
+    def status(self) -> dict[str, Any]:
+        return self.live_status()
+
+    def hook(self, argv: list[str], since: float, peer: Peer) -> Future:
+        """The hook's arguments, handed over on the socket: act as it would. The
+        verdict, (exit code, reason), comes in the returned future.
+
+        A request is a hint, trusted as far as its sender is: root and the
+        agent's own user (an operator, the lab) may name any new master, as the
+        hook run by them could act directly anyway. Anyone else (Sentinel's user,
+        a member of the socket's group) never changes what the agent believes:
+        the agent acts at once when the hook names the master it already
+        believes in (the usual case: Sentinel's own pub/sub got here first), and
+        otherwise polls the Sentinels first and acts on their answer. So a forged
+        request can neither move nor release a VIP against Sentinel's newest
+        config, nor send the ROLE probe to an address it chose."""
         from .hook import parse_argv
 
         args = parse_argv(argv)
@@ -404,15 +435,35 @@ class Agent:
         if actor is None:
             raise PermanentError(f"master {args.master!r} has no [[vip]] block in "
                                  f"{self.config.path}")
+        if actor.inbox.qsize() >= MAX_QUEUED:
+            raise TransientError(f"agent busy: {actor.inbox.qsize()} requests queued for "
+                                 f"{args.master}")
+        trusted = peer.uid in (0, os.geteuid())
+        request = Request("hook", since=since, reply=Future(), event=Event(
+            role=args.role, old_master=hostport(args.from_host, args.from_port),
+            new_master=hostport(args.to_host, args.to_port)))
         with self._lock:
-            self._beliefs[args.master] = on_hint(
-                self._beliefs.get(args.master), args.to_host, args.to_port,
-                f"hook ({args.role}) via agent", since)
-        future: Future = Future()
-        actor.submit(Request("hook", since=since, reply=future, event=Event(
-            role=args.role, old_master=f"{args.from_host}:{args.from_port}",
-            new_master=f"{args.to_host}:{args.to_port}")))
+            belief = self._beliefs.get(args.master)
+            agrees = belief is not None and (belief.host, belief.port) == (args.to_host,
+                                                                           args.to_port)
+            if trusted:
+                self._beliefs[args.master] = on_hint(belief, args.to_host, args.to_port,
+                                                     f"hook ({args.role}) via agent", since)
+            elif not agrees:
+                self._after_poll.append((args.master, request))
+        log.info("hook request from %s: %s", peer, logs.fields(
+            master=args.master, role=args.role, to=request.event.new_master,
+            trust="sender" if trusted else "believed master" if agrees
+            else "none: polling the Sentinels first"))
+        if trusted or agrees:
+            actor.submit(request)
         self._poke.set()
+        assert request.reply is not None
+        return request.reply
+
+    def hook_request(self, argv: list[str], since: float) -> tuple[int, str]:
+        """The hook's fast path as root would use it, waiting for the verdict."""
+        future = self.hook(argv, since, Peer(os.getpid(), 0, 0))
         return future.result(timeout=self.config.agent.hook_timeout)
 
     # --- polling -------------------------------------------------------------------------
@@ -443,6 +494,12 @@ class Agent:
                 if downs:
                     self._down_after[master] = max(downs) / 1000
         self._report_quorum(was_ok, ok, reachable)
+
+    def _release_after_poll(self) -> None:
+        with self._lock:
+            waiting, self._after_poll = self._after_poll, []
+        for master, request in waiting:
+            self.actors[master].submit(request)
 
     def quorum_lost_now(self) -> bool:
         """Between polls: has the majority just gone silent? Logged at once."""
@@ -475,7 +532,7 @@ class Agent:
         for vip in cfg.vips:
             self.wire(vip.interface)
             self.actors[vip.master] = VipActor(self, vip)
-        self.server = AgentSocket(self)
+        self.server = AgentSocket(cfg.agent.socket, cfg.agent.socket_group, self)
         self.server.start()
         # Contact counts from now: setting up (imports, netlink, sockets) can take
         # longer than the tracker's window on a slow host, and must not read as a
@@ -541,6 +598,7 @@ class Agent:
                     self.reconcile_all()
                 self.poll_once()
                 self.reconcile_all()
+                self._release_after_poll()
             except Exception:  # noqa: BLE001 - an error in one cycle never ends the loop
                 log.exception("reconcile cycle failed")
             if not ready:
@@ -564,11 +622,14 @@ class Agent:
         have been lost (the majority's last contact going stale), so fencing starts
         from the real loss rather than from the next timer tick. Those wake-ups
         cost a comparison, not a poll."""
+        below_at_start = self._tracker.below_for(time.monotonic()) > 0
         while not self._poke.is_set():
             now = time.monotonic()
-            if now >= deadline or self._tracker.below_for(now) > 0:
+            wait = sleep_for(now, deadline, below_at_start,
+                             self._tracker.below_for(now) > 0, self._tracker.next_check(now))
+            if wait <= 0:
                 return
-            self._poke.wait(min(deadline, self._tracker.next_check(now)) - now)
+            self._poke.wait(wait)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -609,99 +670,24 @@ class Agent:
 RELOAD = -1
 
 
-class AgentSocket:
-    """The agent's Unix socket: one JSON line in, one JSON line out.
-
-    {"op": "hook", "argv": [7 args]} -> {"exit": 0|1|2, "message": "..."}
-    {"op": "status"}                  -> the agent's live view
-    """
-
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-        cfg = agent.config.agent
-        self.path = cfg.socket
-        _refuse_if_running(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        self.sock.bind(str(self.path))
-        os.chmod(self.path, 0o660)
-        if cfg.socket_group:
-            import grp
-
-            try:
-                os.chown(self.path, -1, grp.getgrnam(cfg.socket_group).gr_gid)
-            except (KeyError, PermissionError) as exc:
-                log.error("cannot give %s to group %s: %s", self.path, cfg.socket_group, exc)
-        self.sock.listen(64)
-        self._thread = threading.Thread(target=self._accept, name="agent-socket", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        since = time.monotonic()
-        with conn:
-            conn.settimeout(2.0)
-            try:
-                line = conn.makefile("rb").readline(65536)
-                request = json.loads(line)
-                if request.get("op") == "status":
-                    reply: dict[str, Any] = self.agent.live_status()
-                elif request.get("op") == "hook":
-                    code, message = self.agent.hook_request([str(a) for a in request["argv"]],
-                                                            since)
-                    reply = {"exit": code, "message": message}
-                else:
-                    reply = {"exit": 2, "message": f"unknown op {request.get('op')!r}"}
-            except (UsageError, PermanentError) as exc:
-                reply = {"exit": exc.exit_code, "message": str(exc)}
-            except (ValueError, KeyError, TypeError) as exc:
-                reply = {"exit": 2, "message": f"bad request: {exc}"}
-            except Exception as exc:  # noqa: BLE001 - the hook gets an answer, never a hang
-                reply = {"exit": 1, "message": f"agent: {type(exc).__name__}: {exc}"}
-            try:
-                conn.settimeout(2.0)
-                conn.sendall(json.dumps(reply).encode() + b"\n")
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        self.sock.close()
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def _refuse_if_running(path: Any) -> None:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(0.5)
-        probe.connect(str(path))
-    except OSError:
-        return  # nobody listening: a stale socket, or none
-    finally:
-        probe.close()
-    raise PermanentError(f"another agent is already listening on {path}")
+def sleep_for(now: float, deadline: float, below_at_start: bool, below_now: bool,
+              next_check: float) -> float:
+    """Pure: how long the main loop may sleep before its next tick. It wakes early
+    when the quorum is lost *during* the sleep (fencing counts from the real loss),
+    but not when it was already lost before: then its Sentinels may be failing
+    fast (refused, no route), and waking at once would poll them in a busy loop."""
+    if now >= deadline:
+        return 0.0
+    if below_now and not below_at_start:
+        return 0.0
+    if below_at_start:
+        return deadline - now
+    return min(deadline, next_check) - now
 
 
 def main(config_path: str | None) -> int:
     """Run the agent until SIGTERM; reload on SIGHUP (a bad new config is refused
     and the running one kept). A bad config at start raises ConfigError (exit 2)."""
-    from . import logs
-
     logs.setup("vipfloat", syslog=False)
     # A hint must reach its VIP's actor at once; the default 5 ms GIL switch
     # interval would let a busy thread hold it back for a whole slice.

@@ -1,0 +1,123 @@
+"""How far the agent trusts a hook request, by who sent it; and the main loop's
+sleep, which must not spin when every Sentinel fails fast."""
+from __future__ import annotations
+
+import pytest
+
+from vipfloat.agent import Agent, sleep_for
+from vipfloat.agent_socket import Peer
+from vipfloat.authority import on_poll
+from vipfloat.errors import TransientError
+from vipfloat.sentinel import MasterInfo, SentinelAnswer
+
+ROOT = Peer(pid=100, uid=0, gid=0)
+SENTINEL_USER = Peer(pid=200, uid=105, gid=105, groups=(998,))   # redis, in group vipfloat
+TO_B = ["mymaster", "observer", "start", "198.51.100.11", "6379", "198.51.100.12", "6379"]
+TO_C = ["mymaster", "observer", "start", "198.51.100.11", "6379", "198.51.100.13", "6379"]
+
+
+class Inbox:
+    """Stands in for a VIP actor: records what it is handed."""
+
+    def __init__(self) -> None:
+        self.requests: list = []
+
+    def submit(self, request) -> None:
+        self.requests.append(request)
+
+    class inbox:  # noqa: N801 - mimics VipActor.inbox
+        @staticmethod
+        def qsize() -> int:
+            return 0
+
+
+@pytest.fixture
+def agent(cfg):
+    a = Agent(cfg)
+    a.actors = {"mymaster": Inbox()}
+    yield a
+    a.actors = {}
+    a.stop()
+
+
+def believe_b(agent: Agent, cfg) -> None:
+    """What a poll of the Sentinels makes the agent believe: b, epoch 3."""
+    answers = tuple(SentinelAnswer(ep, MasterInfo("mymaster", "198.51.100.12", 6379, 3, ("master",)))
+                    for ep in cfg.sentinel.addresses)
+    agent._beliefs["mymaster"] = on_poll(None, answers, 3, 0.0)
+
+
+def test_sentinels_user_naming_the_believed_master_is_acted_on_at_once(agent, cfg):
+    believe_b(agent, cfg)
+    agent.hook(TO_B, 1.0, SENTINEL_USER)
+    (request,) = agent.actors["mymaster"].requests
+    assert request.kind == "hook" and request.event.new_master == "198.51.100.12:6379"
+    assert agent.belief("mymaster").source == "Sentinel 198.51.100.11:26379, config-epoch 3"
+
+
+def test_sentinels_user_naming_another_master_changes_no_belief_and_waits_for_a_poll(agent,
+                                                                                      cfg):
+    # A forged request naming another host released the VIP, and the hint
+    # lasted 15 s and could be renewed; naming 127.0.0.1 and a port of its own
+    # sent the ROLE probe (with the Redis password) there.
+    believe_b(agent, cfg)
+    future = agent.hook(TO_C, 1.0, SENTINEL_USER)
+    assert agent.actors["mymaster"].requests == []            # not acted on yet
+    assert agent.belief("mymaster").host == "198.51.100.12"   # belief untouched
+    agent._release_after_poll()                                # after the next poll
+    (request,) = agent.actors["mymaster"].requests
+    assert request.reply is future
+    assert agent.belief("mymaster").host == "198.51.100.12"
+
+
+def test_root_is_trusted_as_a_direct_hook_would_be(agent, cfg):
+    believe_b(agent, cfg)
+    agent.hook(TO_C, 1.0, ROOT)
+    assert len(agent.actors["mymaster"].requests) == 1
+    belief = agent.belief("mymaster")
+    assert (belief.host, belief.provisional, belief.source) == (
+        "198.51.100.13", True, "hook (observer) via agent")
+
+
+def test_with_no_belief_yet_a_group_member_waits_for_the_poll(agent):
+    agent.hook(TO_B, 1.0, SENTINEL_USER)
+    assert agent.actors["mymaster"].requests == [] and agent.belief("mymaster") is None
+
+
+def test_a_flood_of_requests_for_one_vip_is_refused_as_busy(agent, cfg):
+    class Full(Inbox):
+        class inbox:  # noqa: N801
+            @staticmethod
+            def qsize() -> int:
+                return 64
+
+    agent.actors = {"mymaster": Full()}
+    with pytest.raises(TransientError, match="agent busy: 64 requests queued for mymaster"):
+        agent.hook(TO_B, 1.0, ROOT)
+
+
+def test_ipv6_masters_are_bracketed_for_the_action_scripts(agent):
+    argv = ["mymaster", "leader", "start", "2001:db8::11", "6379", "2001:db8::12", "6379"]
+    agent.hook(argv, 1.0, ROOT)
+    event = agent.actors["mymaster"].requests[0].event
+    assert (event.old_master, event.new_master) == ("[2001:db8::11]:6379", "[2001:db8::12]:6379")
+
+
+# --- the main loop's sleep -----------------------------------------------------------------
+
+def test_the_loop_sleeps_to_its_tick_when_the_quorum_was_already_lost():
+    # Every Sentinel refusing at once: the old loop never slept (77 % of a core).
+    assert sleep_for(now=10.0, deadline=10.25, below_at_start=True, below_now=True,
+                     next_check=10.0) == pytest.approx(0.25)
+
+
+def test_the_loop_wakes_when_the_quorum_is_lost_during_its_sleep():
+    assert sleep_for(now=10.0, deadline=12.0, below_at_start=False, below_now=True,
+                     next_check=10.0) == 0.0
+    # ... and otherwise sleeps until the loss could happen, or its tick.
+    assert sleep_for(now=10.0, deadline=12.0, below_at_start=False, below_now=False,
+                     next_check=11.0) == pytest.approx(1.0)
+    assert sleep_for(now=10.0, deadline=12.0, below_at_start=False, below_now=False,
+                     next_check=13.0) == pytest.approx(2.0)
+    assert sleep_for(now=12.0, deadline=12.0, below_at_start=True, below_now=True,
+                     next_check=0.0) == 0.0
