@@ -3,6 +3,13 @@
 Every problem is collected and reported together, one line each, as
 ``<file>: <key>: <what is wrong>``, so an operator fixes the file in one pass.
 Secrets are wrapped in :class:`Secret`, whose repr never shows the value.
+
+Whatever the file holds, load() returns a Config or raises ConfigError, never
+anything else: the agent reloads on SIGHUP and keeps its running config on a
+ConfigError, while any other exception (an OverflowError from a 400-digit
+number, once) stopped it. So every number is range-checked, every string is
+checked here for what the kernel will refuse later, and a problem line never
+echoes a control character or more than a short piece of the input.
 """
 
 from __future__ import annotations
@@ -10,8 +17,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import stat
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
@@ -34,20 +42,105 @@ PRE_RELEASE_BUDGET = 2.0
 # announcement rounds closer than that are wasted; 1.1 s is what MetalLB settled on.
 DEFAULT_ANNOUNCE_INTERVAL = 1.1
 DEFAULT_ANNOUNCE_COUNT = 5
-_IFNAME = re.compile(r"^[^\s/:]{1,15}$")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+# Kernel limits, counted in bytes of the UTF-8 encoding, without the final NUL:
+# an interface name fills IFNAMSIZ (16), a socket path sockaddr_un.sun_path
+# (108), any path PATH_MAX (4096). Longer ones fail only when used.
+MAX_IFNAME_BYTES = 15
+MAX_SOCKET_PATH_BYTES = 107
+MAX_PATH_BYTES = 4095
+# A vipfloat config is a few KiB and a password a few bytes: anything far larger
+# is the wrong file (/dev/zero would otherwise be read until memory runs out).
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_SECRET_BYTES = 64 * 1024
+# A DNS label (letters, digits, '-', and '_' that internal names use) or an IPv4
+# literal; anything else is refused before a resolver sees it (Python's idna
+# codec raises UnicodeError, not OSError, on an empty or 64-byte label).
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}")
+# How much of a bad value a problem line quotes.
+_QUOTE_CHARS = 60
 
 
-@dataclass(frozen=True)
 class Secret:
-    """A password that never shows up in a repr, a log line or a traceback."""
+    """A password that never shows up in a repr, a log line or a traceback.
 
-    value: str = field(repr=False)
+    Usually it holds the value, read when the config loads, so that an unreadable
+    password_file is a config error at once (check-config, agent start, reload).
+    A config loaded with secrets=False (the hook acting by itself, which talks to
+    no Redis) keeps only the file's name: a file the hook cannot read must not
+    fail a run that never needs it, since Sentinel gives up on an exit 2. Such a
+    Secret reads the file on the first use of .value and keeps what it read; a
+    failure then is a ConfigError naming the file and the key, as at load.
+
+    Immutable like the rest of the config; two Secrets are equal when they hold
+    the same value or, when read lazily, name the same file.
+    """
+
+    __slots__ = ("_file", "_origin", "_value")
+
+    def __init__(self, value: str | None = None, *, file: Path | None = None,
+                 origin: tuple[Path, str] | None = None) -> None:
+        if (value is None) == (file is None):
+            raise TypeError("a Secret holds either a value or a password file")
+        object.__setattr__(self, "_value", value)
+        object.__setattr__(self, "_file", file)
+        # (config file, key) for the problem line if a lazy read fails.
+        object.__setattr__(self, "_origin", origin)
+
+    @property
+    def value(self) -> str:
+        if self._value is None:
+            assert self._file is not None
+            try:
+                text = _read_secret(self._file)
+            except ValueError as exc:
+                config, key = self._origin or (Path("?"), "password_file")
+                raise ConfigError([_line(config, key, str(exc))]) from None
+            # Kept: the password does not change under a running command.
+            object.__setattr__(self, "_value", text)
+        return self._value
+
+    @property
+    def file(self) -> Path | None:
+        """The password file while it is unread (secrets=False), else None."""
+        return self._file
+
+    def _key(self) -> tuple[str, object]:
+        # Never the lazily read value: the hash must not change when it is read.
+        return ("file", self._file) if self._file is not None else ("value", self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Secret is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("Secret is immutable")
+
+    def __copy__(self) -> Secret:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Secret:
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickles as the frozen dataclass it replaces did; an unread file stays unread.
+        if self._file is None:
+            return (Secret, (self._value,))
+        return (_unread_secret, (self._file, self._origin))
 
     def __repr__(self) -> str:
         return "Secret('***')"
 
     __str__ = __repr__
+
+
+def _unread_secret(file: Path, origin: tuple[Path, str] | None) -> Secret:
+    return Secret(file=file, origin=origin)
 
 
 @dataclass(frozen=True)
@@ -157,40 +250,88 @@ def config_path(explicit: str | os.PathLike[str] | None) -> Path:
     return Path(env) if env else DEFAULT_PATH
 
 
-def load(explicit: str | os.PathLike[str] | None = None) -> Config:
+def load(explicit: str | os.PathLike[str] | None = None, *, secrets: bool = True) -> Config:
+    """Read and validate the config; ConfigError (exit 2) for anything wrong with it.
+
+    secrets=False records each password_file without reading it (see Secret), for
+    a caller that may never need a password and must not fail for want of one."""
     path = config_path(explicit)
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read config: {exc.strerror or exc}"]) from None
+        with open(path, "rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise ConfigError([_line(path, "", f"cannot read config: "
+                                           f"{getattr(exc, 'strerror', None) or exc}")]) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError([_line(path, "", f"cannot read config: larger than "
+                                           f"{MAX_CONFIG_BYTES // 1024} KiB")])
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{path}: TOML syntax error: {exc}"]) from None
-    return parse(data, path)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([_line(path, "", f"TOML syntax error: invalid UTF-8 at line {line} "
+                                           f"(byte {exc.start})")]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([_line(path, "", f"TOML syntax error: {exc}")]) from None
+    except RecursionError:
+        # tomllib recurses once per nested array or inline table and sets no limit
+        # of its own: a few hundred '[' exhaust Python's stack.
+        raise ConfigError([_line(path, "", "TOML syntax error: arrays or tables nested "
+                                           "too deeply")]) from None
+    except ValueError:
+        # int() refuses a literal of more than 4300 digits and tomllib passes that
+        # ValueError through, with advice for programmers, not operators.
+        raise ConfigError([_line(path, "", "TOML syntax error: an integer with thousands "
+                                           "of digits")]) from None
+    return parse(data, path, secrets=secrets)
 
 
-def parse(data: dict[str, Any], path: Path) -> Config:
+def parse(data: dict[str, Any], path: Path, *, secrets: bool = True) -> Config:
     """Validate a decoded TOML document; raise ConfigError listing every problem."""
     p = _Problems(path)
     p.unknown(data, "", {"sentinel", "agent", "actions", "log", "vip", "redis"})
-    sentinel = _sentinel(p, _table(p, data, "sentinel", required=True))
+    sentinel = _sentinel(p, _table(p, data, "sentinel", required=True), secrets)
     agent = _agent(p, _table(p, data, "agent"))
     actions = _actions(p, _table(p, data, "actions"))
-    redis_table = _table(p, data, "redis")
-    p.unknown(redis_table, "redis", {"username", "password", "password_file", "timeout"})
-    redis = RedisConfig(username=_get(p, redis_table, "redis", "username", str, None),
-                        password=_secret(p, redis_table, "redis"),
-                        timeout=_number(p, redis_table, "redis", "timeout", 0.5, 0.05, 10.0))
+    redis = _redis(p, _table(p, data, "redis"), secrets)
     log = _table(p, data, "log")
     p.unknown(log, "log", {"level"})
-    level = _get(p, log, "log", "level", str, "info")
+    level = _get(p, log, "log", "level", str, Config.log_level)
     if level not in _LOG_LEVELS:
-        p.add("log.level", f"must be one of {', '.join(_LOG_LEVELS)}, not {level!r}")
+        p.add("log.level", f"must be one of {', '.join(_LOG_LEVELS)}, not {_quote(level)}")
     vips = _vips(p, data.get("vip"))
     p.raise_if_any()
     return Config(path=path, sentinel=sentinel, vips=vips, agent=agent, actions=actions,
                   redis=redis, log_level=level)
+
+
+def _line(path: Path, key: str, message: str) -> str:
+    """One problem line. Control characters are escaped (\\x1b, \\n, \\u2028...): a
+    value from the file must not colour or rewrite the operator's terminal, nor
+    split one problem into lines that do not start with the file's name."""
+    line = f"{path}: {key}: {message}" if key else f"{path}: {message}"
+    if line.isprintable():
+        return line
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _QUOTE_CHARS else text[:_QUOTE_CHARS] + "..."
+
+
+def _quote(text: str) -> str:
+    """A value from the file as a problem line shows it: quoted, escaped, short."""
+    return repr(text) if len(text) <= _QUOTE_CHARS else repr(text[:_QUOTE_CHARS]) + "..."
+
+
+def _show_number(value: float) -> str:
+    # A huge int is neither formatted as a float (OverflowError) nor in full (str()
+    # refuses past 4300 digits, and the line would be as long).
+    if isinstance(value, int) and abs(value) >= 10 ** 15:
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 class _Problems:
@@ -200,12 +341,12 @@ class _Problems:
         self.missing: set[str] = set()
 
     def add(self, key: str, message: str) -> None:
-        self.lines.append(f"{self.path}: {key}: {message}" if key else f"{self.path}: {message}")
+        self.lines.append(_line(self.path, key, message))
 
     def unknown(self, table: dict[str, Any], prefix: str, known: set[str]) -> None:
         for key in table:
             if key not in known:
-                self.add(f"{prefix}.{key}" if prefix else key, "unknown key")
+                self.add(f"{prefix}.{_clip(key)}" if prefix else _clip(key), "unknown key")
 
     def raise_if_any(self) -> None:
         if self.lines:
@@ -213,6 +354,20 @@ class _Problems:
 
 
 _MISSING = object()
+# TOML's names for what tomllib returns (bool before int: a bool is an int).
+_TOML_TYPES: dict[type, str] = {bool: "boolean", int: "integer", float: "float", str: "string",
+                                list: "array", dict: "table"}
+
+
+def _toml_type(value: Any) -> str:
+    for kind, name in _TOML_TYPES.items():
+        if isinstance(value, kind):
+            return name
+    return "date-time" if type(value).__name__ == "datetime" else type(value).__name__
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
 
 
 def _table(p: _Problems, data: dict[str, Any], key: str, required: bool = False) -> dict[str, Any]:
@@ -223,93 +378,195 @@ def _table(p: _Problems, data: dict[str, Any], key: str, required: bool = False)
             p.missing.add(key)
         return {}
     if not isinstance(value, dict):
-        p.add(key, "must be a table")
+        p.add(key, f"must be a table, not {_a(_toml_type(value))}")
+        if required:
+            p.missing.add(key)  # one line for it, as for a missing section
         return {}
     return value
 
 
 def _get(p: _Problems, table: dict[str, Any], prefix: str, key: str, kind: type | tuple[type, ...],
-         default: Any = _MISSING) -> Any:
+         default: Any = _MISSING, want: str | None = None) -> Any:
+    """table[key] if it is of `kind` (and, for a string, holds no NUL); else the
+    problem is reported and the default (None for a required key) returned."""
     value = table.get(key, _MISSING)
     name = f"{prefix}.{key}"
+    fallback = None if default is _MISSING else default
     if value is _MISSING:
         if default is _MISSING:
             p.add(name, "missing")
-        return None if default is _MISSING else default
-    # TOML integers are fine where a float is expected; booleans are never numbers.
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+        return fallback
+    # Booleans are ints in Python, never numbers in TOML.
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        want = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        p.add(name, f"must be a {want}, not {type(value).__name__}")
-        return None if default is _MISSING else default
+        p.add(name, f"must be {_a(want or _TOML_TYPES[kind])}, not {_a(_toml_type(value))}")
+        return fallback
+    # TOML's "\u0000" makes one; every string here ends up in a C string (a path,
+    # an interface or group name, a password sent to Redis) that it would cut.
+    if isinstance(value, str) and "\0" in value:
+        p.add(name, "contains a NUL character")
+        return fallback
     return value
+
+
+def _strings(p: _Problems, table: dict[str, Any], prefix: str, key: str) -> list[tuple[str, str]]:
+    """The items of an array of strings, each with its name for a problem line;
+    any other item is reported (ipaddress.ip_address(1) would be 0.0.0.1)."""
+    items: list[tuple[str, str]] = []
+    for i, item in enumerate(_get(p, table, prefix, key, list, [])):
+        name = f"{prefix}.{key}[{i}]"
+        if not isinstance(item, str):
+            p.add(name, f"must be a string, not {_a(_toml_type(item))}")
+        elif "\0" in item:
+            p.add(name, "contains a NUL character")
+        else:
+            items.append((name, item))
+    return items
 
 
 def _number(p: _Problems, table: dict[str, Any], prefix: str, key: str, default: float,
-            low: float, high: float) -> float:
-    value = _get(p, table, prefix, key, float, default)
-    if value is not None and not low <= value <= high:
-        p.add(f"{prefix}.{key}", f"must be between {low:g} and {high:g}, not {value:g}")
+            low: float, high: float, off: bool = False) -> float:
+    """A number in [low, high]; with off=True 0 too (it disables the feature)."""
+    value = _get(p, table, prefix, key, (int, float), default, want="number")
+    # Compared before float(): Python compares a 400-digit int with a float exactly,
+    # where float() raises OverflowError. nan fails every comparison and inf is
+    # outside every range, so both are refused here.
+    if (off and value == 0) or low <= value <= high:
+        return float(value)
+    span = f"{'0 (off) or ' if off else ''}between {low:g} and {high:g}"
+    p.add(f"{prefix}.{key}", f"must be {span}, not {_show_number(value)}")
+    return default
+
+
+def _integer(p: _Problems, table: dict[str, Any], prefix: str, key: str, default: int,
+             low: int, high: int) -> int:
+    value = _get(p, table, prefix, key, int, default)
+    if low <= value <= high:
+        return value
+    p.add(f"{prefix}.{key}", f"must be between {low} and {high}, not {_show_number(value)}")
+    return default
+
+
+def _path(p: _Problems, table: dict[str, Any], prefix: str, key: str, default: Path | None,
+          limit: int = MAX_PATH_BYTES, limit_is: str = "a path holds") -> Path | None:
+    text = _get(p, table, prefix, key, str, None)
+    if text is None:
         return default
-    return value
+    # Relative to what? The agent runs in /, the hook in Sentinel's directory and
+    # check-config in the operator's: one file would name three places.
+    if not text.startswith("/"):
+        p.add(f"{prefix}.{key}", f"{_quote(text)} is not an absolute path")
+        return default
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        p.add(f"{prefix}.{key}", f"is {size} bytes long; {limit_is} at most {limit}")
+        return default
+    return Path(text)
 
 
 def parse_endpoint(text: str) -> Endpoint:
     """'host:port' or '[v6]:port' -> Endpoint; ValueError with a readable message."""
-    match = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\[\]]+):(\d+)", text.strip())
+    match = re.fullmatch(r"\[([^\]]+)\]:([0-9]+)|([^:\[\]]+):([0-9]+)", text.strip())
     if not match:
-        raise ValueError(f"{text!r} is not host:port (IPv6 as [addr]:port)")
+        raise ValueError(f"{_quote(text)} is not host:port (IPv6 as [addr]:port)")
     host = match.group(1) or match.group(3)
-    port = int(match.group(2) or match.group(4))
+    digits = match.group(2) or match.group(4)
+    # Length first: int() refuses more than 4300 digits, with its own message.
+    port = int(digits) if len(digits) <= 5 else 0
     if not 0 < port < 65536:
-        raise ValueError(f"{text!r} has port {port}, not 1-65535")
+        raise ValueError(f"{_quote(text)} has port {_clip(digits)}, not 1-65535")
     if match.group(1):
-        ipaddress.IPv6Address(host)  # brackets are for IPv6 literals only
+        try:
+            ipaddress.IPv6Address(host)  # brackets are for IPv6 literals only
+        except ValueError:
+            raise ValueError(f"{_quote(host)} is not an IPv6 address") from None
+    elif not _is_hostname(host):
+        raise ValueError(f"{_quote(host)} is not a host name or IPv4 address")
     return Endpoint(host, port)
 
 
-def _secret(p: _Problems, table: dict[str, Any], prefix: str) -> Secret | None:
+def _is_hostname(host: str) -> bool:
+    name = host.removesuffix(".")  # a fully qualified name may end in '.'
+    return 0 < len(name) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in name.split("."))
+
+
+def _read_secret(file: Path) -> str:
+    """A password file's content without its final line break; ValueError whose
+    message names the file, never its content."""
+    try:
+        # O_NONBLOCK: a FIFO there must not hang the load (it is refused below).
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ValueError(f"cannot read {file}: {exc.strerror or exc}") from None
+    try:
+        with open(fd, "rb") as stream:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ValueError(f"cannot read {file}: not a regular file")
+            raw = stream.read(MAX_SECRET_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read {file}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_SECRET_BYTES:
+        raise ValueError(f"cannot read {file}: larger than {MAX_SECRET_BYTES // 1024} KiB, "
+                         "not a password")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"cannot read {file}: not UTF-8 text") from None
+    if "\0" in text:
+        raise ValueError(f"cannot read {file}: contains a NUL character")
+    return text.rstrip("\r\n")
+
+
+def _secret(p: _Problems, table: dict[str, Any], prefix: str, secrets: bool) -> Secret | None:
+    key = f"{prefix}.password_file"
     password = _get(p, table, prefix, "password", str, None)
-    password_file = _get(p, table, prefix, "password_file", str, None)
+    password_file = _path(p, table, prefix, "password_file", None)
     if password is not None and password_file is not None:
-        p.add(f"{prefix}.password_file", "set password or password_file, not both")
+        p.add(key, "set password or password_file, not both")
         return None
-    if password_file is not None:
-        try:
-            return Secret(Path(password_file).read_text(encoding="utf-8").rstrip("\r\n"))
-        except OSError as exc:
-            # Name the file, never its content.
-            p.add(f"{prefix}.password_file", f"cannot read {password_file}: {exc.strerror or exc}")
-            return None
-    return Secret(password) if password is not None else None
+    if password_file is None:
+        return Secret(password) if password is not None else None
+    if not secrets:
+        return Secret(file=password_file, origin=(p.path, key))
+    try:
+        return Secret(_read_secret(password_file))
+    except ValueError as exc:
+        p.add(key, str(exc))
+        return None
 
 
-def _sentinel(p: _Problems, table: dict[str, Any]) -> SentinelConfig:
+def _sentinel(p: _Problems, table: dict[str, Any], secrets: bool) -> SentinelConfig:
     p.unknown(table, "sentinel", {"addresses", "username", "password", "password_file", "timeout"})
-    # A missing [sentinel] section was reported already; say nothing more about it.
+    # A missing (or not a table) [sentinel] was reported already; say nothing more.
     present = "sentinel" not in p.missing
-    raw = _get(p, table, "sentinel", "addresses", list, []) if present else []
     endpoints: list[Endpoint] = []
-    for i, item in enumerate(raw):
+    seen: set[Endpoint] = set()
+    for name, item in _strings(p, table, "sentinel", "addresses") if present else []:
         try:
-            if not isinstance(item, str):
-                raise ValueError(f"must be a string, not {type(item).__name__}")
             endpoint = parse_endpoint(item)
         except ValueError as exc:
-            p.add(f"sentinel.addresses[{i}]", str(exc))
+            p.add(name, str(exc))
             continue
-        if endpoint in endpoints:
-            p.add(f"sentinel.addresses[{i}]", f"{item!r} is listed twice")
+        if endpoint in seen:
+            p.add(name, f"{_quote(item)} is listed twice")
+        seen.add(endpoint)
         endpoints.append(endpoint)
-    if present and not raw:
+    # Missing or []: a wrong type was reported as such by _strings.
+    if present and table.get("addresses", []) == []:
         p.add("sentinel.addresses", "no Sentinel configured: list at least one host:port")
     return SentinelConfig(
         addresses=tuple(endpoints),
         username=_get(p, table, "sentinel", "username", str, None),
-        password=_secret(p, table, "sentinel"),
-        timeout=_number(p, table, "sentinel", "timeout", 0.5, 0.05, 10.0),
+        password=_secret(p, table, "sentinel", secrets),
+        timeout=_number(p, table, "sentinel", "timeout", SentinelConfig.timeout, 0.05, 10.0),
     )
+
+
+def _redis(p: _Problems, table: dict[str, Any], secrets: bool) -> RedisConfig:
+    p.unknown(table, "redis", {"username", "password", "password_file", "timeout"})
+    return RedisConfig(username=_get(p, table, "redis", "username", str, None),
+                       password=_secret(p, table, "redis", secrets),
+                       timeout=_number(p, table, "redis", "timeout", RedisConfig.timeout,
+                                       0.05, 10.0))
 
 
 def _agent(p: _Problems, table: dict[str, Any]) -> AgentConfig:
@@ -321,8 +578,7 @@ def _agent(p: _Problems, table: dict[str, Any]) -> AgentConfig:
     defaults = AgentConfig()
     policy = _get(p, table, "agent", "on_quorum_loss", str, defaults.on_quorum_loss)
     if policy not in ("release", "keep"):
-        p.add("agent.on_quorum_loss", f"must be 'release' or 'keep', not {policy!r}")
-    grace = table.get("quorum_loss_grace")
+        p.add("agent.on_quorum_loss", f"must be 'release' or 'keep', not {_quote(policy)}")
     metrics = _get(p, table, "agent", "metrics_listen", str, None)
     if metrics is not None:
         try:
@@ -334,20 +590,24 @@ def _agent(p: _Problems, table: dict[str, Any]) -> AgentConfig:
         reconcile_interval=_number(p, table, "agent", "reconcile_interval",
                                    defaults.reconcile_interval, 0.05, 2.0),
         on_quorum_loss=policy,
-        quorum_loss_grace=None if grace is None else _number(
+        # Unset is no number: it means the master's down-after-milliseconds.
+        quorum_loss_grace=None if "quorum_loss_grace" not in table else _number(
             p, table, "agent", "quorum_loss_grace", 0.0, 0.0, 600.0),
         release_wait=_number(p, table, "agent", "release_wait", defaults.release_wait, 0.0, 10.0),
         reset_connections=_get(p, table, "agent", "reset_connections", bool,
                                defaults.reset_connections),
         release_on_stop=_get(p, table, "agent", "release_on_stop", bool, defaults.release_on_stop),
+        # 0 disables either; above 0, a floor: the VIP's actor wakes every half
+        # probe interval, and Linux ignores a second ARP update within 1 s.
         conflict_probe_interval=_number(p, table, "agent", "conflict_probe_interval",
-                                        defaults.conflict_probe_interval, 0.0, 3600.0),
+                                        defaults.conflict_probe_interval, 0.1, 3600.0, off=True),
         announce_refresh=_number(p, table, "agent", "announce_refresh",
-                                 defaults.announce_refresh, 0.0, 3600.0),
+                                 defaults.announce_refresh, 1.0, 3600.0, off=True),
         metrics_listen=metrics,
         hook_timeout=_number(p, table, "agent", "hook_timeout", defaults.hook_timeout, 0.1, 30.0),
-        socket=Path(_get(p, table, "agent", "socket", str, str(defaults.socket))),
-        state_dir=Path(_get(p, table, "agent", "state_dir", str, str(defaults.state_dir))),
+        socket=_path(p, table, "agent", "socket", defaults.socket, MAX_SOCKET_PATH_BYTES,
+                     "a Unix socket path holds"),
+        state_dir=_path(p, table, "agent", "state_dir", defaults.state_dir),
         lock_timeout=_number(p, table, "agent", "lock_timeout", defaults.lock_timeout, 0.1,
                              MAX_LOCK_TIMEOUT),
         retry_timeout=_number(p, table, "agent", "retry_timeout", defaults.retry_timeout, 0.0,
@@ -359,19 +619,33 @@ def _actions(p: _Problems, table: dict[str, Any]) -> ActionsConfig:
     p.unknown(table, "actions", {"hooks_dir", "timeout", "pre_release_dir"})
     defaults = ActionsConfig()
     return ActionsConfig(
-        hooks_dir=Path(_get(p, table, "actions", "hooks_dir", str, str(defaults.hooks_dir))),
+        hooks_dir=_path(p, table, "actions", "hooks_dir", defaults.hooks_dir),
         timeout=_number(p, table, "actions", "timeout", defaults.timeout, 0.1, MAX_SCRIPT_TIMEOUT),
-        pre_release_dir=Path(_get(p, table, "actions", "pre_release_dir", str,
-                                  str(defaults.pre_release_dir))),
+        pre_release_dir=_path(p, table, "actions", "pre_release_dir", defaults.pre_release_dir),
     )
 
 
+def _ifname_problem(name: str) -> str | None:
+    """Why Linux refuses this interface name (its dev_valid_name()), or None.
+    Control characters are refused too: check-config prints the name."""
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if not name:
+        return "empty"
+    if size > MAX_IFNAME_BYTES:
+        return f"{size} bytes long, at most {MAX_IFNAME_BYTES}"
+    if name in (".", ".."):
+        return "'.' and '..' are reserved"
+    if any(c in "/:" or c.isspace() or not c.isprintable() for c in name):
+        return "no '/', ':', space or control character allowed"
+    return None
+
+
 def _vips(p: _Problems, raw: Any) -> tuple[VipConfig, ...]:
-    if raw is None:
+    if raw is None or raw == []:
         p.add("vip", "no [[vip]] block: configure at least one master and its VIP")
         return ()
     if not isinstance(raw, list):
-        p.add("vip", "must be an array of tables ([[vip]])")
+        p.add("vip", f"must be an array of tables ([[vip]]), not {_a(_toml_type(raw))}")
         return ()
     vips: list[VipConfig] = []
     masters: dict[str, int] = {}
@@ -379,36 +653,40 @@ def _vips(p: _Problems, raw: Any) -> tuple[VipConfig, ...]:
     for i, table in enumerate(raw):
         prefix = f"vip[{i}]"
         if not isinstance(table, dict):
-            p.add(prefix, "must be a table ([[vip]])")
+            p.add(prefix, f"must be a table ([[vip]]), not {_a(_toml_type(table))}")
             continue
         p.unknown(table, prefix, {"master", "address", "interface", "local_addresses",
                                   "announce_count", "announce_interval"})
         master = _get(p, table, prefix, "master", str)
         if master is not None:
-            if not master or any(c.isspace() for c in master):
-                p.add(f"{prefix}.master", f"{master!r} is not a Sentinel master name")
+            # Sentinel's own config splits on spaces; a control character can only
+            # be a mistake, and check-config prints the name.
+            if not master or not master.isprintable() or any(c.isspace() for c in master):
+                p.add(f"{prefix}.master", f"{_quote(master)} is not a Sentinel master name")
+                master = None
             elif master in masters:
-                p.add(f"{prefix}.master", f"{master!r} is already used by vip[{masters[master]}]")
-            masters.setdefault(master, i)
+                p.add(f"{prefix}.master", f"{_quote(master)} is already used by "
+                                          f"vip[{masters[master]}]")
+            else:
+                masters[master] = i
         address = _vip_address(p, table, prefix, addresses, i)
         interface = _get(p, table, prefix, "interface", str)
-        if interface is not None and not _IFNAME.match(interface):
-            p.add(f"{prefix}.interface", f"{interface!r} is not a Linux interface name")
+        if interface is not None and (why := _ifname_problem(interface)):
+            p.add(f"{prefix}.interface", f"{_quote(interface)} is not a Linux interface name: "
+                                         f"{why}")
+            interface = None
         locals_: list[IPAddress] = []
-        for j, item in enumerate(_get(p, table, prefix, "local_addresses", list, [])):
+        for name, item in _strings(p, table, prefix, "local_addresses"):
             try:
                 locals_.append(ipaddress.ip_address(item))
             except ValueError:
-                p.add(f"{prefix}.local_addresses[{j}]", f"{item!r} is not an IP address")
-        count = _get(p, table, prefix, "announce_count", int, DEFAULT_ANNOUNCE_COUNT)
-        if count is not None and not 1 <= count <= 100:
-            p.add(f"{prefix}.announce_count", f"must be between 1 and 100, not {count}")
+                p.add(name, f"{_quote(item)} is not an IP address")
+        count = _integer(p, table, prefix, "announce_count", DEFAULT_ANNOUNCE_COUNT, 1, 100)
         interval = _number(p, table, prefix, "announce_interval", DEFAULT_ANNOUNCE_INTERVAL,
                            0.01, 60.0)
         if master and address is not None and interface:
             vips.append(VipConfig(master=master, address=address, interface=interface,
-                                  local_addresses=tuple(locals_),
-                                  announce_count=count or DEFAULT_ANNOUNCE_COUNT,
+                                  local_addresses=tuple(locals_), announce_count=count,
                                   announce_interval=interval))
     return tuple(vips)
 
@@ -419,16 +697,17 @@ def _vip_address(p: _Problems, table: dict[str, Any], prefix: str,
     if text is None:
         return None
     if "/" not in text:
-        p.add(f"{prefix}.address", f"{text!r} needs a prefix length, e.g. {text}/24")
+        p.add(f"{prefix}.address", f"{_quote(text)} needs a prefix length, e.g. {_clip(text)}/24")
         return None
     try:
         address = ipaddress.ip_interface(text)
     except ValueError:
-        p.add(f"{prefix}.address", f"{text!r} is not an IP address with prefix")
+        p.add(f"{prefix}.address", f"{_quote(text)} is not an IP address with prefix")
         return None
     ip = address.ip
     if ip.is_multicast or ip.is_unspecified or ip.is_loopback:
-        p.add(f"{prefix}.address", f"{text!r} cannot be a VIP (multicast, unspecified or loopback)")
+        p.add(f"{prefix}.address", f"{_quote(text)} cannot be a VIP (multicast, unspecified or "
+                                   "loopback)")
         return None
     if ip in seen:
         p.add(f"{prefix}.address", f"{ip} is already the VIP of vip[{seen[ip]}]")
