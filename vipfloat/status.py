@@ -13,7 +13,64 @@ from typing import Any, Callable, Sequence
 from .config import Config, IPAddress, VipConfig
 from .decide import Binding, Claim, is_new_master_here, newest
 from .errors import ResolveError
+from .logs import escape
 from .sentinel import SentinelAnswer
+
+# What the last-action record and the agent's live view hold, field by field.
+# Both come from outside this process (a JSON file in state_dir, whatever answers
+# on the agent's socket) and apply.read_last returns any JSON at all: a field of
+# the wrong type is dropped (read as absent) and named under "malformed", so a
+# bad record or reply costs one field of the report, not the report.
+_NUM = (int, float)
+LAST_FIELDS: dict[str, Any] = {
+    "time": _NUM, "master": str, "action": str, "reason": str, "changed": bool,
+    "source": str, "role": str, "from": str, "to": str}
+QUORUM_FIELDS: dict[str, Any] = {
+    "reachable": int, "configured": int, "majority": int, "ok": bool, "below_for": _NUM,
+    "policy": str}
+BELIEF_FIELDS: dict[str, Any] = {
+    "master_addr": str, "epoch": int, "provisional": bool, "source": str}
+AGENT_VIP_FIELDS: dict[str, Any] = {
+    "held": bool, "last_action": str, "last_reason": str, "last_time": _NUM, "error": str,
+    "conflict_mac": str, "conflict_since": _NUM, "last_announcement": _NUM,
+    "belief": BELIEF_FIELDS, "quorum_loss_grace": _NUM}
+AGENT_FIELDS: dict[str, Any] = {"pid": int, "quorum": QUORUM_FIELDS, "vips": dict}
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    if isinstance(value, bool) and kind is not bool:
+        return False  # JSON true is no count, epoch or pid
+    return isinstance(value, kind)
+
+
+def clean(data: Any, schema: dict[str, Any]) -> dict[str, Any] | None:
+    """`data` if it is a JSON object, with each field `schema` names kept only
+    when it has the right type (null counts as absent, and is fine); the names
+    of the dropped ones under "malformed". Fields the schema does not know pass
+    as they are (a newer agent's). None if `data` is no object at all."""
+    if not isinstance(data, dict):
+        return None
+    out: dict[str, Any] = {}
+    bad = []
+    for key, value in data.items():
+        if key == "malformed":
+            continue  # ours to write: a sender's own would mislead
+        kind = schema.get(key)
+        if kind is None or value is None:
+            out[key] = value
+        elif isinstance(kind, dict):
+            inner = clean(value, kind)
+            if inner is None:
+                bad.append(key)
+            else:
+                out[key] = inner
+        elif _fits(value, kind):
+            out[key] = value
+        else:
+            bad.append(key)
+    if bad:
+        out["malformed"] = sorted(bad)
+    return out
 
 
 @dataclass(frozen=True)
@@ -91,6 +148,7 @@ def gather(config: Config) -> list[VipStatus]:
 
     answers = ask_all(config.sentinel, [v.master for v in config.vips])
     live = agent_view(str(config.agent.socket))
+    live_vips = live.get("vips") if live is not None else None
     with NetlinkHost() as host:
         rows = host.addresses()
         links = {v.interface: host.link(v.interface) for v in config.vips}
@@ -100,12 +158,25 @@ def gather(config: Config) -> list[VipStatus]:
         link = links[vip.interface]
         binding, _ = binding_of(rows, link.index if link else None, vip)
         status = summarise(vip, binding, local, answers[vip.master], resolve_host,
-                           read_last(config.agent.state_dir, vip.master))
-        if live is not None and vip.master in live.get("vips", {}):
-            status = replace(status, agent={**live["vips"][vip.master],
-                                            "quorum": live.get("quorum"), "pid": live.get("pid")})
+                           clean(read_last(config.agent.state_dir, vip.master), LAST_FIELDS))
+        if isinstance(live_vips, dict) and vip.master in live_vips:
+            status = replace(status, agent=merge_agent(live, live_vips[vip.master]))
         out.append(status)
     return out
+
+
+def merge_agent(live: dict[str, Any], entry: Any) -> dict[str, Any]:
+    """One VIP's part of the agent's live view, with the agent's pid and quorum;
+    a malformed entry reads as an empty one (and says so)."""
+    view = clean(entry, AGENT_VIP_FIELDS)
+    bad = [] if view is not None else ["vips"]
+    view = view or {}
+    bad += view.pop("malformed", [])
+    bad += [k for k in live.get("malformed", []) if k in ("pid", "quorum")]
+    view.update(quorum=live.get("quorum"), pid=live.get("pid"))
+    if bad:
+        view["malformed"] = sorted(set(bad))
+    return view
 
 
 def agent_view(path: str) -> dict[str, Any] | None:
@@ -113,7 +184,7 @@ def agent_view(path: str) -> dict[str, Any] | None:
     from .agent_client import NoAgent, request
 
     try:
-        return request(path, {"op": "status"}, timeout=2.0)
+        return clean(request(path, {"op": "status"}, timeout=2.0), AGENT_FIELDS)
     except (NoAgent, OSError, ValueError):
         return None
 
@@ -122,8 +193,24 @@ def render_json(statuses: Sequence[VipStatus]) -> str:
     return json.dumps({"vips": [s.as_dict() for s in statuses]}, indent=2)
 
 
-def _yes(value: bool | None) -> str:
-    return "?" if value is None else ("yes" if value else "no")
+def _yes(value: Any) -> str:
+    return "?" if not isinstance(value, bool) else ("yes" if value else "no")
+
+
+def _show(value: Any) -> str:
+    """A field for the table: a string from the record or the agent escaped (it
+    goes to a terminal), a missing one as '-'."""
+    if value is None:
+        return "-"
+    return escape(value if isinstance(value, str) else json.dumps(value))
+
+
+def _names(value: Any) -> str:
+    return ", ".join(_show(v) for v in value) if isinstance(value, list) else _show(value)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def render_table(statuses: Sequence[VipStatus]) -> str:
@@ -143,17 +230,32 @@ def render_table(statuses: Sequence[VipStatus]) -> str:
             said = (f"{a.master.addr} epoch {a.master.config_epoch} flags {','.join(a.master.flags)}"
                     if a.master else a.error or "no answer")
             lines.append(f"  sentinel {a.endpoint}: {said}")
-        if s.agent:
-            a, q = s.agent, s.agent.get("quorum") or {}
-            lines.append(f"  agent (pid {a.get('pid')}): holds {_yes(a.get('held'))}; Sentinels "
-                         f"{q.get('reachable')}/{q.get('configured')} reachable, quorum "
-                         f"{'ok' if q.get('ok') else 'LOST for %ss' % q.get('below_for')} "
-                         f"(on loss: {q.get('policy')} after {a.get('quorum_loss_grace')} s)")
-            lines.append(f"  agent's last decision: {a.get('last_action')} ({a.get('last_reason')})")
+        # The agent's view and the record are checked again here, not only in
+        # gather: a VipStatus may come from elsewhere, and a report must not die
+        # on one odd field.
+        if isinstance(s.agent, dict) and s.agent:
+            a, q = s.agent, _dict(s.agent.get("quorum"))
+            ok = q.get("ok")
+            quorum = ("ok" if ok is True else "?" if not isinstance(ok, bool)
+                      else f"LOST for {_show(q.get('below_for'))}s")
+            lines.append(f"  agent (pid {_show(a.get('pid'))}): holds {_yes(a.get('held'))}; "
+                         f"Sentinels {_show(q.get('reachable'))}/{_show(q.get('configured'))} "
+                         f"reachable, quorum {quorum} (on loss: {_show(q.get('policy'))} after "
+                         f"{_show(a.get('quorum_loss_grace'))} s)")
+            lines.append(f"  agent's last decision: {_show(a.get('last_action'))} "
+                         f"({_show(a.get('last_reason'))})")
             if a.get("conflict_mac"):
-                lines.append(f"  CONFLICT: {a['conflict_mac']} also answers for {s.vip.ip}")
+                lines.append(f"  CONFLICT: {_show(a['conflict_mac'])} also answers for {s.vip.ip}")
             if a.get("error"):
-                lines.append(f"  agent error: {a['error']}")
-        elif s.last:
-            lines.append(f"  last action: {s.last.get('action')} ({s.last.get('reason')})")
+                lines.append(f"  agent error: {_show(a['error'])}")
+            if a.get("malformed"):
+                lines.append(f"  agent reply malformed: {_names(a['malformed'])} ignored")
+        elif isinstance(s.last, dict):
+            lines.append(f"  last action: {_show(s.last.get('action'))} "
+                         f"({_show(s.last.get('reason'))})")
+            if s.last.get("malformed"):
+                lines.append(f"  last-action record malformed: {_names(s.last['malformed'])} "
+                             "ignored")
+        elif s.last is not None:
+            lines.append("  last action: malformed record")
     return "\n".join(lines)

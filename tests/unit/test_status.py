@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from dataclasses import replace
+
+import pytest
 
 from typer.testing import CliRunner
 
@@ -127,3 +130,108 @@ def test_cli_acquire_unknown_master_exits_2(write_config):
     result = CliRunner().invoke(cli.app, ["acquire", "--master", "nope", "-c",
                                           str(write_config())])
     assert result.exit_code == 2 and "master 'nope' has no [[vip]] block" in result.stderr
+
+
+# --- a bad record or agent reply costs a field, never the report ---------------------------
+
+def _ok(cfg, **kw):
+    return status.summarise(cfg.vips[0], Binding.PRESENT, HERE, [answer(11, "198.51.100.11")],
+                            literal, **kw)
+
+
+@pytest.mark.parametrize("record", [[1], "x", 3, True, {"action": 1, "reason": ["r"]},
+                                    {"action": "acquire", "reason": "m\x1b[2J\nforged"}])
+def test_a_malformed_last_action_record_is_no_traceback(cfg, record):
+    # apply.read_last returns whatever JSON is in the file.
+    s = _ok(cfg, last=record)
+    text = status.render_table([s])
+    assert "Traceback" not in text and "\x1b" not in text
+    assert text.count("\n") == status.render_table([_ok(cfg)]).count("\n") + 1  # one line
+    json.loads(status.render_json([s]))
+
+
+def test_last_action_fields_of_the_wrong_type_read_as_absent():
+    last = status.clean({"action": "acquire", "reason": 5, "changed": "yes", "time": True,
+                         "to": None, "future": {"x": 1}}, status.LAST_FIELDS)
+    assert last == {"action": "acquire", "to": None, "future": {"x": 1},
+                    "malformed": ["changed", "reason", "time"]}
+    assert status.clean([1], status.LAST_FIELDS) is None
+
+
+@pytest.mark.parametrize("reply", [
+    {"pid": 7, "quorum": "x", "vips": {"mymaster": {"held": True}}},
+    {"pid": "x", "quorum": {"ok": "yes", "reachable": "2"}, "vips": {"mymaster": []}},
+    {"pid": 7, "quorum": [], "vips": {"mymaster": {"held": "no", "last_action": 3,
+                                                   "belief": "b", "error": {"a": 1}}}},
+    {"pid": 7, "quorum": None, "vips": {"mymaster": {"malformed": 5}}},
+])
+def test_a_malformed_agent_reply_is_no_traceback(cfg, reply):
+    live = status.clean(reply, status.AGENT_FIELDS)
+    s = replace(_ok(cfg), agent=status.merge_agent(live, live["vips"]["mymaster"])
+                if isinstance(live.get("vips"), dict) else None)
+    text = status.render_table([s])
+    assert "agent (pid " in text and "Traceback" not in text
+    held = reply["vips"]["mymaster"]
+    assert ("holds yes" in text) == (isinstance(held, dict) and held.get("held") is True)
+    json.loads(status.render_json([s]))
+
+
+def test_the_table_survives_raw_malformed_agent_views_too(cfg):
+    # A VipStatus built elsewhere, not through gather's checks: still no AttributeError.
+    for agent in ({"quorum": "x", "pid": 7}, {"quorum": {"ok": True}, "held": "no"},
+                  {"quorum": 5, "last_action": ["a"], "conflict_mac": 1, "error": 2}):
+        text = status.render_table([replace(_ok(cfg), agent=agent)])
+        assert "agent (pid" in text
+
+
+def test_the_table_shows_what_was_malformed(cfg):
+    live = status.clean({"pid": 7, "quorum": "x", "vips": {"mymaster": {"held": 1}}},
+                        status.AGENT_FIELDS)
+    agent = status.merge_agent(live, live["vips"]["mymaster"])
+    assert agent["malformed"] == ["held", "quorum"] and agent["quorum"] is None
+    text = status.render_table([replace(_ok(cfg), agent=agent)])
+    assert "holds ?" in text and "quorum ?" in text
+    assert 'agent reply malformed: held, quorum ignored' in text
+
+
+def test_gather_with_a_bad_record_and_a_bad_agent_reply(cfg, monkeypatch):
+    import vipfloat.agent_client
+    import vipfloat.apply
+    import vipfloat.netlink
+    import vipfloat.sentinel
+
+    class Host:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            pass
+
+        def addresses(self):
+            return ()
+
+        def link(self, name):
+            return None
+
+    monkeypatch.setattr(vipfloat.netlink, "NetlinkHost", Host)
+    monkeypatch.setattr(vipfloat.netlink, "binding_of", lambda rows, index, vip: (
+        Binding.ABSENT, ""))
+    monkeypatch.setattr(vipfloat.sentinel, "ask_all", lambda c, masters: {
+        m: (answer(11, "198.51.100.12"),) for m in masters})
+    monkeypatch.setattr(vipfloat.apply, "read_last", lambda state_dir, master: [1])
+    replies = iter([{"pid": 7, "quorum": "x", "vips": {"six": {"held": "x"}}}])
+    monkeypatch.setattr(vipfloat.agent_client, "request", lambda *a, **k: next(replies))
+    mine, six = status.gather(cfg)
+    assert mine.last is None and mine.agent is None   # [1]: no record at all
+    assert six.agent["malformed"] == ["held", "quorum"]
+    text = status.render_table([mine, six])
+    assert "Traceback" not in text and "agent (pid 7): holds ?" in text
+    json.loads(status.render_json([mine, six]))
+
+
+def test_cli_status_with_a_malformed_record_exits_normally(cfg, write_config, monkeypatch):
+    s = _ok(cfg, last=[1])
+    monkeypatch.setattr(status, "gather", lambda config: [replace(s, agent={"quorum": "x"})])
+    result = CliRunner().invoke(cli.app, ["status", "--config", str(write_config())])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and "agent (pid -)" in result.stdout
