@@ -192,7 +192,8 @@ class FakeAgent:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(str(path))
         self.sock.listen(64)
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
 
     def _accept(self) -> None:
         while True:
@@ -220,6 +221,15 @@ class FakeAgent:
                 pass
 
     def close(self) -> None:
+        # shutdown() first: it wakes a thread blocked in accept(). A bare close()
+        # does not, and lets the descriptor's number be reused while that thread
+        # is about to call accept() on it: it then answered a later test's hooks
+        # (seen: the hook fuzz got this agent's "acquired" for malformed argvs).
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.thread.join(timeout=10)
         self.sock.close()
 
 

@@ -213,8 +213,16 @@ class Server:
                 pass  # the client hung up: what we want to see
 
     def close(self) -> None:
-        self.sock.close()
+        # shutdown() first: it wakes a thread blocked in accept(). A bare close()
+        # does not, and lets the descriptor's number be reused while that thread
+        # is about to call accept() on it: it then answered a later test's hooks
+        # (seen: the hook fuzz got this agent's "acquired" for malformed argvs).
+        try:
+            self.sock.shutdown(2)  # SHUT_RDWR
+        except OSError:
+            pass
         self.thread.join(timeout=10)
+        self.sock.close()
 
 
 def test_a_dripping_agent_cannot_hold_the_request_past_its_deadline(tmp_path):
