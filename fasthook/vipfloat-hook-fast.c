@@ -249,6 +249,19 @@ static void put(struct line *l, const char *s, size_t n) {
 
 static void put_text(struct line *l, const char *s) { put(l, s, strlen(s)); }
 
+/* The length of the well-formed UTF-8 character at s (n bytes left), or 0. */
+static size_t utf8_length(const unsigned char *s, size_t n) {
+    size_t len = s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 && s[0] < 0xe0 ? 2 : 0;
+    if (len == 0 || len > n) return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((s[i] & 0xc0) != 0x80) return 0;
+    /* overlong, surrogate and beyond-U+10FFFF forms */
+    if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] >= 0xa0)
+        || (s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] >= 0x90))
+        return 0;
+    return len;
+}
+
 /* Python's str.isspace() beyond ASCII, in UTF-8 at s (n bytes left): U+0085,
  * U+00A0, U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000. */
 static int wide_space(const unsigned char *s, size_t n) {
@@ -277,6 +290,23 @@ static void put_value(struct line *l, const char *value, size_t n) {
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '\\' || s[i] == '"') snprintf(piece, sizeof piece, "\\%c", s[i]);
         else if (s[i] < 0x20 || s[i] == 0x7f) snprintf(piece, sizeof piece, "\\x%02x", s[i]);
+        /* C1 controls (U+0080-U+009F, UTF-8 C2 80-9F) and the line and paragraph
+         * separators (U+2028/9, E2 80 A8/A9): terminals and some log viewers
+         * act on them too. Escaped as the Python side does: \xNN, \uNNNN. */
+        else if (s[i] == 0xc2 && i + 1 < n && s[i + 1] >= 0x80 && s[i + 1] <= 0x9f)
+            snprintf(piece, sizeof piece, "\\x%02x", s[++i]);
+        else if (s[i] == 0xe2 && i + 2 < n && s[i + 1] == 0x80 && (s[i + 2] == 0xa8 || s[i + 2] == 0xa9)) {
+            snprintf(piece, sizeof piece, "\\u%04x", 0x2000 + (s[i + 2] - 0xa8) + 0x28);
+            i += 2;
+        }
+        else if (s[i] >= 0x80) {
+            /* A whole UTF-8 character passes as it is; a byte that is not part of
+             * one (0x9b alone is a terminal's CSI) is \udcNN, as Python writes the
+             * surrogate its argv decoding makes of it. */
+            size_t len = utf8_length(s + i, n - i);
+            if (len == 0) snprintf(piece, sizeof piece, "\\udc%02x", s[i]);
+            else { put(l, (const char *)s + i, len); i += len - 1; continue; }
+        }
         else snprintf(piece, sizeof piece, "%c", s[i]);
         put_text(l, piece);
     }
@@ -312,11 +342,37 @@ static int without_verdict(char **argv, const char *path, const char *why, int t
     return fall_back(argv, 1);
 }
 
+static int handover_only(void) {
+    const char *only = getenv("VIPFLOAT_HANDOVER_ONLY");
+    return only && strcmp(only, "1") == 0;
+}
+
+/* Under VIPFLOAT_HANDOVER_ONLY=1 the Python hook cannot be run (the default
+ * drop-in lets Sentinel execute this program only), so a call that can never
+ * succeed is reported here: exit 2, and Sentinel does not retry it for ever. */
+static int usage_error(const char *why) {
+    struct line line = {.len = 0};
+    put_text(&line, why);
+    put_text(&line, "; usage: vipfloat-hook <master-name> <role> <state> <from-ip> "
+             "<from-port> <to-ip> <to-port>");
+    emit(LOG_ERR, "ERROR", line.text);
+    return 2;
+}
+
 int main(int argc, char **argv) {
     double started = now_ms();
-    if (argc != 8 || strncmp(argv[1], "--config", 8) == 0 || strcmp(argv[1], "-h") == 0
-        || strcmp(argv[1], "--help") == 0)
+    int usage = argc != 8 || strncmp(argv[1], "--config", 8) == 0 || strcmp(argv[1], "-h") == 0
+        || strcmp(argv[1], "--help") == 0;
+    if (usage && !handover_only())
         return fall_back(argv, 0);
+    if (usage && argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+        puts("usage: vipfloat-hook <master-name> <role> <state> <from-ip> <from-port> <to-ip> "
+             "<to-port>");
+        return 0;
+    }
+    if (usage)
+        return usage_error("expected Sentinel's 7 arguments (and no --config: this hook only "
+                           "hands over to the agent)");
 
     const char *path = getenv("VIPFLOAT_SOCKET");
     if (!path || !*path) path = DEFAULT_SOCKET;
@@ -332,7 +388,8 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (i > 1) request[len++] = ',';
         if (!json_string(request, sizeof request - 4, &len, argv[i]))
-            return without_verdict(argv, path, "arguments too long to hand over", 0);
+            return handover_only() ? usage_error("arguments too long to hand over")
+                                   : without_verdict(argv, path, "arguments too long to hand over", 0);
     }
     memcpy(request + len, "]}\n", 3);
     len += 3;
