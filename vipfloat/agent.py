@@ -39,7 +39,7 @@ from .health import LocalRedis
 from .metrics import Metrics
 from .netlink import KernelCache, NetlinkHost
 from .netwatch import NetWatcher
-from .sdnotify import notify
+from .sdnotify import notify, watchdog_interval
 from .statedir import ensure as ensure_state_dir
 from .sentinel import Poller, SentinelAnswer
 from .subscribe import SentinelEvent, Subscriber
@@ -52,6 +52,12 @@ DEFAULT_GRACE = 30.0
 # A claim of a VIP by another MAC this long after we acquired it is a conflict;
 # before that it is the previous holder letting go.
 CONFLICT_SETTLE = 3.0
+# The systemd watchdog is fed only while the main loop, every VIP's actor and
+# every subscription have shown progress within this long. One action can take
+# retry_timeout (10 s at most) plus release_wait (10 s) plus the pre-release
+# scripts (2 s): a thread stuck for longer is hung, and systemd restarts the
+# agent (WatchdogSec= in vipfloat.service, above this).
+STALL_LIMIT = 30.0
 # Requests waiting for one VIP's actor: Sentinel runs at most 16 scripts at once,
 # so more than this is somebody flooding the socket.
 MAX_QUEUED = 64
@@ -94,6 +100,7 @@ class VipActor:
         self.inbox: queue.Queue[Request] = queue.Queue()
         self.scripts: queue.Queue[Any] = queue.Queue()
         self._stop = threading.Event()
+        self.beat = time.monotonic()      # when the current request (or idle wait) began
         self._host: NetlinkHost | None = None
         # Conflict probes and refreshes run between requests: wake for them no more
         # often than they are due (an idle agent should cost next to nothing).
@@ -114,12 +121,16 @@ class VipActor:
         self._stop.set()
         self.inbox.put(Request("stop"))
         self.scripts.put(None)
-        self._thread.join(timeout=10)
-        self._script_thread.join(timeout=30)
+        # Started or not: stop() also runs after a start that failed half-way.
+        if self._thread.ident is not None:
+            self._thread.join(timeout=10)
+        if self._script_thread.ident is not None:
+            self._script_thread.join(timeout=30)
 
     # --- the loop --------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
+            self.beat = time.monotonic()
             try:
                 request = self.inbox.get(timeout=self._idle)
             except queue.Empty:
@@ -139,6 +150,7 @@ class VipActor:
                         break
                 if request.kind == "stop":
                     break
+            self.beat = time.monotonic()
             self._handle(request)
             self._chores()
         if self._host is not None:
@@ -309,6 +321,7 @@ class Agent:
         self.poller: Poller | None = None
         self.server: AgentSocket | None = None
         self.netwatch: NetWatcher | None = None
+        self.beat = time.monotonic()             # the main loop's last turn
 
     # --- shared state, read by actors ----------------------------------------------
     def belief(self, master: str) -> Belief | None:
@@ -588,8 +601,12 @@ class Agent:
         ready = False
         log.info("watching %d VIP(s) through %d Sentinel(s); reconcile every %.1f s",
                  len(self.config.vips), len(self.config.sentinel.addresses), interval)
+        watchdog = watchdog_interval()
+        if watchdog is not None:
+            threading.Thread(target=self._feed_watchdog, args=(watchdog,), name="watchdog",
+                             daemon=True).start()
         while not self._stop.is_set():
-            started = time.monotonic()
+            started = self.beat = time.monotonic()
             try:
                 if self.quorum_lost_now():
                     # Cut off: decide on what the tracker knows now. The poll below
@@ -616,6 +633,28 @@ class Agent:
                 self._poke.clear()
                 time.sleep(0.02)
         return 0
+
+    def stalled(self, now: float) -> list[str]:
+        """The threads that have shown no progress for STALL_LIMIT seconds."""
+        beats = [("main loop", self.beat)]
+        beats += [(f"actor of {m}", a.beat) for m, a in self.actors.items()]
+        beats += [(f"subscription to {s.endpoint}", s.beat) for s in self.subscribers]
+        return [f"{name} ({now - beat:.0f} s)" for name, beat in beats
+                if now - beat > STALL_LIMIT]
+
+    def _feed_watchdog(self, interval: float) -> None:
+        """WATCHDOG=1 while everything makes progress; silence otherwise, so that
+        systemd restarts a hung agent (the restarted one reconciles at start)."""
+        complained = False
+        while not self._stop.wait(interval):
+            stuck = self.stalled(time.monotonic())
+            if not stuck:
+                notify("WATCHDOG=1")
+                complained = False
+            elif not complained:
+                log.error("not feeding the systemd watchdog: no progress in %s",
+                          ", ".join(stuck))
+                complained = True
 
     def _sleep_until(self, deadline: float) -> None:
         """Until ``deadline`` or a poke, but also wake when the quorum could just

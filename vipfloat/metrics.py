@@ -17,7 +17,7 @@ class Metrics:
         self.enabled = bool(listen)
         if not listen:
             return
-        from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+        from prometheus_client import CollectorRegistry, Counter, Gauge
 
         self.registry = CollectorRegistry()
         r = self.registry
@@ -45,7 +45,7 @@ class Metrics:
         ep = parse_endpoint(listen)
         self.server = None
         try:
-            self.server, self.thread = start_http_server(ep.port, addr=ep.host, registry=r)
+            self.server, self.thread = serve(ep.host, ep.port, r)
             log.info("metrics on http://%s/metrics", ep)
         except OSError as exc:
             # The VIPs matter more than the metrics: keep running without them.
@@ -64,3 +64,80 @@ class Metrics:
 class _Sink:
     def __getattr__(self, name: str) -> Any:
         return lambda *args, **kwargs: self
+
+
+# Anybody who can reach the port is a client: at most this many are served at
+# once (others are closed at once), and each connection is cut after
+# REQUEST_DEADLINE whatever it does. 250 idle connections once made thread
+# creation fail in the agent; a scrape takes milliseconds.
+MAX_CLIENTS = 4
+REQUEST_DEADLINE = 5.0
+
+
+def serve(host: str, port: int, registry: Any) -> tuple[Any, Any]:
+    """prometheus-client's WSGI app on a bounded server (its own
+    start_http_server spawns a thread per connection, with no timeout)."""
+    import socket
+    import threading
+    import time
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    from prometheus_client import make_wsgi_app
+
+    class Handler(WSGIRequestHandler):
+        timeout = 2.0          # per read; REQUEST_DEADLINE bounds the whole
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.slots = threading.BoundedSemaphore(MAX_CLIENTS)
+            self.active: dict[Any, float] = {}
+            self.active_lock = threading.Lock()
+            super().__init__(*args, **kwargs)
+
+        def process_request(self, request: Any, client_address: Any) -> None:
+            if not self.slots.acquire(blocking=False):
+                self.shutdown_request(request)
+                return
+            with self.active_lock:
+                self.active[request] = time.monotonic()
+            try:
+                super().process_request(request, client_address)
+            except BaseException:
+                self._done(request)
+                raise
+
+        def process_request_thread(self, request: Any, client_address: Any) -> None:
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                self._done(request)
+
+        def _done(self, request: Any) -> None:
+            with self.active_lock:
+                if self.active.pop(request, None) is not None:
+                    self.slots.release()
+
+        def service_actions(self) -> None:
+            # Called by serve_forever between polls: cut connections past the
+            # deadline (a shutdown makes the handler's next read or write fail).
+            now = time.monotonic()
+            with self.active_lock:
+                late = [r for r, t in self.active.items() if now - t > REQUEST_DEADLINE]
+            for request in late:
+                try:
+                    request.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    server = make_server(host, port, make_wsgi_app(registry), Server, handler_class=Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5},
+                              name="metrics", daemon=True)
+    thread.start()
+    return server, thread

@@ -20,3 +20,17 @@ def notify(message: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def watchdog_interval() -> float | None:
+    """Seconds between WATCHDOG=1 pings (half of WatchdogSec=), or None when
+    systemd does not watch this process."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or (pid and pid != str(os.getpid())):
+        return None
+    try:
+        seconds = int(usec) / 1e6
+    except ValueError:
+        return None
+    return seconds / 2 if seconds > 0 else None

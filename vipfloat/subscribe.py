@@ -89,6 +89,7 @@ class Subscriber:
         self.dead_after = dead_after           # no pong this long: reconnect
         self.on_contact = on_contact
         self.alive = False
+        self.beat = time.monotonic()           # last sign of progress, for the watchdog
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"subscribe-{endpoint}",
                                         daemon=True)
@@ -110,6 +111,7 @@ class Subscriber:
             pass
 
         def session() -> None:
+            self.beat = time.monotonic()
             try:
                 self._listen()
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect with backoff
@@ -121,7 +123,7 @@ class Subscriber:
             retry=retry_if_exception_type(Dropped),
             wait=wait_exponential(multiplier=0.1, max=2.0),   # bounded: at most 2 s apart
             stop=lambda _state: self._stop.is_set(),
-            sleep=self._stop.wait,                             # interrupted by stop()
+            sleep=self._sleep,                                 # interrupted by stop()
             reraise=False,
             before_sleep=lambda state: log.debug("subscription to %s lost (%s), reconnecting",
                                                  self.endpoint, state.outcome.exception()),
@@ -130,6 +132,10 @@ class Subscriber:
             retrying(session)
         except Exception:  # noqa: BLE001 - stop() while retrying ends here
             pass
+
+    def _sleep(self, seconds: float) -> None:
+        self.beat = time.monotonic() + seconds   # a back-off is progress, not a hang
+        self._stop.wait(seconds)
 
     def _set_alive(self, alive: bool) -> None:
         if alive != self.alive:
@@ -156,6 +162,7 @@ class Subscriber:
             last_heard = time.monotonic()
             next_ping = last_heard + self.ping_interval
             while not self._stop.is_set():
+                self.beat = time.monotonic()
                 # Block until a message or the next ping is due (stop() waits for
                 # at most one such slice).
                 msg = pubsub.get_message(timeout=max(0.05, min(next_ping - time.monotonic(),

@@ -121,3 +121,40 @@ def test_the_loop_wakes_when_the_quorum_is_lost_during_its_sleep():
                      next_check=13.0) == pytest.approx(2.0)
     assert sleep_for(now=12.0, deadline=12.0, below_at_start=True, below_now=True,
                      next_check=0.0) == 0.0
+
+
+# --- the systemd watchdog ------------------------------------------------------------------
+
+def test_the_watchdog_names_every_thread_that_made_no_progress(agent, cfg):
+    import time
+
+    from vipfloat.agent import STALL_LIMIT
+
+    class Beating:
+        def __init__(self, beat: float, endpoint: str = "") -> None:
+            self.beat, self.endpoint = beat, endpoint
+
+    now = time.monotonic()
+    agent.beat = now
+    agent.actors = {"mymaster": Beating(now - 1), "six": Beating(now - STALL_LIMIT - 5)}
+    agent.subscribers = [Beating(now, "198.51.100.11:26379"),
+                         Beating(now - STALL_LIMIT - 1, "198.51.100.12:26379")]
+    assert agent.stalled(now) == ["actor of six (35 s)",
+                                  "subscription to 198.51.100.12:26379 (31 s)"]
+    agent.beat = now - STALL_LIMIT - 2
+    assert agent.stalled(now)[0] == "main loop (32 s)"
+    agent.subscribers = []
+
+
+def test_watchdog_interval_is_half_of_watchdogsec(monkeypatch):
+    import os
+
+    from vipfloat.sdnotify import watchdog_interval
+
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    assert watchdog_interval() is None
+    monkeypatch.setenv("WATCHDOG_USEC", "20000000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    assert watchdog_interval() == 10.0
+    monkeypatch.setenv("WATCHDOG_PID", "1")           # meant for another process
+    assert watchdog_interval() is None

@@ -11,13 +11,23 @@ REPO = Path(__file__).resolve().parents[2]
 DEBIAN_UNIT = Path("/lib/systemd/system/redis-sentinel.service")
 
 
+DEFAULT_DROPIN = REPO / "systemd" / "redis-sentinel.service.d" / "vipfloat.conf"
+DIRECT_DROPIN = REPO / "systemd" / "direct" / "redis-sentinel.service.d" / "vipfloat.conf"
+
+
+def keys_of(path: Path) -> dict[str, str]:
+    return {line.split("=", 1)[0]: line.split("=", 1)[1] for line in path.read_text().splitlines()
+            if "=" in line and not line.startswith("#")}
+
+
 @pytest.mark.skipif(not shutil.which("systemd-analyze") or not DEBIAN_UNIT.exists(),
                     reason="needs systemd-analyze and Debian's redis-sentinel unit")
-def test_sentinel_dropin_verifies_against_debians_unit(tmp_path):
+@pytest.mark.parametrize("dropin", [DEFAULT_DROPIN, DIRECT_DROPIN], ids=["default", "direct"])
+def test_sentinel_dropin_verifies_against_debians_unit(tmp_path, dropin):
     shutil.copy(DEBIAN_UNIT, tmp_path)
     dropins = tmp_path / "redis-sentinel.service.d"
     dropins.mkdir()
-    shutil.copy(REPO / "systemd" / "redis-sentinel.service.d" / "vipfloat.conf", dropins)
+    shutil.copy(dropin, dropins)
     result = subprocess.run(["systemd-analyze", "verify", str(tmp_path / DEBIAN_UNIT.name)],
                             capture_output=True, text=True,
                             env={"SYSTEMD_UNIT_PATH": f"{tmp_path}:", "PATH": "/usr/bin:/bin"})
@@ -26,10 +36,20 @@ def test_sentinel_dropin_verifies_against_debians_unit(tmp_path):
     assert "vipfloat.conf" not in result.stderr, result.stderr
 
 
-def test_dropin_grants_what_the_hook_needs():
-    text = (REPO / "systemd" / "redis-sentinel.service.d" / "vipfloat.conf").read_text()
-    lines = {l.split("=", 1)[0]: l.split("=", 1)[1] for l in text.splitlines()
-             if "=" in l and not l.startswith("#")}
+def test_the_default_dropin_gives_sentinel_no_capability():
+    # Least privilege: the network-facing Sentinel keeps Debian's empty bounding
+    # set and its exec allow-list; its hook only hands over to the agent.
+    lines = keys_of(DEFAULT_DROPIN)
+    for key in ("AmbientCapabilities", "CapabilityBoundingSet", "PrivateUsers",
+                "RestrictAddressFamilies", "NoExecPaths", "ReadWritePaths"):
+        assert key not in lines, key
+    assert lines["ExecPaths"] == "/usr/bin/vipfloat-hook"
+    assert lines["SupplementaryGroups"] == "vipfloat"
+    assert lines["Environment"] == "VIPFLOAT_HANDOVER_ONLY=1"
+
+
+def test_the_direct_dropin_grants_what_the_hook_needs():
+    lines = keys_of(DIRECT_DROPIN)
     assert set(lines["AmbientCapabilities"].split()) == {"CAP_NET_ADMIN", "CAP_NET_RAW"}
     assert set(lines["CapabilityBoundingSet"].split()) == {"CAP_NET_ADMIN", "CAP_NET_RAW"}
     assert lines["PrivateUsers"] == "false"
@@ -105,3 +125,17 @@ def test_agent_unit_runs_unprivileged_with_two_capabilities():
     assert set(keys["CapabilityBoundingSet"].split()) == {"CAP_NET_ADMIN", "CAP_NET_RAW"}
     assert keys["ProtectSystem"] == "strict" and keys["RuntimeDirectory"] == "vipfloat"
     assert keys["Restart"] == "always"
+    assert keys["RuntimeDirectoryMode"] == "0750"     # only the agent writes in state_dir
+    assert keys["WatchdogSec"] and int(keys["TasksMax"]) <= 256
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")
+def test_agent_unit_exposure_is_at_most_2(tmp_path):
+    import re
+
+    shutil.copy(REPO / "systemd" / "vipfloat.service", tmp_path)
+    result = subprocess.run(["systemd-analyze", "security", "--offline=yes",
+                             str(tmp_path / "vipfloat.service")], capture_output=True, text=True)
+    level = re.search(r"Overall exposure level for vipfloat.service: ([0-9.]+)", result.stdout)
+    assert level, result.stdout + result.stderr
+    assert float(level.group(1)) <= 2.0, result.stdout

@@ -1,0 +1,49 @@
+"""The metrics port faces anybody who can reach it: idle and slow clients must
+cost a bounded number of threads and never stop a scrape for long."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+from vipfloat import metrics
+
+
+def scrape(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := c.recv(65536):
+            data += chunk
+    return data
+
+
+def test_idle_clients_hold_at_most_max_clients_threads_and_are_cut(monkeypatch):
+    monkeypatch.setattr(metrics, "REQUEST_DEADLINE", 1.0)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    m = metrics.Metrics(f"127.0.0.1:{port}")
+    try:
+        assert b"vipfloat_quorum_ok" in scrape(port)
+        before = threading.active_count()
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
+        try:
+            time.sleep(0.5)
+            # One thread per admitted client at most, whatever the crowd.
+            assert threading.active_count() <= before + metrics.MAX_CLIENTS
+            # Past the deadline the admitted ones are cut and scrapes work again.
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    if b"vipfloat_quorum_ok" in scrape(port):
+                        break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline, "the metrics port never served again"
+                time.sleep(0.2)
+        finally:
+            for c in idle:
+                c.close()
+    finally:
+        m.close()
