@@ -139,8 +139,10 @@ def test_agent_runs_unprivileged_with_two_capabilities(cluster, tmp_path):
     cluster.stop("agent:a")
     work = Path(tempfile.mkdtemp(prefix="vipfloat-unpriv-"))
     work.chmod(0o755)
-    (work / "state").mkdir(mode=0o777)
-    (work / "state").chmod(0o777)
+    # Its own state_dir, as RuntimeDirectory= makes it: owned by the agent's user,
+    # writable by nobody else (a world-writable one is refused).
+    (work / "state").mkdir(mode=0o750)
+    os.chown(work / "state", 65534, 65534)
     config = work / "a.toml"
     config.write_text(cluster.vipfloat_config("a").read_text()
                       .replace(str(cluster.dir("a") / "state"), str(work / "state")))

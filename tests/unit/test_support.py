@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import stat
 import time
 from pathlib import Path
 

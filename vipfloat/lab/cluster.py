@@ -7,6 +7,7 @@ namespaces and all stopped on exit, whatever happens.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -47,6 +48,11 @@ class RedisLab:
     announce_interval: float | None = 0.3
     agent_options: dict[str, object] = field(default_factory=dict)
     password: str | None = None          # requirepass + masterauth on every Redis
+    # The default, least-privilege mode of a real host: Sentinel runs as this
+    # unprivileged user (nobody) with no capabilities and VIPFLOAT_HANDOVER_ONLY=1,
+    # its hook (a private copy of the C fast hook) can only hand over to the agent,
+    # which serves it as a member of socket_group (nogroup). None: root, as before.
+    sentinel_user: str | None = None
     procs: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
     cluster: Cluster = field(init=False)
 
@@ -63,7 +69,22 @@ class RedisLab:
     def vipfloat_config(self, node: str) -> Path:
         return self.dir(node) / "vipfloat.toml"
 
+    def sentinel_dir(self, node: str) -> Path:
+        """Where Sentinel keeps (and rewrites) its config: its own directory when it
+        runs as another user, who must be able to write there."""
+        return self.dir(node) / "sentinel" if self.sentinel_user else self.dir(node)
+
     def write_configs(self) -> None:
+        options = dict(self.agent_options)
+        if self.sentinel_user:
+            import grp
+            import pwd
+
+            user = pwd.getpwnam(self.sentinel_user)
+            options.setdefault("socket_group", grp.getgrgid(user.pw_gid).gr_name)
+            self.workdir.chmod(0o711)           # traversable, not listable
+            shutil.copy(self._hook_binary(), self.workdir / "vipfloat-hook")
+            (self.workdir / "vipfloat-hook").chmod(0o755)
         for node in self.nodes:
             d = self.dir(node)
             (d / "state").mkdir(parents=True, exist_ok=True)
@@ -71,12 +92,22 @@ class RedisLab:
             (d / "pre-release.d").mkdir(exist_ok=True)
             me = self.lab.hosts[node].ip
             (d / "redis.conf").write_text(redis_conf(self.cluster, me, str(d)))
-            (d / "sentinel.conf").write_text(
-                sentinel_conf(self.cluster, me, str(d), self.hook_path))
+            sd = self.sentinel_dir(node)
+            sd.mkdir(exist_ok=True)
+            (sd / "sentinel.conf").write_text(
+                sentinel_conf(self.cluster, me, str(sd), self.hook_path))
+            if self.sentinel_user:
+                # Sentinel's user may reach the socket (state: group-traversable)
+                # and rewrite its own config, nothing more.
+                d.chmod(0o711)
+                os.chown(d / "state", 0, user.pw_gid)
+                (d / "state").chmod(0o750)
+                os.chown(sd, user.pw_uid, user.pw_gid)
+                os.chown(sd / "sentinel.conf", user.pw_uid, user.pw_gid)
             self.vipfloat_config(node).write_text(vipfloat_conf(
                 self.cluster, state_dir=str(d / "state"), socket=str(d / "state" / "agent.sock"),
                 hooks_dir=str(d / "hooks.d"), pre_release_dir=str(d / "pre-release.d"),
-                announce_interval=self.announce_interval, agent_options=self.agent_options))
+                announce_interval=self.announce_interval, agent_options=options))
 
     # --- processes -------------------------------------------------------------------
     @property
@@ -87,6 +118,12 @@ class RedisLab:
             return self.hook
         if not self.hook:
             return None
+        if self.sentinel_user:
+            return str(self.workdir / "vipfloat-hook")
+        return self._hook_binary()
+
+    @staticmethod
+    def _hook_binary() -> str:
         fast = tool("vipfloat-hook-fast")
         return fast if Path(fast).is_file() else tool("vipfloat-hook")
 
@@ -100,7 +137,8 @@ class RedisLab:
         return {"VIPFLOAT_CONFIG": str(self.vipfloat_config(node)),
                 "VIPFLOAT_SOCKET": str(self.dir(node) / "state" / "agent.sock"),
                 "LOCAL_IP": self.lab.hosts[node].ip, "VIP": vip[0], "NETMASK": vip[1],
-                "INTERFACE": self.cluster.interface}
+                "INTERFACE": self.cluster.interface,
+                **({"VIPFLOAT_HANDOVER_ONLY": "1"} if self.sentinel_user else {})}
 
     def _start(self, key: str, node: str, *argv: str) -> None:
         log = open(self.dir(node) / f"{key.split(':')[0]}.log", "a")
@@ -112,8 +150,21 @@ class RedisLab:
         self._start(f"redis:{node}", node, "redis-server", str(self.dir(node) / "redis.conf"))
 
     def start_sentinel(self, node: str) -> None:
-        self._start(f"sentinel:{node}", node, "redis-sentinel",
-                    str(self.dir(node) / "sentinel.conf"))
+        conf = str(self.sentinel_dir(node) / "sentinel.conf")
+        if not self.sentinel_user:
+            self._start(f"sentinel:{node}", node, "redis-sentinel", conf)
+            return
+        # As a real host's least-privilege Sentinel: another user, no capability
+        # in any set, so neither it nor its hook can touch an address.
+        self._start(f"sentinel:{node}", node, "setpriv", f"--reuid={self.sentinel_user}",
+                    f"--regid={self._sentinel_gid()}", "--clear-groups", "--inh-caps=-all",
+                    "--bounding-set=-all", "--", "redis-sentinel", conf)
+
+    def _sentinel_gid(self) -> int:
+        import pwd
+
+        assert self.sentinel_user
+        return pwd.getpwnam(self.sentinel_user).pw_gid
 
     def start_agent(self, node: str) -> None:
         self._start(f"agent:{node}", node, tool("vipfloat"), "watch", "--config",
