@@ -145,9 +145,30 @@ def test_ten_failovers_back_to_back(cluster, rec):
     print(f"  10 failovers: {len(lost)} acknowledged writes lost in all")
 
 
+def agreed_master(cluster: RedisLab, timeout: float = 30) -> str:
+    """The node every Sentinel names as master, once they agree and its Redis
+    answers ROLE as master: what Sentinel settled on, whatever it was."""
+    found: list[str] = []
+
+    def agreed() -> bool:
+        addrs = {cluster.master_addr(n) for n in cluster.nodes}
+        if len(addrs) != 1 or None in addrs:
+            return False
+        node = cluster.node_of(addrs.pop())
+        if not cluster.redis(node, "ROLE").startswith("master"):
+            return False
+        found[:] = [node]
+        return True
+
+    cluster.wait(agreed, "the Sentinels to agree on a master", timeout=timeout)
+    return found[0]
+
+
 def test_agents_sigkilled_during_a_failover(cluster, rec):
     """The replicas' agents die as the master does: the hook finds no agent and
-    moves the VIP itself; the agents come back and keep it where it is."""
+    moves the VIP itself; the agents come back and keep it where Sentinel says.
+    Sentinel may legitimately fail over again meanwhile (on a loaded 2-core
+    machine it did: b, then c at epoch 2): the VIP must follow, not stay."""
     kill = rec.mark("SIGKILL redis-server on a and the agents on b and c")
     cluster.stop("redis:a", sig=signal.SIGKILL)
     cluster.stop("agent:b", sig=signal.SIGKILL)
@@ -158,8 +179,14 @@ def test_agents_sigkilled_during_a_failover(cluster, rec):
     cluster.start_agent("b")
     cluster.start_agent("c")
     time.sleep(3)                                    # start-up reconcile and a timer cycle
-    assert rec.addrs.matching(VIP, added=False, after=restarted, host=new) == []
-    assert cluster.holders() == [new]
+    final = agreed_master(cluster)
+    if final == new:
+        # The restarted agents reconciled to where the VIP already was: no flap.
+        assert rec.addrs.matching(VIP, added=False, after=restarted, host=new) == []
+        cluster.wait(lambda: cluster.holders() == [new], f"the VIP on {new} only", timeout=10)
+    else:
+        print(f"\nSentinel failed over again: {new} -> {final}; the VIP must follow")
+        assert_serving(cluster, rec, final, restarted)
 
 
 def test_interface_bounce_on_the_master(cluster, rec):
