@@ -107,11 +107,14 @@ def _is_ipv6(text: str) -> bool:
     return True
 
 
-_HOSTNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+# RFC 1123 letters, digits and hyphens, plus the underscore: container names
+# (proj_redis_1) resolve through DNS, and refusing one with exit 2 would leave
+# the VIP unmoved for good; the config accepts the same set.
+_HOSTNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
 
 def _is_hostname(text: str) -> bool:
-    """RFC 1123: labels of 1-63 ASCII letters, digits and inner hyphens, at most
+    """RFC 1123 (and underscores): labels of 1-63 ASCII letters, digits and inner hyphens, at most
     253 characters (one trailing dot allowed), and a top label that is not all
     digits, so '999.1.1.1' (no IPv4 address) never goes to DNS as a name."""
     name = text[:-1] if text.endswith(".") else text
