@@ -12,7 +12,11 @@ For each: exec -> VIP present in the kernel (netlink event) -> first ARP on the
 peer's wire -> script exit, and the script's peak RSS (GNU time). Prints medians
 and the ratios to the shell script.
 
-    sudo .venv/bin/python bench/hook_latency.py [--rounds 15]
+    sudo .venv/bin/python bench/hook_latency.py [--rounds 15] [--slow-clients 300]
+
+--slow-clients N keeps N clients connected to the agent's socket throughout,
+each dripping a byte every 0.25 s and reconnecting whenever the agent drops it
+(at its 2 s request deadline): the hand-over must not slow down under them.
 """
 
 from __future__ import annotations
@@ -110,6 +114,49 @@ class Agent:
         return bool(acquires) and "role=leader" in acquires[-1]
 
 
+class SlowClients:
+    """N hostile local clients of the agent's socket (see --slow-clients)."""
+
+    def __init__(self, path: str, n: int) -> None:
+        import socket
+        import threading
+
+        self.path, self.socket = path, socket
+        self.slots: list = [None] * n
+        self.connected = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        socket = self.socket
+        while not self._stop.wait(0.25):
+            for i, conn in enumerate(self.slots):
+                if conn is None:
+                    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+                    try:
+                        conn.connect(self.path)
+                        conn.send(b"{")
+                    except OSError:
+                        conn.close()
+                        continue     # the agent is frozen, or its queue is full: later
+                    self.slots[i] = conn
+                    continue
+                try:
+                    conn.send(b" ")
+                except OSError:
+                    conn.close()
+                    self.slots[i] = None
+            self.connected = sum(1 for c in self.slots if c is not None)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        for conn in self.slots:
+            if conn is not None:
+                conn.close()
+
+
 def lab_has_vip(lab: Lab) -> bool:
     return lab.has_address("a", f"{VIP}/24")
 
@@ -117,6 +164,8 @@ def lab_has_vip(lab: Lab) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--slow-clients", type=int, default=0,
+                        help="hostile clients kept connected to the agent's socket")
     parser.add_argument("--baseline", type=Path, default=BASELINE)
     args = parser.parse_args()
     if not args.baseline.exists():
@@ -149,6 +198,7 @@ def main() -> int:
                                                        agent_env)
         else:
             print("vipfloat-hook-fast is not built (make fast-hook): left out", file=sys.stderr)
+        slow = SlowClients(agent_socket, args.slow_clients) if args.slow_clients else None
         results: dict[str, list[dict]] = {name: [] for name in methods}
         discarded = 0
         watch = AddrEvents(lab, ["a"])
@@ -189,6 +239,10 @@ def main() -> int:
         finally:
             watch.close()
             agent.thaw()
+            if slow is not None:
+                print(f"slow clients connected at the end: {slow.connected} of "
+                      f"{args.slow_clients}", file=sys.stderr)
+                slow.close()
     rows = [("script", "exec->VIP present ms", "exec->first ARP ms", "exec->exit ms",
              "peak RSS MiB")]
     for name, rs in results.items():
