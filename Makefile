@@ -10,7 +10,7 @@ APT_PACKAGES := redis-server redis-sentinel redis-tools iproute2 iputils-arping 
                 gcc libc6-dev vagrant vagrant-libvirt shellcheck \
                 tcpdump conntrack nftables procps util-linux time systemd
 
-.PHONY: install deps venv fast-hook test unit demo bench clean
+.PHONY: install deps venv fast-hook test unit demo bench chaos clean
 
 install: deps venv fast-hook
 
@@ -68,6 +68,12 @@ demo: install
 bench: install
 	$(PY) bench/hook_latency.py --rounds 10
 	$(PY) bench/failover.py --rounds 5
+
+# Seeded faults against the lab, judged by invariants (see the README).
+MINUTES ?= 10
+SEED    ?= 1
+chaos: install
+	$(PY) bench/chaos.py --minutes $(MINUTES) --seed $(SEED)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -474,11 +474,6 @@ class Agent:
         assert request.reply is not None
         return request.reply
 
-    def hook_request(self, argv: list[str], since: float) -> tuple[int, str]:
-        """The hook's fast path as root would use it, waiting for the verdict."""
-        future = self.hook(argv, since, Peer(os.getpid(), 0, 0))
-        return future.result(timeout=self.config.agent.hook_timeout)
-
     # --- polling -------------------------------------------------------------------------
     def poll_once(self) -> None:
         assert self.poller is not None
