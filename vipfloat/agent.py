@@ -63,6 +63,11 @@ STALL_LIMIT = 30.0
 MAX_QUEUED = 64
 
 
+# The role a hook request from an untrusted sender is logged and recorded with:
+# its own text is never passed on (to action scripts, the record, the log).
+UNVERIFIED = "hook (unverified sender)"
+
+
 def hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -307,7 +312,7 @@ class Agent:
         self._answers: dict[str, tuple[SentinelAnswer, ...]] = {}
         # Hook requests that name another master than the one believed: handed to
         # their actors after the next poll, which decides.
-        self._after_poll: list[tuple[str, Request]] = []
+        self._after_poll: dict[str, list[Future]] = {}
         self._quorum_ok = True
         # Set by a poll answered by a majority, cleared whenever below a majority:
         # only then are beliefs current enough to act on (see Quorum.fresh).
@@ -452,9 +457,6 @@ class Agent:
             raise TransientError(f"agent busy: {actor.inbox.qsize()} requests queued for "
                                  f"{args.master}")
         trusted = peer.uid in (0, os.geteuid())
-        request = Request("hook", since=since, reply=Future(), event=Event(
-            role=args.role, old_master=hostport(args.from_host, args.from_port),
-            new_master=hostport(args.to_host, args.to_port)))
         with self._lock:
             belief = self._beliefs.get(args.master)
             agrees = belief is not None and (belief.host, belief.port) == (args.to_host,
@@ -463,14 +465,34 @@ class Agent:
                 self._beliefs[args.master] = on_hint(belief, args.to_host, args.to_port,
                                                      f"hook ({args.role}) via agent", since)
             elif not agrees:
-                self._after_poll.append((args.master, request))
+                # Parked until the next poll, all of a master's together: one
+                # reconcile answers every one of them, and a flood stays bounded.
+                waiting = self._after_poll.setdefault(args.master, [])
+                if len(waiting) >= MAX_QUEUED:
+                    raise TransientError(f"agent busy: {len(waiting)} requests wait for a "
+                                         f"poll of the Sentinels for {args.master}")
+                future: Future = Future()
+                waiting.append(future)
         log.info("hook request from %s: %s", peer, logs.fields(
-            master=args.master, role=args.role, to=request.event.new_master,
+            master=args.master, role=args.role, to=hostport(args.to_host, args.to_port),
             trust="sender" if trusted else "believed master" if agrees
             else "none: polling the Sentinels first"))
-        if trusted or agrees:
-            actor.submit(request)
-        self._poke.set()
+        if not trusted and not agrees:
+            if len(waiting) == 1:
+                self._poke.set()
+            return future
+        if trusted:
+            event = Event(role=args.role, old_master=hostport(args.from_host, args.from_port),
+                          new_master=hostport(args.to_host, args.to_port))
+        else:
+            # What the action scripts and the record see comes from the belief,
+            # not from the request's text (it only agreed with it).
+            assert belief is not None
+            event = Event(role=UNVERIFIED, new_master=belief.addr)
+        request = Request("hook", since=since, reply=Future(), event=event)
+        actor.submit(request)
+        if trusted:
+            self._poke.set()
         assert request.reply is not None
         return request.reply
 
@@ -504,10 +526,21 @@ class Agent:
         self._report_quorum(was_ok, ok, reachable)
 
     def _release_after_poll(self) -> None:
+        """After a poll: one reconcile per master that parked hook requests, whose
+        verdict answers every one of them."""
         with self._lock:
-            waiting, self._after_poll = self._after_poll, []
-        for master, request in waiting:
-            self.actors[master].submit(request)
+            parked, self._after_poll = self._after_poll, {}
+        for master, waiting in parked.items():
+            reply: Future = Future()
+
+            def fan_out(done: Future, waiting: list[Future] = waiting) -> None:
+                for future in waiting:
+                    if not future.done():
+                        future.set_result(done.result())
+
+            reply.add_done_callback(fan_out)
+            self.actors[master].submit(Request("hook", reply=reply,
+                                               event=Event(role=UNVERIFIED)))
 
     def quorum_lost_now(self) -> bool:
         """Between polls: has the majority just gone silent? Logged at once."""
@@ -634,6 +667,8 @@ class Agent:
         beats = [("main loop", self.beat)]
         beats += [(f"actor of {m}", a.beat) for m, a in self.actors.items()]
         beats += [(f"subscription to {s.endpoint}", s.beat) for s in self.subscribers]
+        if self.server is not None:
+            beats.append(("agent socket", self.server.beat))
         return [f"{name} ({now - beat:.0f} s)" for name, beat in beats
                 if now - beat > STALL_LIMIT]
 

@@ -44,6 +44,7 @@ from .errors import PermanentError, VipfloatError
 log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 256
+ACCEPT_BATCH = 32             # connections accepted per turn of the loop
 REQUEST_DEADLINE = 2.0        # seconds to deliver the request line
 REPLY_DEADLINE = 2.0          # seconds for the client to take the answer
 MAX_REQUEST = 64 * 1024       # bytes in one request line
@@ -142,6 +143,7 @@ class AgentSocket:
         self._resume_at = 0.0
         self._last_shortage_log = 0.0
         self._closed = threading.Event()
+        self.beat = time.monotonic()            # the loop's last turn, for the watchdog
         self._thread = threading.Thread(target=self._loop, name="agent-socket", daemon=True)
 
     def start(self) -> None:
@@ -173,7 +175,7 @@ class AgentSocket:
                 time.sleep(0.05)
 
     def _turn(self) -> None:
-        now = time.monotonic()
+        now = self.beat = time.monotonic()
         if not self._accepting and now >= self._resume_at:
             self._sel.register(self.sock, selectors.EVENT_READ, "listen")
             self._accepting = True
@@ -198,7 +200,10 @@ class AgentSocket:
         self._expire(time.monotonic())
 
     def _accept(self) -> None:
-        while True:
+        # At most ACCEPT_BATCH per turn, each read at once: a client that connects
+        # and hangs up in a loop must not keep this thread accepting (and evicting)
+        # while the requests already queued on the connections it took wait unread.
+        for _ in range(ACCEPT_BATCH):
             try:
                 sock, _ = self.sock.accept()
             except BlockingIOError:
@@ -229,6 +234,9 @@ class AgentSocket:
             # A peer it does not serve is told so once its request is in (answering
             # at once would meet a client still sending: a broken pipe, no word).
             conn.refused = not allowed(peer, self._own_uid, self._gid)
+            # The hook sends its request as it connects: most often it is here
+            # already, and is dispatched before anything could evict it.
+            self._read(conn)
 
     def _shortage(self, exc: OSError) -> None:
         """Out of descriptors: free the oldest silent connection, or stop accepting

@@ -52,6 +52,7 @@ def test_sentinels_user_naming_the_believed_master_is_acted_on_at_once(agent, cf
     agent.hook(TO_B, 1.0, SENTINEL_USER)
     (request,) = agent.actors["mymaster"].requests
     assert request.kind == "hook" and request.event.new_master == "198.51.100.12:6379"
+    assert request.event.role == "hook (unverified sender)"
     assert agent.belief("mymaster").source == "Sentinel 198.51.100.11:26379, config-epoch 3"
 
 
@@ -61,13 +62,37 @@ def test_sentinels_user_naming_another_master_changes_no_belief_and_waits_for_a_
     # lasted 15 s and could be renewed; naming 127.0.0.1 and a port of its own
     # sent the ROLE probe (with the Redis password) there.
     believe_b(agent, cfg)
-    future = agent.hook(TO_C, 1.0, SENTINEL_USER)
+    first = agent.hook(TO_C, 1.0, SENTINEL_USER)
+    second = agent.hook(TO_C, 1.1, SENTINEL_USER)
     assert agent.actors["mymaster"].requests == []            # not acted on yet
     assert agent.belief("mymaster").host == "198.51.100.12"   # belief untouched
     agent._release_after_poll()                                # after the next poll
-    (request,) = agent.actors["mymaster"].requests
-    assert request.reply is future
+    (request,) = agent.actors["mymaster"].requests             # one reconcile for both
+    assert request.event.role == "hook (unverified sender)" and request.event.new_master == ""
+    request.reply.set_result((0, "new master 198.51.100.12 is another host"))
+    assert first.result(0) == second.result(0) == (0, "new master 198.51.100.12 is another host")
     assert agent.belief("mymaster").host == "198.51.100.12"
+
+
+def test_parked_requests_are_bounded(agent, cfg):
+    from vipfloat.agent import MAX_QUEUED
+
+    believe_b(agent, cfg)
+    for _ in range(MAX_QUEUED):
+        agent.hook(TO_C, 1.0, SENTINEL_USER)
+    with pytest.raises(TransientError, match="agent busy: 64 requests wait for a poll"):
+        agent.hook(TO_C, 1.0, SENTINEL_USER)
+
+
+def test_an_agreeing_request_passes_on_the_belief_not_its_own_text(agent, cfg):
+    # Its role and from-address are anyone's words: the action scripts, the
+    # record and the decision line get the belief's.
+    believe_b(agent, cfg)
+    argv = ["mymaster", "x$(id)", "start", "203.0.113.9", "1", "198.51.100.12", "6379"]
+    agent.hook(argv, 1.0, SENTINEL_USER)
+    (request,) = agent.actors["mymaster"].requests
+    assert (request.event.role, request.event.old_master, request.event.new_master) == (
+        "hook (unverified sender)", "", "198.51.100.12:6379")
 
 
 def test_root_is_trusted_as_a_direct_hook_would_be(agent, cfg):

@@ -67,7 +67,15 @@ def server(tmp_path):
 def ask(path: Path, payload: bytes, timeout: float = 5.0, hang_up: bool = False) -> dict | None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
         c.settimeout(timeout)
-        c.connect(str(path))
+        deadline = time.monotonic() + timeout
+        while True:  # a full listen queue: try again, as both hooks do
+            try:
+                c.connect(str(path))
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
         c.sendall(payload)
         if hang_up:
             c.shutdown(socket.SHUT_WR)
@@ -326,3 +334,29 @@ def test_running_out_of_descriptors_never_ends_the_accept_loop(tmp_path):
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_connect_and_hang_up_flood_does_not_starve_hook_requests(server):
+    # One group member connecting and closing in a loop once kept the loop in
+    # accept() (25,507 connections in one call), evicting every hook request
+    # before it was read: 20 of 20 hooks failed.
+    _, path = server()
+    flooders = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import socket, time
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            s = socket.socket(socket.AF_UNIX)
+            try:
+                s.connect({str(path)!r})
+            except OSError:
+                pass
+            s.close()
+    """)]) for _ in range(2)]
+    try:
+        time.sleep(0.5)
+        answered = [ask(path, hook_line(), timeout=5) for _ in range(20)]
+    finally:
+        for f in flooders:
+            f.kill()
+            f.wait()
+    assert [a and a["exit"] for a in answered] == [0] * 20
