@@ -405,6 +405,11 @@ def _bind(path: Path, gid: int | None) -> socket.socket:
         raise PermanentError(f"the socket's directory {parent} is world-writable (mode "
                              f"{stat.S_IMODE(st.st_mode):04o}): anyone could replace the "
                              "socket; choose a directory of vipfloat's own")
+    if st.st_mode & stat.S_IWGRP and not st.st_mode & stat.S_ISVTX:
+        raise PermanentError(f"the socket's directory {parent} is group-writable without the "
+                             f"sticky bit (mode {stat.S_IMODE(st.st_mode):04o}): a group member "
+                             "could rename the socket away and listen in its place; chmod +t "
+                             "it (3770), or g-w")
     _refuse_if_running(path)
     try:
         existing = os.lstat(path)

@@ -43,29 +43,41 @@ class VipLock:
         self._fd: int | None = None
 
     def __enter__(self) -> VipLock:
+        name = self.path.name
         with StateDir(self.state_dir) as sd:
+            fd = self._open(sd)
+
+            def attempt() -> None:
+                nonlocal fd
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise LockTimeout(f"lock {self.path} still held after {self.timeout:g} s") \
+                        from None
+                if not sd.same_file(fd, name):
+                    # Renamed over while we waited (only possible where others may
+                    # write in state_dir): this lock guards nothing. Start again.
+                    os.close(fd)
+                    fd = self._open(sd)
+                    raise LockTimeout(f"lock {self.path} was replaced while being taken")
+
             try:
-                # Read access is enough for flock.
-                fd = sd.open_regular(self.path.name, os.O_RDONLY | os.O_CREAT, sd.lock_mode)
-            except UnsafeStateDir:
+                until_deadline(attempt, self.timeout, f"lock {self.path}", max_wait=0.05)
+            except BaseException:
+                os.close(fd)
                 raise
-            except OSError as exc:
-                why = "a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
-                raise TransientError(f"cannot open lock {self.path}: {why}") from None
-
-        def attempt() -> None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise LockTimeout(f"lock {self.path} still held after {self.timeout:g} s") from None
-
-        try:
-            until_deadline(attempt, self.timeout, f"lock {self.path}", max_wait=0.05)
-        except BaseException:
-            os.close(fd)
-            raise
         self._fd = fd
         return self
+
+    def _open(self, sd: StateDir) -> int:
+        try:
+            # Read access is enough for flock.
+            return sd.open_regular(self.path.name, os.O_RDONLY | os.O_CREAT, sd.lock_mode)
+        except UnsafeStateDir:
+            raise
+        except OSError as exc:
+            why = "a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+            raise TransientError(f"cannot open lock {self.path}: {why}") from None
 
     def __exit__(self, *_: Any) -> None:
         if self._fd is not None:

@@ -15,7 +15,11 @@ puts there:
   FIFO planted at a lock name cannot block the opener;
 - temporary files get an unpredictable name and ``O_EXCL``, and are renamed
   over the record (a rename replaces a link, it does not follow it);
-- a world-writable directory is refused outright: anybody could swap its files.
+- a world-writable directory is refused outright: anybody could swap its files;
+  a group-writable one must be sticky (the direct mode's 3770), so that a group
+  member can add files but never rename or remove the agent's;
+- a file with more than one link is not ours (a hard link to a file elsewhere):
+  it is unlinked here, never chowned or chmodded.
 
 Files get the directory's owner when root creates them (so the agent, running as
 its own user, can still open a lock file `vipfloat acquire` created), and are
@@ -74,6 +78,11 @@ class StateDir:
             raise UnsafeStateDir(f"state_dir {path} is world-writable (mode "
                                  f"{stat.S_IMODE(st.st_mode):04o}): refusing to use it; "
                                  "chmod o-w it, or choose a directory of vipfloat's own")
+        if st.st_mode & stat.S_IWGRP and not st.st_mode & stat.S_ISVTX:
+            os.close(self.fd)
+            raise UnsafeStateDir(f"state_dir {path} is group-writable without the sticky bit "
+                                 f"(mode {stat.S_IMODE(st.st_mode):04o}): a group member could "
+                                 "replace its files; chmod +t it (3770), or g-w")
         self.owner = st.st_uid
         self.group_writable = bool(st.st_mode & stat.S_IWGRP)
         # Lock files: the group may lock them (read access is enough for flock)
@@ -100,27 +109,45 @@ class StateDir:
             try:
                 fd = os.open(name, flags | _OPEN_FLAGS, mode, dir_fd=self.fd)
             except OSError as exc:
-                if exc.errno == errno.ELOOP and attempt == 1 and self._remove_link(name):
+                if exc.errno == errno.ELOOP and attempt == 1 and self._remove_planted(
+                        name, "a symbolic link"):
                     continue
                 raise
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 os.close(fd)
                 raise UnsafeStateDir(f"{self.path / name} is not a regular file: refusing it")
+            if st.st_nlink != 1:
+                # Another name for this file exists, maybe outside state_dir: a
+                # hard link planted here. Drop our name for it and start afresh.
+                os.close(fd)
+                if attempt == 1 and self._remove_planted(name, "a hard link", st.st_uid):
+                    continue
+                raise UnsafeStateDir(f"{self.path / name} has {st.st_nlink} links: refusing it")
             self._own(fd, st, mode)
             return fd
         raise AssertionError("unreachable")
 
-    def _remove_link(self, name: str) -> bool:
+    def same_file(self, fd: int, name: str) -> bool:
+        """Is ``name`` still the file open on ``fd``? (A lock taken on a file that
+        was renamed over meanwhile locks nothing anyone else will open.)"""
         try:
-            st = os.lstat(name, dir_fd=self.fd)
-            if not stat.S_ISLNK(st.st_mode):
-                return False
-            os.unlink(name, dir_fd=self.fd)
+            here = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
         except OSError:
             return False
-        log.warning("removed a symbolic link planted at %s (uid %d): vipfloat never follows "
-                    "links in state_dir", self.path / name, st.st_uid)
+        st = os.fstat(fd)
+        return (here.st_dev, here.st_ino) == (st.st_dev, st.st_ino)
+
+    def _remove_planted(self, name: str, what: str, uid: int | None = None) -> bool:
+        try:
+            st = os.lstat(name, dir_fd=self.fd)
+            if what == "a symbolic link" and not stat.S_ISLNK(st.st_mode):
+                return False
+            os.unlink(name, dir_fd=self.fd)   # removes this name only, never a target
+        except OSError:
+            return False
+        log.warning("removed %s planted at %s (uid %d): vipfloat never follows or adopts "
+                    "links in state_dir", what, self.path / name, st.st_uid if uid is None else uid)
         return True
 
     def _own(self, fd: int, st: os.stat_result, mode: int) -> None:

@@ -360,3 +360,14 @@ def test_a_connect_and_hang_up_flood_does_not_starve_hook_requests(server):
             f.kill()
             f.wait()
     assert [a and a["exit"] for a in answered] == [0] * 20
+
+
+def test_a_group_writable_socket_directory_must_be_sticky(tmp_path):
+    # Without it a group member renamed the socket away and listened in its place:
+    # the hook then took its word for a verdict.
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run").chmod(0o2770)
+    with pytest.raises(PermanentError, match="group-writable without the sticky bit"):
+        AgentSocket(tmp_path / "run" / "agent.sock", None, FakeAgent())
+    (tmp_path / "run").chmod(0o3770)
+    AgentSocket(tmp_path / "run" / "agent.sock", None, FakeAgent()).close()

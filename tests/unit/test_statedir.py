@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import threading
+import time
 
 import pytest
 
@@ -122,7 +123,7 @@ def test_lock_files_are_lockable_by_the_group_only_in_a_group_writable_dir(tmp_p
     assert stat.S_IMODE((own / "mymaster.lock").stat().st_mode) == 0o600
     shared = tmp_path / "shared"
     shared.mkdir()
-    shared.chmod(0o2770)
+    shared.chmod(0o3770)
     with VipLock(shared, "mymaster", timeout=1):
         pass
     assert stat.S_IMODE((shared / "mymaster.lock").stat().st_mode) == 0o640
@@ -160,3 +161,64 @@ def test_read_last_refuses_a_huge_record(tmp_path):
     assert apply.read_last(state, "mymaster") is None
     assert apply.read_last(tmp_path / "missing", "mymaster") is None
     assert not (tmp_path / "missing").exists()   # status never creates state_dir
+
+
+def test_a_group_writable_state_dir_must_be_sticky(tmp_path):
+    # Without the sticky bit a group member could rename its own file over a
+    # lock another process holds, and two runs would each hold "the" lock.
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o2770)
+    with pytest.raises(UnsafeStateDir, match="group-writable without the sticky bit"):
+        with VipLock(state, "mymaster", timeout=1):
+            pass
+
+
+def test_a_hard_link_planted_at_the_lock_name_is_dropped_not_adopted(tmp_path, victim):
+    # Root's lock used to fchown and fchmod whatever file sat at the lock name:
+    # a hard link made that any file the attacker could link to.
+    state = tmp_path / "state"
+    state.mkdir()
+    victim.chmod(0o666)
+    os.link(victim, state / "mymaster.lock")
+    with VipLock(state, "mymaster", timeout=1):
+        pass
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o666 and victim.read_text() == "precious\n"
+    assert victim.stat().st_nlink == 1                      # our name for it is gone
+    assert (state / "mymaster.lock").stat().st_nlink == 1   # a fresh lock of our own
+
+
+def test_a_lock_renamed_over_while_waiting_is_taken_again(tmp_path):
+    import fcntl
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o750)
+    state.chmod(0o750)
+    holder = os.open(state / "mymaster.lock", os.O_RDONLY | os.O_CREAT, 0o600)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    taken, done = threading.Event(), threading.Event()
+
+    def take() -> None:
+        with VipLock(state, "mymaster", timeout=5):
+            taken.set()
+            done.wait(5)
+
+    t = threading.Thread(target=take, daemon=True)
+    t.start()
+    time.sleep(0.2)
+    # Someone swaps a new file in at the name, then the old holder lets go: the
+    # waiter's flock on the old file must not count as holding the lock.
+    (state / "new").touch()
+    os.rename(state / "new", state / "mymaster.lock")
+    fcntl.flock(holder, fcntl.LOCK_UN)
+    os.close(holder)
+    assert taken.wait(5)
+    # It holds the file now at the name: nobody else can take that one.
+    probe = os.open(state / "mymaster.lock", os.O_RDONLY)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(probe)
+        done.set()
+        t.join(5)
