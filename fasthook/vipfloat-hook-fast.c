@@ -427,7 +427,7 @@ int main(int argc, char **argv) {
     const char *exit_field = trouble ? NULL : strstr(reply, "\"exit\":");
     char *end = NULL;
     long code = exit_field ? strtol(exit_field + 7, &end, 10) : -1;
-    if (!trouble && (!exit_field || end == exit_field + 7 || code < 0 || code > 255))
+    if (!trouble && (!exit_field || end == exit_field + 7 || code < 0 || code > 2))
         trouble = "answer without an exit code";
     if (trouble) return without_verdict(argv, path, trouble, 1);
 

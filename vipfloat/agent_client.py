@@ -42,10 +42,20 @@ def request(path: str, payload: dict[str, Any], timeout: float,
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(connect_timeout)
-        try:
-            sock.connect(path)
-        except OSError as exc:
-            raise NoAgent(str(exc)) from None
+        connect_by = time.monotonic() + connect_timeout
+        while True:
+            try:
+                sock.connect(path)
+                break
+            except BlockingIOError as exc:
+                # A full listen queue (EAGAIN at once, for a Unix socket): the
+                # agent is busy, not gone. Try again until connect_timeout, as the
+                # C hook does, before acting without it.
+                if time.monotonic() >= connect_by:
+                    raise NoAgent(str(exc)) from None
+                time.sleep(0.005)
+            except OSError as exc:
+                raise NoAgent(str(exc)) from None
         # One deadline for the send and the whole answer.
         deadline = time.monotonic() + timeout
         _left(sock, deadline)

@@ -250,6 +250,25 @@ def config_path(explicit: str | os.PathLike[str] | None) -> Path:
     return Path(env) if env else DEFAULT_PATH
 
 
+def _read_regular(path: Path, limit: int) -> bytes:
+    """At most ``limit`` bytes of ``path``, which must be a regular file: opened
+    with O_NONBLOCK, so a FIFO at the config's path (check-config, the agent at
+    start or on SIGHUP) is refused instead of blocking for ever."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(0, "not a regular file")
+        out = b""
+        while len(out) < limit:
+            chunk = os.read(fd, limit - len(out))
+            if not chunk:
+                break
+            out += chunk
+        return out
+    finally:
+        os.close(fd)
+
+
 def load(explicit: str | os.PathLike[str] | None = None, *, secrets: bool = True) -> Config:
     """Read and validate the config; ConfigError (exit 2) for anything wrong with it.
 
@@ -257,8 +276,7 @@ def load(explicit: str | os.PathLike[str] | None = None, *, secrets: bool = True
     a caller that may never need a password and must not fail for want of one."""
     path = config_path(explicit)
     try:
-        with open(path, "rb") as file:
-            raw = file.read(MAX_CONFIG_BYTES + 1)
+        raw = _read_regular(path, MAX_CONFIG_BYTES + 1)
     except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         raise ConfigError([_line(path, "", f"cannot read config: "
                                            f"{getattr(exc, 'strerror', None) or exc}")]) from None

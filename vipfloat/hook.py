@@ -165,7 +165,11 @@ def ask_agent(path: str, argv: tuple[str, ...], timeout: float) -> tuple[int, st
 
     try:
         answer = request(path, {"op": "hook", "argv": list(argv)}, timeout)
-        return int(answer["exit"]), str(answer.get("message", ""))
+        code = answer["exit"]
+        # Only the codes of the contract: 256 would reach Sentinel as 0 (success).
+        if type(code) is not int or not 0 <= code <= 2:
+            raise ValueError(f"exit code {code!r} is not 0, 1 or 2")
+        return code, str(answer.get("message", ""))
     except NoAgent:
         return None  # no agent: act directly
     except (OSError, ValueError, KeyError, TypeError, OverflowError) as exc:

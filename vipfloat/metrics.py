@@ -85,11 +85,25 @@ def serve(host: str, port: int, registry: Any) -> tuple[Any, Any]:
 
     from prometheus_client import make_wsgi_app
 
+    class ToLog:
+        """wsgiref writes an application's traceback to the handler's stderr:
+        through logging instead, one escaped line per write."""
+
+        def write(self, text: str) -> None:
+            if text.strip():
+                log.warning("metrics: %s", text.strip())
+
+        def flush(self) -> None:
+            pass
+
     class Handler(WSGIRequestHandler):
         timeout = 2.0          # per read; REQUEST_DEADLINE bounds the whole
 
         def log_message(self, *args: Any) -> None:
             pass
+
+        def get_stderr(self) -> Any:
+            return ToLog()
 
     class Server(ThreadingMixIn, WSGIServer):
         daemon_threads = True
@@ -123,6 +137,18 @@ def serve(host: str, port: int, registry: Any) -> tuple[Any, Any]:
             with self.active_lock:
                 if self.active.pop(request, None) is not None:
                     self.slots.release()
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            # socketserver prints a raw multi-line traceback to stderr for every
+            # client that times out: one log line instead, quiet for timeouts.
+            import sys
+
+            exc = sys.exc_info()[1]
+            if isinstance(exc, (TimeoutError, ConnectionError)):
+                log.debug("metrics: client %s: %s", client_address, exc)
+            else:
+                log.warning("metrics: client %s: %s: %s", client_address,
+                            type(exc).__name__, exc)
 
         def service_actions(self) -> None:
             # Called by serve_forever between polls: cut connections past the

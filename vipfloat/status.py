@@ -219,17 +219,20 @@ def render_table(statuses: Sequence[VipStatus]) -> str:
     rows = [header]
     for s in statuses:
         rows.append((s.vip.master, str(s.vip.address), s.vip.interface, _yes(s.bound_here),
-                     s.master_addr or "-", "-" if s.master_epoch is None else str(s.master_epoch),
+                     escape(s.master_addr or "-"),
+                     "-" if s.master_epoch is None else str(s.master_epoch),
                      _yes(s.master_is_local), _yes(s.consistent)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     for s in statuses:
         lines.append("")
-        lines.append(f"{s.vip.master}: {s.note}")
+        # Sentinels' answers are anyone's text (a compromised Sentinel, or one
+        # spoken to over plain TCP): escaped, so they cannot drive the terminal.
+        lines.append(f"{s.vip.master}: {escape(s.note)}")
         for a in s.sentinels:
             said = (f"{a.master.addr} epoch {a.master.config_epoch} flags {','.join(a.master.flags)}"
                     if a.master else a.error or "no answer")
-            lines.append(f"  sentinel {a.endpoint}: {said}")
+            lines.append(f"  sentinel {a.endpoint}: {escape(said)}")
         # The agent's view and the record are checked again here, not only in
         # gather: a VipStatus may come from elsewhere, and a report must not die
         # on one odd field.

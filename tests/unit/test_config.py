@@ -621,3 +621,29 @@ def test_loader_applies_the_dataclass_defaults(tmp_path):
     vip = cfg.vips[0]
     assert (vip.local_addresses, vip.announce_count, vip.announce_interval) == ((), 5, 1.1)
     assert cfg.log_level == "info"
+
+
+def test_a_fifo_at_the_configs_path_is_refused_not_waited_on(tmp_path):
+    # check-config, the agent's start and its reload opened it and blocked for ever.
+    import os
+    import threading
+
+    fifo = tmp_path / "vipfloat.toml"
+    os.mkfifo(fifo)
+    outcome: list[object] = []
+    t = threading.Thread(target=lambda: outcome.append(_load_error(fifo)), daemon=True)
+    t.start()
+    t.join(5)
+    assert not t.is_alive(), "loading a FIFO blocked"
+    assert outcome == [[f"{fifo}: cannot read config: not a regular file"]]
+
+
+def _load_error(path):
+    from vipfloat import config as config_mod
+    from vipfloat.errors import ConfigError
+
+    try:
+        config_mod.load(path)
+    except ConfigError as exc:
+        return exc.problems
+    return None

@@ -388,3 +388,14 @@ def test_make_replaces_a_symlink_instead_of_writing_through_it(tmp_path):
                     f"PYTHON_HOOK={python_hook}"], check=True, capture_output=True)
     assert python_hook.read_text() == "#!/bin/sh\nexit 0\n"
     assert not link.is_symlink() and link.read_bytes()[:4] == b"\x7fELF"
+
+
+@pytest.mark.parametrize("reply", [b'{"exit": 256, "message": "x"}\n', b'{"exit": 3}\n'])
+def test_an_exit_code_outside_the_contract_is_no_verdict(built, tmp_path, reply):
+    # 256 would reach Sentinel as 0, success, from a fake agent.
+    agent = FakeAgent(tmp_path / "a.sock", reply)
+    try:
+        code, err, fell_back = run(built, tmp_path, ARGS, agent.path)
+    finally:
+        agent.close()
+    assert (code, fell_back) == (7, ["DIRECT=1", *ARGS])

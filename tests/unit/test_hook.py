@@ -402,3 +402,78 @@ def test_a_container_style_host_name_with_underscores_is_a_host():
     args = hook.parse_argv(["mymaster", "leader", "start", "proj_redis_1", "6379",
                             "proj_redis_2", "6379"])
     assert (args.from_host, args.to_host) == ("proj_redis_1", "proj_redis_2")
+
+
+def test_an_exit_code_outside_the_contract_is_no_verdict(tmp_path):
+    # A fake agent answering 256 made the Python hook exit 0 (os._exit(256)).
+    import json
+    import socket
+    import threading
+
+    path = tmp_path / "a.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(4)
+
+    def serve() -> None:
+        for _ in range(3):
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(json.dumps({"exit": replies.pop(0)}).encode() + b"\n")
+
+    replies = [256, "0", 2]
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    argv = ("mymaster", "leader", "start", "198.51.100.12", "6379", "198.51.100.11", "6379")
+    try:
+        assert hook.ask_agent(str(path), argv, timeout=5) is None
+        assert hook.ask_agent(str(path), argv, timeout=5) is None
+        assert hook.ask_agent(str(path), argv, timeout=5) == (2, "")
+    finally:
+        t.join(5)
+        server.close()
+
+
+def test_a_full_listen_queue_is_waited_for_not_taken_for_no_agent(tmp_path):
+    import socket
+    import threading
+    import time
+
+    from vipfloat.agent_client import request
+
+    path = tmp_path / "a.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(0)
+    queued = []
+    for _ in range(3):   # fill the queue: the next connect says EAGAIN
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.setblocking(False)
+        try:
+            c.connect(str(path))
+        except BlockingIOError:
+            c.close()
+            break
+        queued.append(c)
+
+    def drain() -> None:
+        time.sleep(0.2)   # busy for a moment, then serves everyone
+        while True:
+            conn, _ = server.accept()
+            if conn.recv(65536):
+                conn.sendall(b'{"exit": 0, "message": "ok"}\n')
+                conn.close()
+                return
+            conn.close()
+
+    t = threading.Thread(target=drain, daemon=True)
+    t.start()
+    try:
+        for c in queued:
+            c.close()
+        assert request(str(path), {"op": "status"}, timeout=5, connect_timeout=2) == {
+            "exit": 0, "message": "ok"}
+    finally:
+        t.join(5)
+        server.close()

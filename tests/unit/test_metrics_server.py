@@ -47,3 +47,25 @@ def test_idle_clients_hold_at_most_max_clients_threads_and_are_cut(monkeypatch):
                 c.close()
     finally:
         m.close()
+
+
+def test_a_client_that_times_out_costs_one_log_line_not_a_traceback(capfd, caplog):
+    import logging
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    m = metrics.Metrics(f"127.0.0.1:{port}")
+    try:
+        with caplog.at_level(logging.DEBUG, logger="vipfloat.metrics"):
+            with socket.create_connection(("127.0.0.1", port)) as idle:
+                idle.sendall(b"GET /metr")      # and then nothing: the handler times out
+                time.sleep(2.6)
+            assert b"vipfloat_quorum_ok" in scrape(port)
+    finally:
+        m.close()
+    # (Only socketserver's own report is looked for: a handler another test left
+    # on a closed stream may print its own "Logging error" here.)
+    err = capfd.readouterr().err
+    assert "Exception occurred during processing of request" not in err, err
+    assert any("timed out" in r.getMessage() for r in caplog.records)
