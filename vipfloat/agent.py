@@ -31,7 +31,7 @@ from . import config as config_mod
 from . import logs
 from .apply import ActContext, Event, ThreadAnnouncer, resolve_host, run
 from .authority import Belief, QuorumTracker, on_hint, on_poll
-from .config import Config, Endpoint, VipConfig
+from .config import Config, Endpoint, VipConfig, hostport
 from .decide import Binding, Claim, Quorum, Snapshot, Verb, is_new_master_here
 from .errors import ConfigError, PermanentError, ResolveError, TransientError, VipfloatError
 from .agent_socket import AgentSocket, Peer
@@ -66,10 +66,6 @@ MAX_QUEUED = 64
 # The role a hook request from an untrusted sender is logged and recorded with:
 # its own text is never passed on (to action scripts, the record, the log).
 UNVERIFIED = "hook (unverified sender)"
-
-
-def hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass

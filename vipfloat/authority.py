@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Sequence
 
+from .config import hostport, majority
 from .decide import newest
 from .sentinel import SentinelAnswer
 
@@ -36,7 +37,7 @@ class Belief:
 
     @property
     def addr(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return hostport(self.host, self.port)
 
 
 def on_hint(belief: Belief | None, host: str, port: int, source: str, now: float) -> Belief:
@@ -67,7 +68,7 @@ def on_poll(belief: Belief | None, answers: Sequence[SentinelAnswer], configured
     # moment; a majority doing it for EPOCH_RESET_AFTER means the epochs were reset.
     agreeing = sum(1 for a in answers if a.master and a.master.config_epoch == m.config_epoch
                    and (a.master.host, a.master.port) == (m.host, m.port))
-    if agreeing < configured // 2 + 1:
+    if agreeing < majority(configured):
         return replace(belief, lower_since=None)
     if belief.lower_since is None:
         return replace(belief, lower_since=now)
@@ -100,7 +101,7 @@ class QuorumTracker:
 
     @property
     def majority(self) -> int:
-        return self.configured // 2 + 1
+        return majority(self.configured)
 
     def contact(self, index: int, now: float) -> None:
         self._last[index] = max(self._last[index], now)

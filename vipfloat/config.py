@@ -143,13 +143,24 @@ def _unread_secret(file: Path, origin: tuple[Path, str] | None) -> Secret:
     return Secret(file=file, origin=origin)
 
 
+def hostport(host: str, port: object) -> str:
+    """``host:port``, with brackets around an IPv6 literal: the one spelling every
+    log line, record, action script and Sentinel answer uses."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def majority(n: int) -> int:
+    """Of ``n`` Sentinels, how many make a majority (2 of 3, 3 of 4)."""
+    return n // 2 + 1
+
+
 @dataclass(frozen=True)
 class Endpoint:
     host: str
     port: int
 
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return hostport(self.host, self.port)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
-from .config import Config, IPAddress, VipConfig
+from .config import Config, IPAddress, VipConfig, majority
 
 if TYPE_CHECKING:
     from .sentinel import SentinelAnswer
@@ -59,7 +59,7 @@ class Quorum:
 
     @property
     def majority(self) -> int:
-        return self.configured // 2 + 1
+        return majority(self.configured)
 
     @property
     def ok(self) -> bool:

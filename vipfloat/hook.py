@@ -180,10 +180,6 @@ def ask_agent(path: str, argv: tuple[str, ...], timeout: float) -> tuple[int, st
         return None
 
 
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _log() -> "logging.Logger":  # noqa: F821 - imported lazily
     import logging
 
@@ -261,8 +257,8 @@ def run(args: HookArgs) -> int:
 
     claim = Claim(source=f"hook, {args.role or 'unknown role'}", new_master=args.to_host,
                   new_master_addrs=resolve_host(args.to_host))
-    event = Event(role=args.role, old_master=_hostport(args.from_host, args.from_port),
-                  new_master=_hostport(args.to_host, args.to_port))
+    event = Event(role=args.role, old_master=config_mod.hostport(args.from_host, args.from_port),
+                  new_master=config_mod.hostport(args.to_host, args.to_port))
     apply_run(cfg, vip, claim, event)
     return EXIT_OK
 

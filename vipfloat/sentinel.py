@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from .config import Endpoint, Secret, SentinelConfig
+from .config import Endpoint, Secret, SentinelConfig, hostport
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class MasterInfo:
 
     @property
     def addr(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return hostport(self.host, self.port)
 
 
 @dataclass(frozen=True)
@@ -134,16 +134,6 @@ class SentinelClient:
 
     def close(self) -> None:
         self._conn.disconnect()
-
-
-def ask_sentinel(endpoint: Endpoint, masters: Sequence[str],
-                 cfg: SentinelConfig) -> dict[str, SentinelAnswer]:
-    """One question round on a fresh connection (for one-shot commands)."""
-    client = SentinelClient(endpoint, cfg)
-    try:
-        return client.ask(masters)
-    finally:
-        client.close()
 
 
 class Poller:

@@ -647,3 +647,21 @@ def _load_error(path):
     except ConfigError as exc:
         return exc.problems
     return None
+
+
+@pytest.mark.parametrize("n, want", [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3), (6, 4), (7, 4)])
+def test_a_majority_of_n_sentinels(n, want):
+    # One definition for decide, authority and doctor: an even count needs more
+    # than half (2 of 2, 3 of 4), which the tests with 3 Sentinels never showed.
+    from vipfloat.config import majority
+    from vipfloat.decide import Quorum
+
+    assert majority(n) == want == Quorum(reachable=0, configured=n).majority
+
+
+def test_hostport_brackets_ipv6_only():
+    from vipfloat.config import hostport
+
+    assert hostport("198.51.100.12", 6379) == "198.51.100.12:6379"
+    assert hostport("2001:db8::12", 6379) == "[2001:db8::12]:6379"
+    assert hostport("redis-b.example", "6379") == "redis-b.example:6379"

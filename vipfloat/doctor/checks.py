@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Callable, Iterable, Iterator
 
+from ..config import majority
 from .facts import Facts, PathFacts, ProcessFacts, SentinelFacts
 
 CAP_NET_ADMIN = 12
@@ -55,10 +56,6 @@ def warn(check: str, subject: str, message: str, fix: str) -> Finding:
 
 def problem(check: str, subject: str, message: str, fix: str) -> Finding:
     return Finding(Level.PROBLEM, check, subject, message, fix)
-
-
-def majority(n: int) -> int:
-    return n // 2 + 1
 
 
 def _reachable(facts: Facts) -> list[SentinelFacts]:

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..config import Config, Endpoint, RedisConfig
+from ..config import Config, Endpoint, RedisConfig, hostport
 from ..sentinel import connection
 from ..userscripts import Refusal, audit
 from .checks import DIRECT, privilege_mode
@@ -131,7 +131,7 @@ def sentinel_facts(endpoint: Endpoint, config: Config, local: frozenset[Any]) ->
                 ck, ck_ok = str(exc).splitlines()[0], False
             host = str(m.get("ip", ""))
             masters[vip.master] = SentinelMasterFacts(
-                addr=f"[{host}]:{m.get('port')}" if ":" in host else f"{host}:{m.get('port')}",
+                addr=hostport(host, m.get("port")),
                 config_epoch=_int(m.get("config-epoch")), quorum=_int(m.get("quorum")),
                 other_sentinels=_int(m.get("num-other-sentinels")),
                 reconfig_script=m.get("client-reconfig-script") or None,
