@@ -89,3 +89,30 @@ def test_with_no_agent_the_hook_exits_1_and_the_agent_catches_up(cluster):
     print(f"\nno agent: VIP unmoved; agents started: VIP on {final} "
           f"({time.monotonic() - kill:.1f} s after the kill; first new master {new})")
     assert cluster.lab.has_address(final, f"{VIP}/24")
+
+
+def test_agents_paused_through_a_failover_move_the_vip_as_soon_as_they_resume(cluster):
+    """Every agent hangs (SIGSTOP) as the master dies; Sentinel fails over and the
+    hooks' hand-overs sit in the agents' listen queues. Nothing can move the VIP
+    meanwhile: that is the window of a hung agent (bounded by systemd's watchdog,
+    40 s, on a real host). Once they resume, the VIP is on the new master within
+    a few seconds (the resumed agents have not heard a Sentinel majority for
+    longer than the grace: they poll before acting)."""
+    for node in cluster.nodes:
+        cluster.start_agent(node)
+    cluster.wait(lambda: cluster.holders() == ["a"], "the VIP on a")
+    for node in cluster.nodes:
+        cluster.procs[f"agent:{node}"].send_signal(signal.SIGSTOP)
+    try:
+        cluster.stop("redis:a", sig=signal.SIGKILL)
+        new = new_master(cluster)
+        time.sleep(3)                               # the hooks ran and are waiting
+        assert cluster.holders() in ([], ["a"])     # nothing could move it
+    finally:
+        resumed = time.monotonic()
+        for node in cluster.nodes:
+            cluster.procs[f"agent:{node}"].send_signal(signal.SIGCONT)
+    final = agreed_master(cluster)
+    cluster.wait(lambda: cluster.holders() == [final], f"the VIP on {final} only", timeout=10)
+    print(f"\nagents paused through the failover to {new}: VIP on {final} "
+          f"{time.monotonic() - resumed:.2f} s after they resumed")

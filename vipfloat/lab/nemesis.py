@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .chaos import (AckedWrite, Fault, History, HolderChange, NeighSample, SentinelSample,
-                    Verdict, judge)
+                    Verdict, holder_intervals, judge)
 from .cluster import RedisLab
 from .observe import AddrEvents, Writer, in_netns_thread
 
@@ -230,8 +230,7 @@ def run(cluster: RedisLab, faults: list[Fault], seconds: float,
     history = History(
         start=start, end=end, node_ips={n: lab.hosts[n].ip for n in cluster.nodes},
         initial_holders=initial,
-        holder_changes=[HolderChange(e.t, e.host, e.added)
-                        for e in addrs.matching(f"{vip}/{cluster.cluster.vip.split('/')[1]}")],
+        holder_changes=[HolderChange(e.t, e.host, e.added) for e in addrs.matching(vip)],
         samples=list(sampler.samples),
         node_macs={n: lab.hosts[n].mac for n in cluster.nodes}, neigh=list(sampler.neigh),
         faults=sorted(done, key=lambda f: f.start),
@@ -239,6 +238,14 @@ def run(cluster: RedisLab, faults: list[Fault], seconds: float,
                if w.ok and w.value is not None],
         kept=kept, read_at=read_at,
         process_problems=process_problems(cluster, nemesis.killed_agents))
+    # The checker checks itself: the holders its record ends with must be the
+    # lab's own (a record that missed changes would judge a fiction).
+    recorded = holder_intervals(history)[-1][2] if holder_intervals(history) else initial
+    actual = frozenset(cluster.holders())
+    if recorded != actual:
+        history.process_problems.append(
+            f"checker error: its record ends with the VIP on {sorted(recorded)}, the lab has "
+            f"it on {sorted(actual)}")
     return RunResult(history, judge(history), history.faults)
 
 
