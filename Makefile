@@ -10,7 +10,7 @@ APT_PACKAGES := redis-server redis-sentinel redis-tools iproute2 iputils-arping 
                 gcc libc6-dev vagrant vagrant-libvirt shellcheck \
                 tcpdump conntrack nftables procps util-linux time systemd
 
-.PHONY: install deps venv fast-hook test unit demo bench chaos clean
+.PHONY: install deps venv fast-hook test unit demo bench chaos mutate clean
 
 install: deps venv fast-hook
 
@@ -74,6 +74,14 @@ MINUTES ?= 10
 SEED    ?= 1
 chaos: install
 	$(PY) bench/chaos.py --minutes $(MINUTES) --seed $(SEED)
+
+# Mutation testing over the pure core (decide, authority, config, the frame
+# builders) against its unit tests, in a temporary copy of the tree, one worker.
+# Installs the pinned mutmut (pyproject's `mutate` extra) into the venv. Ends with
+# `MUTATION killed K of N`; survivors that cannot change behaviour are listed,
+# with why, in tests/mutation-equivalent.txt (see tools/mutate.py).
+mutate: venv
+	$(PY) tools/mutate.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
