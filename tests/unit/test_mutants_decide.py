@@ -5,12 +5,21 @@ quorum note that never shows, a boundary moved by one, a loop that stops early).
 from __future__ import annotations
 
 import ipaddress
+import re
+from pathlib import Path
 
 import pytest
 
+from vipfloat import config as config_mod
 from vipfloat.decide import Action, Binding, Claim, Quorum, Snapshot, Verb, VipView, decide
 
 ip = ipaddress.ip_address
+# Parsed once, here: these tests are about decide(), not about loading a config.
+CFG = config_mod.parse({
+    "sentinel": {"addresses": ["198.51.100.11:26379"]},
+    "vip": [{"master": "mymaster", "address": "198.51.100.250/24", "interface": "eth1"},
+            {"master": "six", "address": "2001:db8:100::250/64", "interface": "eth1"}],
+}, Path("/etc/vipfloat/vipfloat.toml"))
 # This host: two IPv4 and one IPv6 address on the VIPs' network, and loopback.
 HERE = frozenset({ip("198.51.100.11"), ip("198.51.100.13"), ip("127.0.0.1"),
                   ip("2001:db8:100::b")})
@@ -107,27 +116,33 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("claim, binding, extra, verb, graceful, reason", CASES)
-def test_every_reason_word_for_word(cfg, claim, binding, extra, verb, graceful, reason):
+def case_id(case) -> str:
+    # Node ids must not hold '::' (an IPv6 address would split them).
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", case[-1].removesuffix(" (hook, leader)"))[-60:]
+
+
+@pytest.mark.parametrize("claim, binding, extra, verb, graceful, reason", CASES,
+                         ids=[case_id(c) for c in CASES])
+def test_every_reason_word_for_word(claim, binding, extra, verb, graceful, reason):
     view = VipView("mymaster", claim, binding, **extra)
-    assert decide(Snapshot(HERE, (view,)), cfg) == (Action(verb, "mymaster", reason, graceful),)
+    assert decide(Snapshot(HERE, (view,)), CFG) == (Action(verb, "mymaster", reason, graceful),)
 
 
-def test_fencing_starts_when_the_grace_period_is_over(cfg):
+def test_fencing_starts_when_the_grace_period_is_over():
     def verb(below_for: float) -> Verb:
         q = Quorum(reachable=1, configured=3, below_for=below_for, grace=30.0)
         view = VipView("mymaster", named(ME), Binding.PRESENT, quorum=q)
-        (action,) = decide(Snapshot(HERE, (view,)), cfg)
+        (action,) = decide(Snapshot(HERE, (view,)), CFG)
         return action.verb
     assert [verb(t) for t in (29.9, 30.0, 30.1)] == [Verb.NOTHING, Verb.RELEASE, Verb.RELEASE]
 
 
-def test_a_master_no_longer_configured_does_not_stop_the_others(cfg):
+def test_a_master_no_longer_configured_does_not_stop_the_others():
     views = (VipView("gone", named(ME), Binding.ABSENT),
              VipView("mymaster", named(ME), Binding.ABSENT),
              VipView("also-gone", named(OTHER), Binding.PRESENT),
              VipView("six", named(OTHER), Binding.PRESENT))
-    assert decide(Snapshot(HERE, views), cfg) == (
+    assert decide(Snapshot(HERE, views), CFG) == (
         Action(Verb.NOTHING, "gone", "master not in config"),
         Action(Verb.ACQUIRE, "mymaster",
                "new master 198.51.100.11 is this host (198.51.100.11) (hook, leader)"),
@@ -140,9 +155,9 @@ def test_a_master_no_longer_configured_does_not_stop_the_others(cfg):
 @pytest.mark.xfail(strict=True, raises=TypeError,
                    reason="product bug: decide() sorts this host's IPv4 and IPv6 addresses "
                           "together (TypeError) when the new master's name resolves to both")
-def test_a_dual_stack_new_master_named_by_host_name_is_this_host(cfg):
+def test_a_dual_stack_new_master_named_by_host_name_is_this_host():
     claim = named("redis-a.example", ME, "2001:db8:100::b")
-    (action,) = decide(Snapshot(HERE, (VipView("mymaster", claim, Binding.ABSENT),)), cfg)
+    (action,) = decide(Snapshot(HERE, (VipView("mymaster", claim, Binding.ABSENT),)), CFG)
     assert action == Action(Verb.ACQUIRE, "mymaster",
                             "new master redis-a.example (198.51.100.11, 2001:db8:100::b) is this "
                             "host (198.51.100.11, 2001:db8:100::b) (hook, leader)")

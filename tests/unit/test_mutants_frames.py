@@ -22,6 +22,10 @@ V6 = [ipaddress.IPv6Address(a) for a in ("2001:db8:100::250", "fd00::abcd:1234",
                                           "2001:db8:ffff:ffff:ffff:ffff:ffff:fffe")]
 
 
+def name(ip) -> str:
+    return str(ip).replace(":", "-")            # '::' would split a pytest node id
+
+
 def mac_text(mac: bytes) -> str:
     return ":".join(f"{b:02x}" for b in mac)
 
@@ -39,8 +43,8 @@ def checksum_ok(pkt, layer) -> None:
     assert Ether(bytes(pkt))[layer].cksum == claimed
 
 
-@pytest.mark.parametrize("mac", MACS, ids=mac_text)
-@pytest.mark.parametrize("ip", V6, ids=str)
+@pytest.mark.parametrize("mac", MACS, ids=bytes.hex)
+@pytest.mark.parametrize("ip", V6, ids=name)
 def test_unsolicited_na_every_field(mac, ip):
     raw = announce.unsolicited_na(mac, ip)
     pkt = Ether(raw)
@@ -54,8 +58,8 @@ def test_unsolicited_na_every_field(mac, ip):
     checksum_ok(pkt, ICMPv6ND_NA)
 
 
-@pytest.mark.parametrize("mac", MACS, ids=mac_text)
-@pytest.mark.parametrize("ip", V6, ids=str)
+@pytest.mark.parametrize("mac", MACS, ids=bytes.hex)
+@pytest.mark.parametrize("ip", V6, ids=name)
 def test_dad_solicitation_every_field(mac, ip):
     raw = announce.dad_solicitation(mac, ip)
     pkt = Ether(raw)
@@ -72,8 +76,8 @@ def test_dad_solicitation_every_field(mac, ip):
     checksum_ok(pkt, ICMPv6ND_NS)
 
 
-@pytest.mark.parametrize("mac", MACS, ids=mac_text)
-@pytest.mark.parametrize("ip", V4, ids=str)
+@pytest.mark.parametrize("mac", MACS, ids=bytes.hex)
+@pytest.mark.parametrize("ip", V4, ids=name)
 @pytest.mark.parametrize("build, op, psrc, hwdst", [
     (announce.garp_request, 1, "vip", "zero"),
     (announce.garp_reply, 2, "vip", "own"),
@@ -91,7 +95,7 @@ def test_arp_frames_every_field(mac, ip, build, op, psrc, hwdst):
     assert len(raw) == 14 + 28
 
 
-@pytest.mark.parametrize("ip", V4 + V6, ids=str)
+@pytest.mark.parametrize("ip", V4 + V6, ids=name)
 def test_probe_frame_asks_in_the_family_of_the_address(ip):
     pkt = Ether(announce.probe_frame(MACS[0], ip))
     if ip.version == 4:
@@ -101,7 +105,7 @@ def test_probe_frame_asks_in_the_family_of_the_address(ip):
         assert (pkt[IPv6].src, pkt[ICMPv6ND_NS].tgt, pkt.src) == ("::", str(ip), mac_text(MACS[0]))
 
 
-@pytest.mark.parametrize("ip", V4 + V6, ids=str)
+@pytest.mark.parametrize("ip", V4 + V6, ids=name)
 def test_round_frames_announce_in_the_family_of_the_address(ip):
     frames = [Ether(f) for f in announce.round_frames(MACS[1], ip)]
     if ip.version == 4:
