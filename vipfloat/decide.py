@@ -178,8 +178,11 @@ def _decide_one(view: VipView, vip: VipConfig, local: frozenset[IPAddress]) -> A
     if not named:
         return act(Verb.NOTHING, f"new master {who} has no usable address")
     if here:
+        # IPv4 before IPv6: the two do not compare (a host name resolving to
+        # both raised TypeError here, found by mutation testing).
         mine = ", ".join(str(a) for a in sorted(
-            view.claim.new_master_addrs & candidate_local_addresses(local, vip)))
+            view.claim.new_master_addrs & candidate_local_addresses(local, vip),
+            key=lambda a: (a.version, a)))
         if bound:
             if view.periodic:
                 return act(Verb.NOTHING, f"master {who} is this host and holds the VIP")

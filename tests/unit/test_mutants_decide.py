@@ -152,9 +152,6 @@ def test_a_master_no_longer_configured_does_not_stop_the_others():
     )
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="product bug: decide() sorts this host's IPv4 and IPv6 addresses "
-                          "together (TypeError) when the new master's name resolves to both")
 def test_a_dual_stack_new_master_named_by_host_name_is_this_host():
     claim = named("redis-a.example", ME, "2001:db8:100::b")
     (action,) = decide(Snapshot(HERE, (VipView("mymaster", claim, Binding.ABSENT),)), CFG)
