@@ -28,22 +28,15 @@ from vipfloat import config as config_mod
 from vipfloat.errors import ConfigError
 
 from .conftest import BASE
+from .test_config import KEYS
 
 SEEDS = (20240501, 7, 1312)
 CASES_PER_SEED = 1000
 CLI_SAMPLE = 200
 MARKER = "hunter2-S3CRET"   # a password: must never appear in a problem line or a repr
 
-SECTIONS = {
-    "sentinel": ["addresses", "username", "password", "password_file", "timeout"],
-    "agent": ["socket", "state_dir", "lock_timeout", "retry_timeout", "socket_group",
-              "reconcile_interval", "on_quorum_loss", "quorum_loss_grace", "release_wait",
-              "reset_connections", "release_on_stop", "conflict_probe_interval",
-              "announce_refresh", "metrics_listen", "hook_timeout"],
-    "actions": ["hooks_dir", "timeout", "pre_release_dir"],
-    "redis": ["username", "password", "password_file", "timeout"],
-    "log": ["level"],
-}
+# The keys of every section, listed once (in test_config.py), plus [log].
+SECTIONS = {**{k: v for k, v in KEYS.items() if k != "vip"}, "log": ["level"]}
 VIP_KEYS = ["master", "address", "interface", "local_addresses", "announce_count",
             "announce_interval"]
 
