@@ -396,8 +396,8 @@ class Agent:
             if after is before:  # every Sentinel repeats +switch-master: news only once
                 self._poke.set()
                 return
-            self.actors[event.master].submit(Request(
-                "event", since=now, event=Event(role="agent", new_master=hostport(event.new_host, event.new_port))))
+            self.actors[event.master].submit(Request("event", since=now, event=Event(
+                role="agent", new_master=hostport(event.new_host, event.new_port))))
         self._poke.set()
 
     def on_link(self, endpoint: Endpoint, alive: bool) -> None:
@@ -590,6 +590,9 @@ class Agent:
 
     def stop(self, release: bool = False) -> None:
         t0 = time.monotonic()
+        # Also ends this agent's watchdog thread: after a reload it would watch
+        # threads that no longer run, and complain of them.
+        self._stop.set()
         if self.server:
             self.server.close()
         for sub in self.subscribers:

@@ -183,3 +183,20 @@ def test_watchdog_interval_is_half_of_watchdogsec(monkeypatch):
     assert watchdog_interval() == 10.0
     monkeypatch.setenv("WATCHDOG_PID", "1")           # meant for another process
     assert watchdog_interval() is None
+
+
+def test_a_stopped_agent_stops_feeding_the_watchdog(cfg, monkeypatch):
+    # After a reload the old agent's watchdog thread watched threads that no
+    # longer ran, and would have logged them as hung.
+    import os
+    import threading
+
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    a = Agent(cfg)
+    a.actors = {}
+    thread = threading.Thread(target=a._feed_watchdog, args=(0.05,), daemon=True)
+    thread.start()
+    a.stop()
+    thread.join(2)
+    assert not thread.is_alive()
