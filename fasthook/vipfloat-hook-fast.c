@@ -319,10 +319,11 @@ static void put_value(struct line *l, const char *value, size_t n) {
  * only the agent can move a VIP) acting could only fail, and half-way, so
  * exit 1: Sentinel runs the script again, and an agent reconciles the VIP with
  * Sentinel when it starts anyway. */
+static int handover_only(void);
+
 static int without_verdict(char **argv, const char *path, const char *why, int took) {
-    const char *only = getenv("VIPFLOAT_HANDOVER_ONLY");
     struct line line = {.len = 0};
-    if (only && strcmp(only, "1") == 0) {
+    if (handover_only()) {
         put_text(&line, "no agent answered on ");
         put_value(&line, path, strlen(path));
         put_text(&line, " (");

@@ -69,6 +69,13 @@ class RedisLab:
     def vipfloat_config(self, node: str) -> Path:
         return self.dir(node) / "vipfloat.toml"
 
+    def _sentinel_user(self) -> Any:
+        """Sentinel's user's passwd entry (sentinel_user is set)."""
+        import pwd
+
+        assert self.sentinel_user
+        return pwd.getpwnam(self.sentinel_user)
+
     def sentinel_dir(self, node: str) -> Path:
         """Where Sentinel keeps (and rewrites) its config: its own directory when it
         runs as another user, who must be able to write there."""
@@ -78,9 +85,8 @@ class RedisLab:
         options = dict(self.agent_options)
         if self.sentinel_user:
             import grp
-            import pwd
 
-            user = pwd.getpwnam(self.sentinel_user)
+            user = self._sentinel_user()
             options.setdefault("socket_group", grp.getgrgid(user.pw_gid).gr_name)
             self.workdir.chmod(0o711)           # traversable, not listable
             shutil.copy(self._hook_binary(), self.workdir / "vipfloat-hook")
@@ -157,14 +163,8 @@ class RedisLab:
         # As a real host's least-privilege Sentinel: another user, no capability
         # in any set, so neither it nor its hook can touch an address.
         self._start(f"sentinel:{node}", node, "setpriv", f"--reuid={self.sentinel_user}",
-                    f"--regid={self._sentinel_gid()}", "--clear-groups", "--inh-caps=-all",
+                    f"--regid={self._sentinel_user().pw_gid}", "--clear-groups", "--inh-caps=-all",
                     "--bounding-set=-all", "--", "redis-sentinel", conf)
-
-    def _sentinel_gid(self) -> int:
-        import pwd
-
-        assert self.sentinel_user
-        return pwd.getpwnam(self.sentinel_user).pw_gid
 
     def start_agent(self, node: str) -> None:
         self._start(f"agent:{node}", node, tool("vipfloat"), "watch", "--config",

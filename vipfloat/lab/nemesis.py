@@ -240,7 +240,8 @@ def run(cluster: RedisLab, faults: list[Fault], seconds: float,
         process_problems=process_problems(cluster, nemesis.killed_agents))
     # The checker checks itself: the holders its record ends with must be the
     # lab's own (a record that missed changes would judge a fiction).
-    recorded = holder_intervals(history)[-1][2] if holder_intervals(history) else initial
+    intervals = holder_intervals(history)
+    recorded = intervals[-1][2] if intervals else initial
     actual = frozenset(cluster.holders())
     if recorded != actual:
         history.process_problems.append(
