@@ -11,9 +11,10 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .configs import Cluster, redis_conf, sentinel_conf, vipfloat_conf
 from .netns import Lab, LabError
@@ -275,6 +276,63 @@ class RedisLab:
 
     def node_of(self, ip: str) -> str:
         return next(n for n in self.nodes if self.lab.hosts[n].ip == ip)
+
+    def agreement(self, among: Sequence[str] | None = None) -> tuple[str, int] | None:
+        """(node, config-epoch) when every Sentinel of ``among`` (default: all;
+        pass the live ones) names one master at one epoch and that node's Redis
+        says ROLE master; None while they disagree, one is unreachable, or the
+        named node is still a replica (Sentinel converting a promotion back)."""
+        views = set()
+        for node in among or self.nodes:
+            lines = self.sentinel(node, "SENTINEL", "MASTER", self.cluster.master_name).splitlines()
+            pairs = dict(zip(lines[::2], lines[1::2]))
+            if "ip" not in pairs or not pairs.get("config-epoch", "").isdigit():
+                return None
+            views.add((pairs["ip"], int(pairs["config-epoch"])))
+        if len(views) != 1:
+            return None
+        ip, epoch = views.pop()
+        node = next((n for n in self.nodes if self.lab.hosts[n].ip == ip), None)
+        if node is None or not self.redis(node, "ROLE").startswith("master"):
+            return None
+        return node, epoch
+
+    def wait_agreement(self, among: Sequence[str] | None = None,
+                       timeout: float = 30.0) -> tuple[str, int]:
+        found: list[tuple[str, int]] = []
+
+        def agreed() -> bool:
+            view = self.agreement(among)
+            if view is not None:
+                found.append(view)
+            return view is not None
+
+        self.wait(agreed, "the Sentinels to agree on a master", timeout=timeout)
+        return found[-1]
+
+    def until_settled(self, holds: Callable[[str], object], among: Sequence[str] | None = None,
+                      timeout: float = 45.0) -> str:
+        """Drills assert what follows Sentinel's decision, not one outcome of it.
+        On a loaded 2-core machine Sentinel may fail over again while a drill
+        waits (b, then c at the next epoch): ``holds(master)`` is run on the master
+        the Sentinels agree on and, when it fails (LabError) because they have
+        moved on meanwhile, again on the new one. Returns the master it held for,
+        still agreed on afterwards."""
+        deadline = time.monotonic() + timeout
+        while True:
+            agreed = self.wait_agreement(among, timeout=max(1.0, deadline - time.monotonic()))
+            master, epoch = agreed
+            try:
+                holds(master)
+            except LabError:
+                # Still agreed on that master: the failure is vipfloat's.
+                if self.agreement(among) == agreed or time.monotonic() > deadline:
+                    raise
+                print(f"\n  Sentinel moved on from {master} (epoch {epoch}) while the "
+                      "drill waited: following it")
+                continue
+            if self.agreement(among) == (master, epoch):
+                return master
 
     def wait(self, predicate: Any, what: str, timeout: float = 10.0) -> None:
         if not self.lab.wait_for(predicate, timeout=timeout, interval=0.05):
