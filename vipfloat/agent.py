@@ -30,7 +30,9 @@ from typing import Any
 from . import config as config_mod
 from . import logs
 from .apply import ActContext, Event, ThreadAnnouncer, resolve_host, run
-from .authority import Belief, QuorumTracker, on_hint, on_poll
+from . import authority
+from .authority import (Authority, AuthorityEvent, Belief, Checked, Heard, Hinted,
+                        Polled, Started)
 from .config import Config, Endpoint, VipConfig, hostport
 from .decide import Binding, Claim, Quorum, Snapshot, Verb, is_new_master_here
 from .errors import ConfigError, PermanentError, ResolveError, TransientError, VipfloatError
@@ -41,14 +43,12 @@ from .netlink import KernelCache, NetlinkHost
 from .netwatch import NetWatcher
 from .sdnotify import notify, watchdog_interval
 from .statedir import ensure as ensure_state_dir
-from .sentinel import Poller, SentinelAnswer
+from .sentinel import Poller
 from .subscribe import SentinelEvent, Subscriber
 from .wire import WireWatcher
 
 log = logging.getLogger(__name__)
 
-# When Sentinel's down-after-milliseconds is not known yet (never reached one).
-DEFAULT_GRACE = 30.0
 # A claim of a VIP by another MAC this long after we acquired it is a conflict;
 # before that it is the previous holder letting go.
 CONFLICT_SETTLE = 3.0
@@ -300,19 +300,14 @@ class Agent:
             vip.master).inc())
         self.local_redis = LocalRedis(config.redis)
         self.kernel = KernelCache()             # fed by self.netwatch, read by the actors
+        # What the Sentinels have told us, as one frozen value (vipfloat.authority):
+        # replaced whole under _lock by _feed, read without it.
         self._lock = threading.Lock()
-        self._beliefs: dict[str, Belief] = {}
-        self._down_after: dict[str, float] = {}
-        self._tracker = QuorumTracker(len(config.sentinel.addresses), now=time.monotonic())
+        self._authority = Authority.initial(len(config.sentinel.addresses), time.monotonic())
         self._index = {ep: i for i, ep in enumerate(config.sentinel.addresses)}
-        self._answers: dict[str, tuple[SentinelAnswer, ...]] = {}
         # Hook requests that name another master than the one believed: handed to
         # their actors after the next poll, which decides.
         self._after_poll: dict[str, list[Future]] = {}
-        self._quorum_ok = True
-        # Set by a poll answered by a majority, cleared whenever below a majority:
-        # only then are beliefs current enough to act on (see Quorum.fresh).
-        self._confirmed = False
         self._poke = threading.Event()
         self._stop = threading.Event()
         self._reload = threading.Event()
@@ -325,49 +320,44 @@ class Agent:
         self.beat = time.monotonic()             # the main loop's last turn
 
     # --- shared state, read by actors ----------------------------------------------
-    def belief(self, master: str) -> Belief | None:
+    @property
+    def authority(self) -> Authority:
+        """The current state of what the Sentinels have said (a frozen value)."""
+        return self._authority
+
+    def feed(self, event: AuthorityEvent) -> tuple[Authority, Authority]:
+        """One input to the state machine: the states before and after it."""
         with self._lock:
-            return self._beliefs.get(master)
+            before = self._authority
+            self._authority = after = authority.step(before, event)
+        return before, after
+
+    def belief(self, master: str) -> Belief | None:
+        return self._authority.belief(master)
 
     def claim_for(self, vip: VipConfig) -> tuple[Claim, Quorum, Belief | None]:
         """What to believe about ``vip``'s master and the quorum it was believed
-        under, read together: a poll landing between the two reads could pair a
-        stale belief with a fresh quorum (a healed old master would take the VIP
-        back on what its own Sentinel told it while cut off)."""
-        with self._lock:
-            belief = self._beliefs.get(vip.master)
-            quorum = self._quorum(vip.master)
-        return self._claim(belief), quorum, belief
-
-    def _claim(self, belief: Belief | None) -> Claim:
-        if belief is None:
-            return Claim(source="no Sentinel answer yet")
-        try:
-            addrs = resolve_host(belief.host)
-        except ResolveError as exc:
-            log.warning("%s", exc)
-            addrs = frozenset()
-        kind = "hint" if belief.provisional else "newest config"
-        return Claim(source=f"{kind}: {belief.source}", new_master=belief.host,
-                     new_master_addrs=addrs)
+        under, read from one state: a poll landing between two reads could pair
+        a stale belief with a fresh quorum (a healed old master would take the
+        VIP back on what its own Sentinel told it while cut off)."""
+        state = self._authority
+        belief = state.belief(vip.master)
+        quorum = self._quorum(state, vip.master)
+        addrs: frozenset = frozenset()
+        if belief is not None:
+            try:
+                addrs = resolve_host(belief.host)
+            except ResolveError as exc:
+                log.warning("%s", exc)
+        return authority.claim(belief, addrs), quorum, belief
 
     def quorum(self, master: str) -> Quorum:
-        with self._lock:
-            return self._quorum(master)
+        return self._quorum(self._authority, master)
 
-    def _quorum(self, master: str) -> Quorum:
-        """Under self._lock."""
-        now = time.monotonic()
-        grace = self.config.agent.quorum_loss_grace
-        if grace is None:
-            grace = self._down_after.get(master, DEFAULT_GRACE)
-        below_for = self._tracker.below_for(now)
-        if below_for > 0:
-            self._confirmed = False
-        return Quorum(reachable=self._tracker.reachable(now),
-                      configured=self._tracker.configured,
-                      below_for=below_for, grace=grace,
-                      policy=self.config.agent.on_quorum_loss, fresh=self._confirmed)
+    def _quorum(self, state: Authority, master: str) -> Quorum:
+        return authority.quorum(state, master, time.monotonic(),
+                                self.config.agent.quorum_loss_grace,
+                                self.config.agent.on_quorum_loss)
 
     def wire(self, ifname: str) -> WireWatcher | None:
         if self._wires.get(ifname) is None:
@@ -388,12 +378,10 @@ class Agent:
         now = time.monotonic()
         log.info("sentinel %s: %s %s", endpoint, event.channel, event.data)
         if event.is_hint and event.master in self.actors:
-            with self._lock:
-                before = self._beliefs.get(event.master)
-                after = on_hint(before, event.new_host, event.new_port,
-                                f"{event.channel} from Sentinel {endpoint}", now)
-                self._beliefs[event.master] = after
-            if after is before:  # every Sentinel repeats +switch-master: news only once
+            before, after = self.feed(Hinted(event.master, event.new_host, event.new_port,
+                                              f"{event.channel} from Sentinel {endpoint}", now))
+            # Every Sentinel repeats +switch-master: news only once.
+            if after.belief(event.master) is before.belief(event.master):
                 self._poke.set()
                 return
             self.actors[event.master].submit(Request("event", since=now, event=Event(
@@ -410,12 +398,8 @@ class Agent:
 
     def on_contact(self, endpoint: Endpoint) -> None:
         now = time.monotonic()
-        with self._lock:
-            tracker = self._tracker
-            below = tracker.reachable(now) < tracker.majority
-            tracker.contact(self._index[endpoint], now)
-            regained = below and tracker.reachable(now) >= tracker.majority
-        if regained:
+        before, after = self.feed(Heard(self._index[endpoint], now))
+        if authority.regained(before, after, now):
             # Back in touch after a silence (a cut, or this host too starved to
             # hear the pongs): beliefs are acted on again only once a majority has
             # answered a poll, so poll now rather than at the next tick.
@@ -453,14 +437,16 @@ class Agent:
             raise TransientError(f"agent busy: {actor.inbox.qsize()} requests queued for "
                                  f"{args.master}")
         trusted = peer.uid in (0, os.geteuid())
+        if trusted:
+            before, _ = self.feed(Hinted(args.master, args.to_host, args.to_port,
+                                          f"hook ({args.role}) via agent", since))
+            belief = before.belief(args.master)
+        else:
+            belief = self._authority.belief(args.master)
+        agrees = belief is not None and (belief.host, belief.port) == (args.to_host,
+                                                                       args.to_port)
         with self._lock:
-            belief = self._beliefs.get(args.master)
-            agrees = belief is not None and (belief.host, belief.port) == (args.to_host,
-                                                                           args.to_port)
-            if trusted:
-                self._beliefs[args.master] = on_hint(belief, args.to_host, args.to_port,
-                                                     f"hook ({args.role}) via agent", since)
-            elif not agrees:
+            if not trusted and not agrees:
                 # Parked until the next poll, all of a master's together: one
                 # reconcile answers every one of them, and a flood stays bounded.
                 waiting = self._after_poll.setdefault(args.master, [])
@@ -498,30 +484,10 @@ class Agent:
         masters = [v.master for v in self.config.vips]
         answers = self.poller.poll(masters)
         now = time.monotonic()
-        with self._lock:
-            self._answers = answers
-            was_ok = self._quorum_ok
-            for i in range(len(self.config.sentinel.addresses)):
-                if any(answers[m][i].reachable for m in masters):
-                    self._tracker.contact(i, now)
-            reachable = self._tracker.reachable(now)
-            ok = self._quorum_ok = reachable >= self._tracker.majority
-            answered = sum(1 for i in range(len(self.config.sentinel.addresses))
-                           if any(answers[m][i].reachable for m in masters))
-            if not ok:
-                self._confirmed = False
-            elif answered >= self._tracker.majority:
-                self._confirmed = True
-            for master in masters:
-                self._beliefs[master] = on_poll(self._beliefs.get(master), answers[master],
-                                                self._tracker.configured, now)
-                downs = [a.master.down_after_ms for a in answers[master]
-                         if a.master and a.master.down_after_ms]
-                if downs:
-                    self._down_after[master] = max(downs) / 1000
-        self._report_quorum(was_ok, ok, reachable)
+        before, after = self.feed(Polled(answers, now))
+        self._report_quorum(before, after, now)
 
-    def _release_after_poll(self) -> None:
+    def release_after_poll(self) -> None:
         """After a poll: one reconcile per master that parked hook requests, whose
         verdict answers every one of them."""
         with self._lock:
@@ -541,24 +507,23 @@ class Agent:
     def quorum_lost_now(self) -> bool:
         """Between polls: has the majority just gone silent? Logged at once."""
         now = time.monotonic()
-        with self._lock:
-            if self._tracker.below_for(now) == 0:
-                return False
-            was_ok, self._quorum_ok = self._quorum_ok, False
-            self._confirmed = False
-            reachable = self._tracker.reachable(now)
-        self._report_quorum(was_ok, False, reachable)
+        before, after = self.feed(Checked(now))
+        if not after.below(now):
+            return False
+        self._report_quorum(before, after, now)
         return True
 
-    def _report_quorum(self, was_ok: bool, ok: bool, reachable: int) -> None:
-        if was_ok != ok:
+    def _report_quorum(self, before: Authority, after: Authority, now: float) -> None:
+        ok, contacts = after.quorum_ok, after.contacts
+        reachable = contacts.reachable(now)
+        if before.quorum_ok != ok:
             (log.info if ok else log.error)(
                 "QUORUM %s: %d of %d Sentinels reachable (majority %d)%s",
-                "regained" if ok else "LOST", reachable, self._tracker.configured,
-                self._tracker.majority,
+                "regained" if ok else "LOST", reachable, contacts.configured,
+                contacts.majority,
                 "" if ok else f"; on_quorum_loss = {self.config.agent.on_quorum_loss}")
         self.metrics.sentinels_reachable.set(reachable)
-        self.metrics.sentinels_configured.set(self._tracker.configured)
+        self.metrics.sentinels_configured.set(contacts.configured)
         self.metrics.quorum_ok.set(1 if ok else 0)
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -574,8 +539,7 @@ class Agent:
         # Contact counts from now: setting up (imports, netlink, sockets) can take
         # longer than the tracker's window on a slow host, and must not read as a
         # quorum loss before the first Sentinel could even answer.
-        with self._lock:
-            self._tracker.restart(time.monotonic())
+        self.feed(Started(time.monotonic()))
         for endpoint in cfg.sentinel.addresses:
             sub = Subscriber(endpoint, cfg.sentinel, self.on_event, self.on_link,
                              on_contact=self.on_contact)
@@ -630,7 +594,7 @@ class Agent:
                  len(self.config.vips), len(self.config.sentinel.addresses), interval)
         watchdog = watchdog_interval()
         if watchdog is not None:
-            threading.Thread(target=self._feed_watchdog, args=(watchdog,), name="watchdog",
+            threading.Thread(target=self.feed_watchdog, args=(watchdog,), name="watchdog",
                              daemon=True).start()
         while not self._stop.is_set():
             started = self.beat = time.monotonic()
@@ -642,7 +606,7 @@ class Agent:
                     self.reconcile_all()
                 self.poll_once()
                 self.reconcile_all()
-                self._release_after_poll()
+                self.release_after_poll()
             except Exception:  # noqa: BLE001 - an error in one cycle never ends the loop
                 log.exception("reconcile cycle failed")
             if not ready:
@@ -653,7 +617,7 @@ class Agent:
             # Sleep until the next tick, or until an event pokes us (debounced).
             # Below a Sentinel majority, poll fast: fencing should happen when the
             # grace period ends, not up to a whole interval later.
-            tick = interval if self._tracker.below_for(time.monotonic()) == 0 else min(
+            tick = interval if not self._authority.below(time.monotonic()) else min(
                 interval, 0.25)
             self._sleep_until(started + tick)
             if self._poke.is_set():
@@ -671,7 +635,7 @@ class Agent:
         return [f"{name} ({now - beat:.0f} s)" for name, beat in beats
                 if now - beat > STALL_LIMIT]
 
-    def _feed_watchdog(self, interval: float) -> None:
+    def feed_watchdog(self, interval: float) -> None:
         """WATCHDOG=1 while everything makes progress; silence otherwise, so that
         systemd restarts a hung agent (the restarted one reconciles at start)."""
         complained = False
@@ -690,11 +654,12 @@ class Agent:
         have been lost (the majority's last contact going stale), so fencing starts
         from the real loss rather than from the next timer tick. Those wake-ups
         cost a comparison, not a poll."""
-        below_at_start = self._tracker.below_for(time.monotonic()) > 0
+        below_at_start = self._authority.below(time.monotonic())
         while not self._poke.is_set():
             now = time.monotonic()
+            contacts = self._authority.contacts
             wait = sleep_for(now, deadline, below_at_start,
-                             self._tracker.below_for(now) > 0, self._tracker.next_check(now))
+                             contacts.below_for(now) > 0, contacts.next_check(now))
             if wait <= 0:
                 return
             self._poke.wait(wait)
@@ -708,7 +673,7 @@ class Agent:
         self._poke.set()
 
     def live_status(self) -> dict[str, Any]:
-        q = self._tracker
+        q = self._authority.contacts
         now = time.monotonic()
         out: dict[str, Any] = {
             "pid": os.getpid(),

@@ -1,19 +1,26 @@
 """What the agent believes each master is, and whether it can trust anything.
 
-Two small state machines with the clock passed in (tests drive them with a fake
-one): :class:`Belief` follows the newest Sentinel configuration, taking event
-payloads as provisional hints that polls of lagging Sentinels cannot undo, and
-:class:`QuorumTracker` measures how long this host has seen fewer than a
+The agent's rules as one pure state machine: :func:`step` takes an
+:class:`Authority` and one input event (a poll's answers, a hint from pub/sub
+or a hook, contact with a Sentinel, the main loop's check, each with ``now``)
+and returns the next state; :func:`view` reads the ``(Claim, Quorum)`` pair one
+VIP's decision needs. No locks, clock reads or I/O here: the agent feeds the
+events and holds the current state; tests drive it on a fake clock.
+
+Inside it: :class:`Belief` follows the newest Sentinel configuration, taking
+event payloads as provisional hints that polls of lagging Sentinels cannot
+undo; :class:`Contacts` measures how long this host has seen fewer than a
 majority of its Sentinels.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Mapping, Sequence, Union
 
-from .config import hostport, majority
-from .decide import newest
+from .config import IPAddress, QuorumPolicy, hostport, majority
+from .decide import Claim, Quorum, newest
 from .sentinel import SentinelAnswer
 
 # A hint (+promoted-slave, +switch-master, a hook's argv) that no Sentinel has
@@ -23,6 +30,9 @@ HINT_TTL = 15.0
 # Sentinels whose epochs all went backwards (reset, rebuilt) are believed again
 # once a majority has agreed on the lower epoch for this long.
 EPOCH_RESET_AFTER = 30.0
+# The quorum-loss grace when it follows Sentinel's down-after-milliseconds and
+# no Sentinel has told us that yet.
+DEFAULT_GRACE = 30.0
 
 
 @dataclass(frozen=True)
@@ -77,9 +87,10 @@ def on_poll(belief: Belief | None, answers: Sequence[SentinelAnswer], configured
     return belief
 
 
-class QuorumTracker:
-    """How many Sentinels this host is in contact with, and since when it has had
-    fewer than a majority.
+@dataclass(frozen=True)
+class Contacts:
+    """When each configured Sentinel was last heard, and what follows: how many
+    are reachable, and since when this host has had fewer than a majority.
 
     Contact is any successful exchange: a poll answer, a pub/sub message, a pong
     (the subscriptions ping every quarter second). A Sentinel silent for longer
@@ -89,35 +100,199 @@ class QuorumTracker:
     from the real cut, as the other Sentinels' down-after-milliseconds does.
     """
 
-    def __init__(self, configured: int, window: float = 1.0, now: float = 0.0) -> None:
-        self.configured = configured
-        self.window = window
-        # Counted as reachable at start, so that a restart is not a quorum loss.
-        self._last: list[float] = [now] * configured
+    last: tuple[float, ...]
+    window: float = 1.0
 
-    def restart(self, now: float) -> None:
-        """Every Sentinel counted as just heard: when the agent starts listening."""
-        self._last = [now] * self.configured
+    @classmethod
+    def start(cls, configured: int, now: float, window: float = 1.0) -> Contacts:
+        """Every Sentinel counted as just heard, so that a (re)start is no
+        quorum loss."""
+        return cls((now,) * configured, window)
+
+    @property
+    def configured(self) -> int:
+        return len(self.last)
 
     @property
     def majority(self) -> int:
         return majority(self.configured)
 
-    def contact(self, index: int, now: float) -> None:
-        self._last[index] = max(self._last[index], now)
+    def heard(self, index: int, now: float) -> Contacts:
+        if now <= self.last[index]:
+            return self
+        return replace(self, last=self.last[:index] + (now,) + self.last[index + 1:])
 
     def reachable(self, now: float) -> int:
-        return sum(1 for t in self._last if now - t <= self.window)
+        return sum(1 for t in self.last if now - t <= self.window)
+
+    def _majority_heard(self) -> float:
+        """When the majority-th most recent contact was."""
+        return sorted(self.last, reverse=True)[self.majority - 1]
 
     def next_check(self, now: float) -> float:
         """When the quorum would be lost if nothing more is heard: the moment the
         majority-th most recent contact becomes older than ``window``."""
-        lost_at = sorted(self._last, reverse=True)[self.majority - 1]
-        return max(now, lost_at + self.window + 0.001)
+        return max(now, self._majority_heard() + self.window + 0.001)
 
     def below_for(self, now: float) -> float:
         """Seconds since contact with a majority was lost; 0 while there is one."""
         if self.reachable(now) >= self.majority:
             return 0.0
-        lost_at = sorted(self._last, reverse=True)[self.majority - 1]
-        return now - lost_at
+        return now - self._majority_heard()
+
+
+# --- the events -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Started:
+    """The agent starts listening: every Sentinel counts as heard now."""
+
+    now: float
+
+
+@dataclass(frozen=True)
+class Heard:
+    """Sentinel number ``index`` (in the config's order) answered something."""
+
+    index: int
+    now: float
+
+
+@dataclass(frozen=True)
+class Polled:
+    """One round of SENTINEL MASTER answers, per master, each tuple in the
+    config's order of Sentinels."""
+
+    answers: Mapping[str, Sequence[SentinelAnswer]]
+    now: float
+
+
+@dataclass(frozen=True)
+class Hinted:
+    """An event (+promoted-slave, +switch-master) or a trusted hook names
+    ``host:port`` as ``master``'s new master."""
+
+    master: str
+    host: str
+    port: int
+    source: str
+    now: float
+
+
+@dataclass(frozen=True)
+class Checked:
+    """The main loop looks between polls: has the majority gone silent?"""
+
+    now: float
+
+
+AuthorityEvent = Union[Started, Heard, Polled, Hinted, Checked]
+
+
+@dataclass(frozen=True)
+class Authority:
+    """Everything the agent has learnt from its Sentinels, as one value."""
+
+    contacts: Contacts
+    beliefs: Mapping[str, Belief] = field(default_factory=lambda: MappingProxyType({}))
+    # Each master's down-after-milliseconds as Sentinel reports it, in seconds:
+    # the default quorum-loss grace.
+    down_after: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    # Set by a poll a majority answered, cleared whenever this host is seen below
+    # a majority: only then are beliefs current enough to act on (Quorum.fresh).
+    confirmed: bool = False
+    # The last verdict on the quorum, for the QUORUM LOST / regained log line.
+    quorum_ok: bool = True
+
+    @classmethod
+    def initial(cls, configured: int, now: float, window: float = 1.0) -> Authority:
+        return cls(Contacts.start(configured, now, window))
+
+    def belief(self, master: str) -> Belief | None:
+        return self.beliefs.get(master)
+
+    def below(self, now: float) -> bool:
+        return self.contacts.below_for(now) > 0
+
+
+def _frozen(mapping: Mapping[str, object], **changes: object) -> MappingProxyType:
+    return MappingProxyType({**mapping, **changes})
+
+
+def step(state: Authority, event: AuthorityEvent) -> Authority:
+    """The next state after one event."""
+    # Seen below a majority, at any event: what was believed is stale until a
+    # poll a majority answers (a silence nobody polled through still counts).
+    if state.confirmed and state.below(event.now) and not isinstance(event, Started):
+        state = replace(state, confirmed=False)
+    if isinstance(event, Started):
+        contacts = Contacts.start(state.contacts.configured, event.now, state.contacts.window)
+        return replace(state, contacts=contacts)
+    if isinstance(event, Heard):
+        return replace(state, contacts=state.contacts.heard(event.index, event.now))
+    if isinstance(event, Hinted):
+        before = state.beliefs.get(event.master)
+        after = on_hint(before, event.host, event.port, event.source, event.now)
+        if after is before:
+            return state
+        return replace(state, beliefs=_frozen(state.beliefs, **{event.master: after}))
+    if isinstance(event, Checked):
+        if not state.below(event.now):
+            return state
+        return replace(state, quorum_ok=False, confirmed=False)
+    return _polled(state, event)
+
+
+def _polled(state: Authority, event: Polled) -> Authority:
+    now, contacts = event.now, state.contacts
+    answered = [i for i in range(contacts.configured)
+                if any(len(a) > i and a[i].reachable for a in event.answers.values())]
+    for i in answered:
+        contacts = contacts.heard(i, now)
+    ok = contacts.reachable(now) >= contacts.majority
+    # Confirmed only by this poll's own answers from a majority: contact from
+    # pongs alone says the Sentinels are there, not what they now say.
+    confirmed = ok and (state.confirmed or len(answered) >= contacts.majority)
+    beliefs = dict(state.beliefs)
+    down_after = dict(state.down_after)
+    for master, answers in event.answers.items():
+        belief = on_poll(beliefs.get(master), answers, contacts.configured, now)
+        if belief is not None:
+            beliefs[master] = belief
+        downs = [a.master.down_after_ms for a in answers if a.master and a.master.down_after_ms]
+        if downs:
+            down_after[master] = max(downs) / 1000
+    return replace(state, contacts=contacts, beliefs=MappingProxyType(beliefs),
+                   down_after=MappingProxyType(down_after), confirmed=confirmed, quorum_ok=ok)
+
+
+def regained(before: Authority, after: Authority, now: float) -> bool:
+    """An event brought this host back in touch with a majority. Beliefs are
+    acted on again only once a majority has answered a poll: poll at once
+    rather than at the next tick."""
+    return before.below(now) and not after.below(now)
+
+
+# --- what one VIP's decision reads ------------------------------------------------------
+
+def quorum(state: Authority, master: str, now: float, grace: float | None,
+           policy: QuorumPolicy) -> Quorum:
+    """The quorum as ``master``'s VIP sees it at ``now``. ``grace`` None: the
+    master's down-after-milliseconds, as its Sentinels report it."""
+    contacts = state.contacts
+    below_for = contacts.below_for(now)
+    if grace is None:
+        grace = state.down_after.get(master, DEFAULT_GRACE)
+    return Quorum(reachable=contacts.reachable(now), configured=contacts.configured,
+                  below_for=below_for, grace=grace, policy=policy,
+                  fresh=state.confirmed and below_for == 0)
+
+
+def claim(belief: Belief | None, addrs: frozenset[IPAddress]) -> Claim:
+    """The claim a belief makes, given the addresses its host resolved to (an IP
+    literal is its own; a host name goes through DNS, which is the caller's)."""
+    if belief is None:
+        return Claim(source="no Sentinel answer yet")
+    kind = "hint" if belief.provisional else "newest config"
+    return Claim(source=f"{kind}: {belief.source}", new_master=belief.host,
+                 new_master_addrs=addrs)

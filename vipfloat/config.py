@@ -20,6 +20,7 @@ import re
 import stat
 import tomllib
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Union
 
@@ -181,6 +182,14 @@ class RedisConfig:
     timeout: float = 0.5
 
 
+class QuorumPolicy(StrEnum):
+    """on_quorum_loss: what a host cut off from a Sentinel majority for longer
+    than the grace does with a VIP it holds."""
+
+    RELEASE = "release"     # fence: the isolated old master must stop taking writes
+    KEEP = "keep"           # keep it (a site that prefers availability)
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     socket: Path = Path("/run/vipfloat/agent.sock")
@@ -192,7 +201,7 @@ class AgentConfig:
     # --- vipfloat watch only -------------------------------------------------------
     socket_group: str | None = None       # group allowed on the socket (Sentinel's user)
     reconcile_interval: float = 2.0       # poll every Sentinel and reconcile, seconds
-    on_quorum_loss: str = "release"       # or "keep"
+    on_quorum_loss: QuorumPolicy = QuorumPolicy.RELEASE
     # Seconds below a Sentinel majority before VIPs held here are released; None:
     # the master's down-after-milliseconds, so the isolated old master lets go
     # about when the others start to fail over.
@@ -605,9 +614,10 @@ def _agent(p: _Problems, table: dict[str, Any]) -> AgentConfig:
                                "release_on_stop", "conflict_probe_interval",
                                "announce_refresh", "metrics_listen", "hook_timeout"})
     defaults = AgentConfig()
-    policy = _get(p, table, "agent", "on_quorum_loss", str, defaults.on_quorum_loss)
-    if policy not in ("release", "keep"):
+    policy = _get(p, table, "agent", "on_quorum_loss", str, defaults.on_quorum_loss.value)
+    if policy not in {m.value for m in QuorumPolicy}:
         p.add("agent.on_quorum_loss", f"must be 'release' or 'keep', not {_quote(policy)}")
+        policy = defaults.on_quorum_loss
     metrics = _get(p, table, "agent", "metrics_listen", str, None)
     if metrics is not None:
         try:
@@ -618,7 +628,7 @@ def _agent(p: _Problems, table: dict[str, Any]) -> AgentConfig:
         socket_group=_get(p, table, "agent", "socket_group", str, None),
         reconcile_interval=_number(p, table, "agent", "reconcile_interval",
                                    defaults.reconcile_interval, 0.05, 2.0),
-        on_quorum_loss=policy,
+        on_quorum_loss=QuorumPolicy(policy),
         # Unset is no number: it means the master's down-after-milliseconds.
         quorum_loss_grace=None if "quorum_loss_grace" not in table else _number(
             p, table, "agent", "quorum_loss_grace", 0.0, 0.0, 600.0),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
-from .config import Config, IPAddress, VipConfig, majority
+from .config import Config, IPAddress, QuorumPolicy, VipConfig, majority
 
 if TYPE_CHECKING:
     from .sentinel import SentinelAnswer
@@ -51,7 +51,7 @@ class Quorum:
     configured: int
     below_for: float = 0.0                        # seconds below a majority; 0 when ok
     grace: float = 30.0                           # seconds allowed below before fencing
-    policy: str = "release"                       # on_quorum_loss: release | keep
+    policy: QuorumPolicy = QuorumPolicy.RELEASE   # on_quorum_loss
     # False from a quorum loss until a poll has been answered by a majority again:
     # what this host believed while cut off is stale, and a healed old master must
     # not take the VIP back on it.
@@ -215,7 +215,7 @@ def _without_quorum(act: Callable[..., Action], q: Quorum, bound: bool) -> Actio
             f"(majority {q.majority}, grace {q.grace:.1f} s)")
     if not bound:
         return act(Verb.NOTHING, f"{seen}: not acquiring anything")
-    if q.policy == "keep":
+    if q.policy is QuorumPolicy.KEEP:
         return act(Verb.NOTHING, f"{seen}: keeping the VIP (on_quorum_loss = keep)")
     if q.below_for < q.grace:
         return act(Verb.NOTHING, f"{seen}: keeping the VIP until the grace period ends")

@@ -6,7 +6,7 @@ import pytest
 
 from vipfloat.agent import Agent, sleep_for
 from vipfloat.agent_socket import Peer
-from vipfloat.authority import on_poll
+from vipfloat.authority import Polled
 from vipfloat.errors import TransientError
 from vipfloat.sentinel import MasterInfo, SentinelAnswer
 
@@ -44,7 +44,7 @@ def believe_b(agent: Agent, cfg) -> None:
     """What a poll of the Sentinels makes the agent believe: b, epoch 3."""
     answers = tuple(SentinelAnswer(ep, MasterInfo("mymaster", "198.51.100.12", 6379, 3, ("master",)))
                     for ep in cfg.sentinel.addresses)
-    agent._beliefs["mymaster"] = on_poll(None, answers, 3, 0.0)
+    agent.feed(Polled({"mymaster": answers}, 0.0))
 
 
 def test_sentinels_user_naming_the_believed_master_is_acted_on_at_once(agent, cfg):
@@ -66,7 +66,7 @@ def test_sentinels_user_naming_another_master_changes_no_belief_and_waits_for_a_
     second = agent.hook(TO_C, 1.1, SENTINEL_USER)
     assert agent.actors["mymaster"].requests == []            # not acted on yet
     assert agent.belief("mymaster").host == "198.51.100.12"   # belief untouched
-    agent._release_after_poll()                                # after the next poll
+    agent.release_after_poll()                                # after the next poll
     (request,) = agent.actors["mymaster"].requests             # one reconcile for both
     assert request.event.role == "hook (unverified sender)" and request.event.new_master == ""
     request.reply.set_result((0, "new master 198.51.100.12 is another host"))
@@ -195,7 +195,7 @@ def test_a_stopped_agent_stops_feeding_the_watchdog(cfg, monkeypatch):
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
     a = Agent(cfg)
     a.actors = {}
-    thread = threading.Thread(target=a._feed_watchdog, args=(0.05,), daemon=True)
+    thread = threading.Thread(target=a.feed_watchdog, args=(0.05,), daemon=True)
     thread.start()
     a.stop()
     thread.join(2)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from vipfloat.authority import EPOCH_RESET_AFTER, HINT_TTL, QuorumTracker, on_hint, on_poll
-from vipfloat.config import Endpoint
+from vipfloat.authority import (EPOCH_RESET_AFTER, HINT_TTL, Authority, Contacts, Heard, Started,
+                                on_hint, on_poll, regained, step)
+from vipfloat.config import Endpoint, QuorumPolicy
 from vipfloat.decide import Binding, Claim, Quorum, Snapshot, Verb, VipView, decide
 from vipfloat.sentinel import MasterInfo, SentinelAnswer
 
@@ -75,36 +76,36 @@ def test_a_single_lagging_sentinel_never_resets():
     assert b.host == "198.51.100.11"
 
 
-# --- quorum tracker ----------------------------------------------------------------
+# --- contacts and quorum ----------------------------------------------------------------
 
 def test_quorum_is_lost_from_the_last_contact_not_from_when_it_is_noticed():
-    q = QuorumTracker(3, window=1.0, now=0)
+    q = Contacts.start(3, now=0, window=1.0)
     for t in (0.25, 0.5, 0.75, 1.0):           # pongs from all three
         for i in range(3):
-            q.contact(i, t)
-    q.contact(0, 1.25)                         # then only our own Sentinel answers
-    q.contact(0, 1.5)
+            q = q.heard(i, t)
+    q = q.heard(0, 1.25)                         # then only our own Sentinel answers
+    q = q.heard(0, 1.5)
     assert q.reachable(1.5) == 3 and q.below_for(1.5) == 0   # within the window
-    q.contact(0, 2.25)
+    q = q.heard(0, 2.25)
     assert q.reachable(2.25) == 1
     assert q.below_for(2.25) == 1.25           # since the last contact at 1.0
 
 
 def test_a_single_missed_pong_is_no_quorum_loss():
-    q = QuorumTracker(3, window=1.0, now=0)
+    q = Contacts.start(3, now=0, window=1.0)
     for i in range(3):
-        q.contact(i, 0.0)
-    q.contact(0, 0.6)
-    q.contact(1, 0.6)                          # the third is silent for 0.7 s
+        q = q.heard(i, 0.0)
+    q = q.heard(0, 0.6)
+    q = q.heard(1, 0.6)                          # the third is silent for 0.7 s
     assert q.below_for(0.7) == 0 and q.reachable(0.7) == 3
-    q.contact(2, 0.8)
+    q = q.heard(2, 0.8)
     assert q.reachable(1.2) == 3
 
 
 def test_two_of_three_is_a_majority():
-    q = QuorumTracker(3, window=1.0, now=0)
-    q.contact(0, 5)
-    q.contact(1, 5)
+    q = Contacts.start(3, now=0, window=1.0)
+    q = q.heard(0, 5)
+    q = q.heard(1, 5)
     assert q.reachable(5.5) == 2 and q.below_for(5.5) == 0
 
 
@@ -137,7 +138,7 @@ def test_isolated_holder_keeps_the_vip_during_the_grace_then_fences(cfg):
 
 
 def test_keep_policy_never_fences(cfg):
-    q = Quorum(reachable=0, configured=3, below_for=100, grace=1.0, policy="keep")
+    q = Quorum(reachable=0, configured=3, below_for=100, grace=1.0, policy=QuorumPolicy.KEEP)
     a = one(cfg, view("198.51.100.11", Binding.PRESENT, q))
     assert a.verb is Verb.NOTHING and "on_quorum_loss = keep" in a.reason
 
@@ -211,10 +212,10 @@ def test_a_leader_in_the_middle_of_a_failover_is_no_authority():
 
 
 def test_next_check_is_when_the_majority_would_go_stale():
-    q = QuorumTracker(3, window=1.0, now=0)
-    q.contact(0, 2.0)
-    q.contact(1, 1.5)
-    q.contact(2, 1.0)
+    q = Contacts.start(3, now=0, window=1.0)
+    q = q.heard(0, 2.0)
+    q = q.heard(1, 1.5)
+    q = q.heard(2, 1.0)
     # The second most recent contact (1.5) decides: silence after it loses the majority.
     assert abs(q.next_check(1.6) - 2.501) < 1e-9
     assert q.below_for(2.4) == 0 and q.below_for(2.51) > 0
@@ -223,33 +224,21 @@ def test_next_check_is_when_the_majority_would_go_stale():
 
 def test_a_slow_start_is_no_quorum_loss():
     # Built at 0, listening only from 5 (a slow host's imports and setup).
-    q = QuorumTracker(3, window=1.0, now=0)
-    assert q.below_for(5.0) > 0
-    q.restart(5.0)
-    assert q.reachable(5.5) == 3 and q.below_for(5.5) == 0
+    state = Authority.initial(3, now=0)
+    assert state.below(5.0)
+    state = step(state, Started(5.0))
+    assert state.contacts.reachable(5.5) == 3 and not state.below(5.5)
 
 
-def test_regaining_the_majority_polls_at_once(cfg):
+def test_regaining_the_majority_polls_at_once():
     # Beliefs are acted on again only after a poll a majority answered: the
     # agent must not sit out a whole reconcile interval before asking.
-    import time
-
-    from vipfloat.agent import Agent
-
-    agent = Agent(cfg)
-    try:
-        endpoints = list(cfg.sentinel.addresses)
-        agent._tracker = QuorumTracker(len(endpoints), window=1.0, now=time.monotonic() - 10)
-        agent._poke.clear()
-        agent.on_contact(endpoints[0])
-        assert not agent._poke.is_set()               # 1 of 3: still cut off
-        agent.on_contact(endpoints[1])
-        assert agent._poke.is_set()                   # 2 of 3: back, poll now
-        agent._poke.clear()
-        agent.on_contact(endpoints[2])
-        assert not agent._poke.is_set()               # already in touch: no poll
-    finally:
-        agent.stop()
+    state = Authority.initial(3, now=0)                      # silent since 0
+    polls = []
+    for index in range(3):
+        before, state = state, step(state, Heard(index, 10.0))
+        polls.append(regained(before, state, 10.0))
+    assert polls == [False, True, False]   # 1 of 3: still cut off; 2 of 3: poll; 3: in touch
 
 
 def test_a_host_without_quorum_still_lets_go_for_another_master(cfg):

@@ -589,7 +589,7 @@ DEFAULTS = {
     config_mod.AgentConfig: {
         "socket": Path("/run/vipfloat/agent.sock"), "state_dir": Path("/run/vipfloat"),
         "lock_timeout": 10.0, "retry_timeout": 5.0, "socket_group": None,
-        "reconcile_interval": 2.0, "on_quorum_loss": "release", "quorum_loss_grace": None,
+        "reconcile_interval": 2.0, "on_quorum_loss": config_mod.QuorumPolicy.RELEASE, "quorum_loss_grace": None,
         "release_wait": 1.0, "reset_connections": True, "release_on_stop": False,
         "conflict_probe_interval": 10.0, "announce_refresh": 0.0, "metrics_listen": None,
         "hook_timeout": 10.0},
@@ -665,3 +665,43 @@ def test_hostport_brackets_ipv6_only():
     assert hostport("198.51.100.12", 6379) == "198.51.100.12:6379"
     assert hostport("2001:db8::12", 6379) == "[2001:db8::12]:6379"
     assert hostport("redis-b.example", "6379") == "redis-b.example:6379"
+
+
+def documented_defaults() -> dict[tuple[str, str], object]:
+    """Every `key = value` of examples/vipfloat.toml, commented out or not, per
+    section: the defaults an operator reads (the first [[vip]] block only)."""
+    import re
+    import tomllib
+    text = (Path(__file__).resolve().parents[2] / "examples" / "vipfloat.toml").read_text()
+    section, seen, out = "", set(), {}
+    for line in text.splitlines():
+        header = re.match(r"#?\s*\[\[?(\w+)\]\]?", line)
+        if header:
+            section = header.group(1)
+            if section in seen:          # a second [[vip]] example
+                section = "-"
+            seen.add(section)
+            continue
+        pair = re.match(r"#?\s*(\w+) = (.+?)\s*(#.*)?$", line)
+        if pair and section != "-":
+            out[(section, pair.group(1))] = tomllib.loads(f"x = {pair.group(2)}")["x"]
+    return out
+
+
+@pytest.mark.parametrize("cls, section", [
+    (config_mod.SentinelConfig, "sentinel"), (config_mod.RedisConfig, "redis"),
+    (config_mod.AgentConfig, "agent"), (config_mod.ActionsConfig, "actions"),
+    (config_mod.VipConfig, "vip")], ids=lambda x: getattr(x, "__name__", x))
+def test_the_example_config_documents_every_default(cls, section):
+    """A default changed in the code but not in examples/vipfloat.toml (the file
+    the README sends operators to) fails here. Fields without a default (None:
+    the example shows a sample value instead) are checked only for presence."""
+    documented = documented_defaults()
+    for name, default in DEFAULTS[cls].items():
+        if name in ("password", "address", "addresses", "master", "interface"):
+            continue                                  # secrets and required: no default
+        assert (section, name) in documented, f"{section}.{name} is not in the example"
+        if default is not None and default is not REQUIRED and default != ():
+            value = documented[(section, name)]
+            assert value == (str(default) if isinstance(default, Path) else default), \
+                f"{section}.{name}: example says {value!r}, the code {default!r}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from vipfloat.authority import EPOCH_RESET_AFTER, HINT_TTL, QuorumTracker, on_hint, on_poll
+from vipfloat.authority import EPOCH_RESET_AFTER, HINT_TTL, Contacts, on_hint, on_poll
 from vipfloat.config import Endpoint
 from vipfloat.sentinel import MasterInfo, SentinelAnswer
 
@@ -103,17 +103,17 @@ def test_a_reset_needs_a_majority_of_five(agreeing, reset):
     assert b.host == (B if reset else A)
 
 
-# --- quorum tracker -----------------------------------------------------------------
+# --- contacts and quorum -----------------------------------------------------------------
 
 def test_the_agent_default_window_is_one_second_from_construction():
-    q = QuorumTracker(3)
+    q = Contacts.start(3, now=0.0)
     assert [q.reachable(t) for t in (0.0, 1.0, 1.25)] == [3, 3, 0]
 
 
 def test_a_sentinel_heard_exactly_one_window_ago_still_counts():
-    q = QuorumTracker(3, window=0.5, now=0)
+    q = Contacts.start(3, now=0, window=0.5)
     for i in range(3):
-        q.contact(i, 4.0)
+        q = q.heard(i, 4.0)
     assert q.reachable(4.5) == 3 and q.below_for(4.5) == 0
     assert q.reachable(4.75) == 0
 
@@ -125,9 +125,9 @@ def test_a_sentinel_heard_exactly_one_window_ago_still_counts():
 ])
 def test_the_quorum_is_lost_when_the_majority_th_most_recent_contact_goes_stale(
         configured, heard, lost_at):
-    q = QuorumTracker(configured, window=1.0, now=0)
+    q = Contacts.start(configured, now=0, window=1.0)
     for i, t in enumerate(heard):
-        q.contact(i, t)
+        q = q.heard(i, t)
     assert q.next_check(lost_at) == lost_at + 1.0 + 0.001
     assert q.below_for(lost_at + 1.0) == 0
     assert q.below_for(lost_at + 1.25) == 1.25

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from vipfloat import config as config_mod
-from vipfloat.config import (ActionsConfig, AgentConfig, Endpoint, RedisConfig, Secret,
-                             SentinelConfig)
+from vipfloat.config import (ActionsConfig, AgentConfig, Endpoint, QuorumPolicy, RedisConfig,
+                             Secret, SentinelConfig)
 from vipfloat.errors import ConfigError
 
 PATH = Path("/etc/vipfloat/vipfloat.toml")
@@ -298,7 +298,7 @@ def test_every_vip_problem_word_for_word(vip, lines):
 def test_every_key_lands_in_its_own_field(tmp_path):
     secret = tmp_path / "sentinel.pass"
     secret.write_text("s3cret\n")
-    cfg = config_mod.parse(doc(f"""
+    cfg = config_mod.parse(doc("""
         [agent]
         socket = "/run/vf/a.sock"
         state_dir = "/run/vf"
@@ -349,7 +349,7 @@ def test_every_key_lands_in_its_own_field(tmp_path):
         """), PATH)
     assert cfg.agent == AgentConfig(
         socket=Path("/run/vf/a.sock"), state_dir=Path("/run/vf"), lock_timeout=15.0,
-        retry_timeout=0.0, socket_group="redis", reconcile_interval=0.05, on_quorum_loss="keep",
+        retry_timeout=0.0, socket_group="redis", reconcile_interval=0.05, on_quorum_loss=QuorumPolicy.KEEP,
         quorum_loss_grace=600.0, release_wait=10.0, reset_connections=False,
         release_on_stop=True, conflict_probe_interval=0.1, announce_refresh=3600.0,
         metrics_listen="[::1]:9851", hook_timeout=30.0)
