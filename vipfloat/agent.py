@@ -25,22 +25,26 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any
 
 from . import config as config_mod
 from . import logs
-from .apply import ActContext, Event, ThreadAnnouncer, resolve_host, run
+from .announce import ThreadAnnouncer
+from .apply import Effects, Event, bound_after, carry_out, execute, gather
 from . import authority
 from .authority import (Authority, AuthorityEvent, Belief, Checked, Heard, Hinted,
                         Polled, Started)
 from .config import Config, Endpoint, VipConfig, hostport
-from .decide import Binding, Claim, Quorum, Snapshot, Verb, is_new_master_here
+from .decide import Action, Binding, Claim, Quorum, Snapshot, Verb, decide, is_new_master_here
 from .errors import ConfigError, PermanentError, ResolveError, TransientError, VipfloatError
+from .lock import VipLock
 from .agent_socket import AgentSocket, Peer
 from .health import LocalRedis
 from .metrics import Metrics
 from .netlink import KernelCache, NetlinkHost
 from .netwatch import NetWatcher
+from .resolve import resolve_host
 from .sdnotify import notify, watchdog_interval
 from .statedir import ensure as ensure_state_dir
 from .sentinel import Poller
@@ -68,9 +72,19 @@ MAX_QUEUED = 64
 UNVERIFIED = "hook (unverified sender)"
 
 
+class Kind(StrEnum):
+    """What a request to a VIP's actor is."""
+
+    PERIODIC = "periodic"     # the timer, a poll, a kernel change: decide on what is known
+    EVENT = "event"           # a Sentinel's hint: the fast path
+    HOOK = "hook"             # Sentinel's script, handed over on the socket
+    RELEASE = "release"       # the agent stops with release_on_stop
+    STOP = "stop"             # the actor's thread ends
+
+
 @dataclass
 class Request:
-    kind: str                          # "periodic", "event", "hook", "release"
+    kind: Kind
     since: float = field(default_factory=time.monotonic)
     event: Event = field(default_factory=Event)
     reply: Future | None = None        # the hook's verdict: exit code and reason
@@ -94,7 +108,7 @@ class VipLive:
 class VipActor:
     """The one thread that acts on one VIP."""
 
-    def __init__(self, agent: Agent, vip: VipConfig) -> None:
+    def __init__(self, agent: Agent, vip: VipConfig, host: NetlinkHost | None = None) -> None:
         self.agent = agent
         self.vip = vip
         self.live = VipLive()
@@ -102,7 +116,10 @@ class VipActor:
         self.scripts: queue.Queue[Any] = queue.Queue()
         self._stop = threading.Event()
         self.beat = time.monotonic()      # when the current request (or idle wait) began
-        self._host: NetlinkHost | None = None
+        # The kernel through netlink: the agent's cached socket, opened on first
+        # use and reopened after a failure; or one lent by the caller (a test's).
+        self._host: NetlinkHost | None = host
+        self._own_host = host is None
         # Conflict probes and refreshes run between requests: wake for them no more
         # often than they are due (an idle agent should cost next to nothing).
         probe = agent.config.agent.conflict_probe_interval
@@ -120,7 +137,7 @@ class VipActor:
 
     def stop(self) -> None:
         self._stop.set()
-        self.inbox.put(Request("stop"))
+        self.inbox.put(Request(Kind.STOP))
         self.scripts.put(None)
         # Started or not: stop() also runs after a start that failed half-way.
         if self._thread.ident is not None:
@@ -137,50 +154,64 @@ class VipActor:
             except queue.Empty:
                 self._chores()
                 continue
-            if request.kind == "stop":
+            if request.kind is Kind.STOP:
                 break
             # Timer reconciles pile up behind a slow action: one is enough.
-            if request.kind == "periodic":
+            if request.kind is Kind.PERIODIC:
                 while True:
                     try:
                         nxt = self.inbox.get_nowait()
                     except queue.Empty:
                         break
-                    if nxt.kind != "periodic":
+                    if nxt.kind is not Kind.PERIODIC:
                         request = nxt
                         break
-                if request.kind == "stop":
+                if request.kind is Kind.STOP:
                     break
             self.beat = time.monotonic()
-            self._handle(request)
+            self.handle(request)
             self._chores()
-        if self._host is not None:
+        if self._host is not None and self._own_host:
             self._host.close()
 
-    def _handle(self, request: Request) -> None:
-        agent, vip = self.agent, self.vip
+    def handle(self, request: Request) -> None:
+        """One request: gather the snapshot (the claim, the kernel's binding, the
+        local Redis's role) without the lock, decide, and execute the action
+        under the VIP's lock; retried on a transient failure, then answered."""
+        agent, vip, cfg = self.agent, self.vip, self.agent.config
         code, message = 0, ""
-        if request.kind != "periodic":
-            log.debug("%s: %s request waited %.1f ms", vip.master, request.kind,
+        if request.kind is not Kind.PERIODIC:
+            log.debug("%s: %s request waited %.1f ms", vip.master, request.kind.value,
                       (time.monotonic() - request.since) * 1000)
         try:
             if self._host is None:
                 self._host = NetlinkHost(cache=agent.kernel)
+            host = self._host
             claim, quorum, belief = agent.claim_for(vip)
-            if request.kind == "release":
+            if request.kind is Kind.RELEASE:
                 claim = Claim(source="vipfloat watch stopping", order=Verb.RELEASE)
-            ctx = ActContext(
-                host=self._host, announcer=agent.announcer, wire=agent.wire(vip.interface),
-                enrich=lambda snap: self._enrich(snap, request, quorum, belief),
-                since=request.since,
-                release_wait=agent.config.agent.release_wait,
-                reset_connections=agent.config.agent.reset_connections,
-                retry_timeout=0.0 if request.kind == "periodic" else 1.0,
-                # Events and the hook read the cache (the hot path); the timer reads
-                # the kernel, so nothing the cache got wrong outlives a tick.
-                fresh=request.kind == "periodic",
-                post_scripts=self.scripts.put)
-            outcome = run(agent.config, vip, claim, request.event, ctx)
+            effects = Effects(host, agent.announcer, agent.wire(vip.interface),
+                              since=request.since, release_wait=cfg.agent.release_wait,
+                              reset_connections=cfg.agent.reset_connections)
+            # Events and the hook read the cache (the hot path); the timer reads
+            # the kernel, so nothing the cache got wrong outlives a tick.
+            fresh = request.kind is Kind.PERIODIC
+
+            def attempt(decided: list[Action]) -> tuple[Action, bool, bool]:
+                snapshot, link = gather(host, vip, claim, fresh)
+                snapshot = self.inputs(snapshot, request, quorum, belief)
+                action = decide(snapshot, cfg)[0]
+                decided.append(action)
+                if action.verb is Verb.NOTHING:
+                    changed = False
+                else:
+                    with VipLock(cfg.agent.state_dir, vip.master, cfg.agent.lock_timeout):
+                        changed = execute(action, vip, link, effects, cfg, request.event)
+                return action, changed, bound_after(action, snapshot.vips[0].binding)
+
+            outcome = carry_out(cfg, vip, claim, request.event, attempt,
+                                retry=0.0 if request.kind is Kind.PERIODIC else 1.0,
+                                post_scripts=self.scripts.put)
             action = outcome.action
             message = action.reason
             self._note(action.verb, action.reason, outcome.changed, outcome.bound)
@@ -189,7 +220,7 @@ class VipActor:
             self.live.error = message
             if not exc.logged:
                 log.error("%s: %s", vip.master, exc)
-            if self._host is not None and code == 1:
+            if self._host is not None and self._own_host and code == 1:
                 self._host.close()  # a broken netlink socket is reopened next time
                 self._host = None
         except Exception as exc:  # noqa: BLE001 - one bad cycle must not stop the actor
@@ -199,10 +230,11 @@ class VipActor:
             request.reply.set_result((code, message))
         agent.metrics.last_reconcile.set_to_current_time()
 
-    def _enrich(self, snapshot: Snapshot, request: Request, quorum: Quorum,
-                belief: Belief | None) -> Snapshot:
+    def inputs(self, snapshot: Snapshot, request: Request, quorum: Quorum,
+               belief: Belief | None) -> Snapshot:
         """The agent's own inputs to the decision: the quorum read with the claim,
-        and this host's Redis role when the claim says to acquire here."""
+        and this host's Redis role when the claim says to acquire here (asked
+        before the VIP's lock is taken: a slow Redis must not hold it)."""
         views = []
         for view in snapshot.vips:
             role = None
@@ -210,7 +242,7 @@ class VipActor:
                     and is_new_master_here(view.claim, snapshot.local_addresses, self.vip)):
                 role = self.agent.local_redis.role(belief.host, belief.port)
             views.append(replace(view, quorum=quorum, local_role=role,
-                                 periodic=request.kind == "periodic"))
+                                 periodic=request.kind is Kind.PERIODIC))
         return replace(snapshot, vips=tuple(views))
 
     def _note(self, verb: Verb, reason: str, changed: bool, bound: bool) -> None:
@@ -384,7 +416,7 @@ class Agent:
             if after.belief(event.master) is before.belief(event.master):
                 self._poke.set()
                 return
-            self.actors[event.master].submit(Request("event", since=now, event=Event(
+            self.actors[event.master].submit(Request(Kind.EVENT, since=now, event=Event(
                 role="agent", new_master=hostport(event.new_host, event.new_port))))
         self._poke.set()
 
@@ -394,7 +426,7 @@ class Agent:
     def reconcile_all(self) -> None:
         """A quiet reconcile of every VIP: each actor decides on what is known now."""
         for actor in self.actors.values():
-            actor.submit(Request("periodic", event=Event(role="agent", quiet=True)))
+            actor.submit(Request(Kind.PERIODIC, event=Event(role="agent", quiet=True)))
 
     def on_contact(self, endpoint: Endpoint) -> None:
         now = time.monotonic()
@@ -471,7 +503,7 @@ class Agent:
             # not from the request's text (it only agreed with it).
             assert belief is not None
             event = Event(role=UNVERIFIED, new_master=belief.addr)
-        request = Request("hook", since=since, reply=Future(), event=event)
+        request = Request(Kind.HOOK, since=since, reply=Future(), event=event)
         actor.submit(request)
         if trusted:
             self._poke.set()
@@ -501,7 +533,7 @@ class Agent:
                         future.set_result(done.result())
 
             reply.add_done_callback(fan_out)
-            self.actors[master].submit(Request("hook", reply=reply,
+            self.actors[master].submit(Request(Kind.HOOK, reply=reply,
                                                event=Event(role=UNVERIFIED)))
 
     def quorum_lost_now(self) -> bool:
@@ -567,7 +599,7 @@ class Agent:
         if release:
             for actor in self.actors.values():
                 future: Future = Future()
-                actor.submit(Request("release", reply=future, event=Event(role="agent")))
+                actor.submit(Request(Kind.RELEASE, reply=future, event=Event(role="agent")))
                 try:
                     future.result(timeout=15)
                 except Exception as exc:  # noqa: BLE001

@@ -9,8 +9,10 @@ three frame layouts are fixed and small. The tests dissect every frame with scap
 Per round, IPv4 sends a gratuitous ARP request *and* reply, because switches and
 hosts differ in which one they accept (kube-vip #80, IPaddr2 #977, vip-manager #12).
 IPv6 sends an unsolicited neighbor advertisement with the override flag to
-all-nodes. The first round goes out at once; later rounds go out from a detached
-process so the hook can exit, and stop as soon as the VIP is no longer bound here.
+all-nodes. The first round goes out at once; the rest follow from one of two
+strategies: the hook's (:class:`ForkAnnouncer`, a detached process, so the hook
+can exit) or the agent's (:class:`ThreadAnnouncer`, a timer thread a release
+cancels). Both stop as soon as the VIP is no longer bound here.
 """
 
 from __future__ import annotations
@@ -20,10 +22,15 @@ import logging
 import os
 import socket
 import struct
+import threading
 import time
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
-from .config import IPAddress
+from .config import IPAddress, VipConfig
+from .errors import TransientError
+
+if TYPE_CHECKING:
+    from .netlink import Link
 
 log = logging.getLogger(__name__)
 
@@ -193,3 +200,114 @@ def _max_fd() -> int:
         return os.sysconf("SC_OPEN_MAX")
     except (ValueError, OSError):
         return 1024
+
+
+# --- strategies: the first round now, the rest later --------------------------------
+
+class AnnounceError(TransientError):
+    """The VIP is bound but the announcement could not be sent."""
+
+
+def _send_error(vip: VipConfig, ifname: str, exc: OSError) -> AnnounceError:
+    hint = " (needs CAP_NET_RAW)" if exc.errno in (1, 13) else ""
+    return AnnounceError(f"announcing {vip.ip} on {ifname}: {exc.strerror}{hint}")
+
+
+class Announcer(Protocol):
+    """Sends the announcement rounds for a VIP just bound (or re-announced)."""
+
+    def start(self, vip: VipConfig, link: Link) -> None: ...   # first round now, the rest later
+    def stop(self, vip: VipConfig) -> None: ...                # no more rounds: released
+
+
+class ForkAnnouncer:
+    """The hook's: first round now, the rest from a detached process, so the hook
+    exits at once (Sentinel waits for it)."""
+
+    def start(self, vip: VipConfig, link: Link) -> None:
+        frames = round_frames(link.mac, vip.ip)
+        try:
+            sender = RawSender(link.name)
+            sender.send_round(frames)
+        except OSError as exc:
+            raise _send_error(vip, link.name, exc) from None
+        try:
+            spawn_rounds(sender, frames, vip.announce_count - 1, vip.announce_interval,
+                         still_bound=lambda: _still_bound(vip, link.index))
+        finally:
+            sender.close()
+
+    def stop(self, vip: VipConfig) -> None:
+        pass  # the detached rounds check the VIP is still bound before each one
+
+
+def _still_bound(vip: VipConfig, index: int) -> bool:
+    from .decide import Binding
+    from .netlink import NetlinkHost, binding_of
+
+    with NetlinkHost() as host:
+        return binding_of(host.addresses(), index, vip)[0] is Binding.PRESENT
+
+
+class ThreadAnnouncer:
+    """The agent's: first round now, the rest from a timer thread per VIP, which a
+    release (or a newer start) cancels. Keeps one packet socket per interface."""
+
+    def __init__(self, on_round: Callable[[VipConfig], None] = lambda vip: None) -> None:
+        self.on_round = on_round
+        self.last_round: dict[str, float] = {}      # master -> when the last round went out
+        self._senders: dict[str, RawSender] = {}
+        self._cancel: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def _sender(self, ifname: str) -> RawSender:
+        with self._lock:
+            sender = self._senders.get(ifname)
+            if sender is None:
+                sender = self._senders[ifname] = RawSender(ifname)
+            return sender
+
+    def send(self, vip: VipConfig, link: Link, frames: tuple[bytes, ...] | None = None) -> None:
+        """One round now (also used for refreshes and conflict answers)."""
+        try:
+            self._sender(link.name).send_round(frames or round_frames(link.mac, vip.ip))
+        except OSError as exc:
+            with self._lock:  # the interface may have been recreated: reopen next time
+                self._senders.pop(link.name, None)
+            raise _send_error(vip, link.name, exc) from None
+        self.last_round[vip.master] = time.time()
+        self.on_round(vip)
+
+    def start(self, vip: VipConfig, link: Link) -> None:
+        self.stop(vip)
+        self.send(vip, link)
+        if vip.announce_count <= 1:
+            return
+        cancel = threading.Event()
+        with self._lock:
+            self._cancel[vip.master] = cancel
+
+        def rounds() -> None:
+            for _ in range(vip.announce_count - 1):
+                if cancel.wait(vip.announce_interval):
+                    return
+                try:
+                    self.send(vip, link)
+                except AnnounceError as exc:
+                    log.warning("%s", exc)
+
+        threading.Thread(target=rounds, name=f"announce-{vip.master}", daemon=True).start()
+
+    def stop(self, vip: VipConfig) -> None:
+        with self._lock:
+            cancel = self._cancel.pop(vip.master, None)
+        if cancel is not None:
+            cancel.set()
+
+    def close(self) -> None:
+        with self._lock:
+            for cancel in self._cancel.values():
+                cancel.set()
+            for sender in self._senders.values():
+                sender.close()
+            self._senders.clear()

@@ -252,8 +252,9 @@ def run(args: HookArgs) -> int:
         return EXIT_TRANSIENT
     # Act directly. Imported here, not at the top: pyroute2 is most of the hook's
     # start-up cost, and nothing before this point needs it.
-    from .apply import Event, resolve_host, run as apply_run
+    from .apply import Event, run as apply_run
     from .decide import Claim
+    from .resolve import resolve_host
 
     claim = Claim(source=f"hook, {args.role or 'unknown role'}", new_master=args.to_host,
                   new_master_addrs=resolve_host(args.to_host))

@@ -18,7 +18,7 @@ from .sentinel import SentinelAnswer
 
 # What the last-action record and the agent's live view hold, field by field.
 # Both come from outside this process (a JSON file in state_dir, whatever answers
-# on the agent's socket) and apply.read_last returns any JSON at all: a field of
+# on the agent's socket) and record.read_last returns any JSON at all: a field of
 # the wrong type is dropped (read as absent) and named under "malformed", so a
 # bad record or reply costs one field of the report, not the report.
 _NUM = (int, float)
@@ -142,7 +142,8 @@ def summarise(vip: VipConfig, binding: Binding, local: frozenset[IPAddress],
 
 
 def gather(config: Config) -> list[VipStatus]:
-    from .apply import read_last, resolve_host
+    from .record import read_last
+    from .resolve import resolve_host
     from .netlink import NetlinkHost, binding_of
     from .sentinel import ask_all
 

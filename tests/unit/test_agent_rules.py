@@ -270,9 +270,9 @@ def test_a_graceful_release_counts_an_announcement_made_just_before_the_event(cf
             asked.append((ip, since, timeout))
             return wire.Claim(t=99.2, ip=ip, mac=bytes.fromhex("020000000002"))
 
-    ctx = apply.ActContext(wire=FakeWire(), since=100.0, release_wait=1.0)
+    effects = apply.Effects(host=None, wire=FakeWire(), since=100.0, release_wait=1.0)
     with caplog.at_level(logging.INFO):
-        apply._await_new_holder(vip, ctx)
+        apply.await_new_holder(vip, effects)
     assert asked == [(vip.ip, 100.0 - apply.RECENT_CLAIM, 1.0)]
     assert "02:00:00:00:00:02 announced itself 800.0 ms before the event" in caplog.text
 
@@ -298,10 +298,10 @@ def test_a_release_resets_connections_before_and_after_removing_the_vip(cfg, mon
         def stop(self, v):
             calls.append(("stop announcing", v.ip))
 
-    ctx = apply.ActContext(announcer=Announcer(), reset_connections=True)
+    effects = apply.Effects(Host(), announcer=Announcer(), reset_connections=True)
     action = Action(Verb.RELEASE, vip.master, "fencing")
     link = Link(index=2, name=vip.interface, mac=bytes(6), up=True)
     event = apply.Event(role="agent")
-    assert apply._execute(action, vip, Host(), link, ctx, cfg, event) is True
+    assert apply.execute(action, vip, link, effects, cfg, event) is True
     assert calls == [("reset", vip.ip), ("stop announcing", vip.ip), ("remove", vip.ip),
                      ("reset", vip.ip)]

@@ -11,18 +11,14 @@ import time
 
 import pytest
 
-from vipfloat import apply
-from vipfloat.apply import Event, Outcome
-from vipfloat.decide import Action, Claim, Verb
+from vipfloat import record
 from vipfloat.errors import TransientError
 from vipfloat.lock import VipLock
 from vipfloat.statedir import StateDir, UnsafeStateDir
 
 
 def _record(cfg, state):
-    vip = cfg.vips[0]
-    outcome = Outcome(Action(Verb.ACQUIRE, vip.master, "test"), True, 0.001, True)
-    apply._record(state, vip, Claim(source="test"), Event(role="leader"), outcome)
+    record.write_last(state, cfg.vips[0].master, {"action": "acquire", "role": "leader"})
 
 
 @pytest.fixture
@@ -58,7 +54,7 @@ def test_a_link_planted_at_the_record_name_is_replaced_not_followed(cfg, tmp_pat
     (state / "mymaster.last.json").unlink()
     victim.write_text('{"action": "forged"}')
     os.symlink(victim, state / "mymaster.last.json")
-    assert apply.read_last(state, "mymaster") is None
+    assert record.read_last(state, "mymaster") is None
 
 
 def test_a_lock_link_is_removed_and_never_creates_its_target(tmp_path):
@@ -158,8 +154,8 @@ def test_read_last_refuses_a_huge_record(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
     (state / "mymaster.last.json").write_text('"' + "x" * 200_000 + '"')
-    assert apply.read_last(state, "mymaster") is None
-    assert apply.read_last(tmp_path / "missing", "mymaster") is None
+    assert record.read_last(state, "mymaster") is None
+    assert record.read_last(tmp_path / "missing", "mymaster") is None
     assert not (tmp_path / "missing").exists()   # status never creates state_dir
 
 

@@ -142,7 +142,7 @@ def _ok(cfg, **kw):
 @pytest.mark.parametrize("record", [[1], "x", 3, True, {"action": 1, "reason": ["r"]},
                                     {"action": "acquire", "reason": "m\x1b[2J\nforged"}])
 def test_a_malformed_last_action_record_is_no_traceback(cfg, record):
-    # apply.read_last returns whatever JSON is in the file.
+    # record.read_last returns whatever JSON is in the file.
     s = _ok(cfg, last=record)
     text = status.render_table([s])
     assert "Traceback" not in text and "\x1b" not in text
@@ -196,7 +196,7 @@ def test_the_table_shows_what_was_malformed(cfg):
 
 def test_gather_with_a_bad_record_and_a_bad_agent_reply(cfg, monkeypatch):
     import vipfloat.agent_client
-    import vipfloat.apply
+    import vipfloat.record
     import vipfloat.netlink
     import vipfloat.sentinel
 
@@ -218,7 +218,7 @@ def test_gather_with_a_bad_record_and_a_bad_agent_reply(cfg, monkeypatch):
         Binding.ABSENT, ""))
     monkeypatch.setattr(vipfloat.sentinel, "ask_all", lambda c, masters: {
         m: (answer(11, "198.51.100.12"),) for m in masters})
-    monkeypatch.setattr(vipfloat.apply, "read_last", lambda state_dir, master: [1])
+    monkeypatch.setattr(vipfloat.record, "read_last", lambda state_dir, master: [1])
     replies = iter([{"pid": 7, "quorum": "x", "vips": {"six": {"held": "x"}}}])
     monkeypatch.setattr(vipfloat.agent_client, "request", lambda *a, **k: next(replies))
     mine, six = status.gather(cfg)
