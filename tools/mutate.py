@@ -57,6 +57,7 @@ PASSES = [
      "globs": ["vipfloat.decide.*", "vipfloat.authority.*"]
               + [f"vipfloat.announce.x_{name}__mutmut_*" for name in FRAME_BUILDERS],
      "tests": ["test_decide.py", "test_agent_rules.py", "test_agent_hints.py", "test_frames.py",
+               "test_authority_machine.py", "test_vip_actor.py",
                "test_mutants_decide.py", "test_mutants_authority.py", "test_mutants_frames.py"]},
     {"modules": ["config"],
      "globs": ["vipfloat.config.*"],

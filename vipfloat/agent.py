@@ -287,7 +287,7 @@ class VipActor:
         # A conflict lasts while another MAC keeps claiming the VIP: answers to the
         # last two probes, or announcements of its own, within this window.
         window = max(2 * interval, 2.0)
-        claims = wire.claims(vip.ip, since=max(settled, now - window))
+        claims = wire.sightings(vip.ip, since=max(settled, now - window))
         if claims:
             mac = claims[-1].mac.hex(":")
             if live.conflict_mac != mac:

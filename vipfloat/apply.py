@@ -194,7 +194,7 @@ def await_new_holder(vip: VipConfig, effects: Effects) -> None:
     observer's +switch-master, a reconcile delayed on a loaded host), and waiting
     for its next one would only keep two holders answering ARP."""
     assert effects.wire is not None
-    seen = effects.wire.wait_claim(vip.ip, effects.since - RECENT_CLAIM, effects.release_wait)
+    seen = effects.wire.wait_sighting(vip.ip, effects.since - RECENT_CLAIM, effects.release_wait)
     if seen is None:
         log.warning("%s: no announcement from the new holder within %.2f s; releasing anyway",
                     vip.address, effects.release_wait)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from .config import Config, IPAddress, QuorumPolicy, VipConfig, majority
@@ -66,6 +66,28 @@ class Quorum:
         return self.reachable >= self.majority
 
 
+class RedisRole(StrEnum):
+    """What this host's Redis answers to ROLE, or why it answered nothing."""
+
+    MASTER = "master"
+    SLAVE = "slave"
+    SENTINEL = "sentinel"
+    UNKNOWN = "unknown"           # a reply of another shape
+    UNREACHABLE = "unreachable"   # refused, timed out
+    ERROR = "error"               # an error reply (NOAUTH, ...)
+
+
+@dataclass(frozen=True)
+class LocalRole:
+    """This host's Redis's role for the master, with why when it is no role."""
+
+    role: RedisRole
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.role.value} ({self.detail})" if self.detail else self.role.value
+
+
 @dataclass(frozen=True)
 class VipView:
     """One VIP at one moment."""
@@ -76,7 +98,7 @@ class VipView:
     binding_detail: str = ""                      # e.g. the foreign prefix, for the reason
     # The agent fills these; the hook and operator paths leave them None.
     quorum: Quorum | None = None
-    local_role: str | None = None                 # ROLE of this host's Redis for the master
+    local_role: LocalRole | None = None           # ROLE of this host's Redis for the master
     periodic: bool = False                        # a timer reconcile: no re-announcing
 
 
@@ -190,7 +212,7 @@ def _decide_one(view: VipView, vip: VipConfig, local: frozenset[IPAddress]) -> A
             # that held the VIP in between (a missed release, a quick A-B-A failover).
             return act(Verb.ANNOUNCE, f"new master {who} is this host ({mine}); "
                                       "VIP already bound, re-announcing")
-        if view.local_role is not None and view.local_role != "master":
+        if view.local_role is not None and view.local_role.role is not RedisRole.MASTER:
             # Sentinel may name this host before its Redis agrees (or after it died):
             # a VIP in front of a replica or a dead port only turns writes into errors.
             return act(Verb.NOTHING, f"new master {who} is this host ({mine}), but the local "

@@ -12,17 +12,23 @@ import logging
 import threading
 
 from .config import RedisConfig
+from .decide import LocalRole, RedisRole
+from .logs import escape
 from .sentinel import connection
 
 log = logging.getLogger(__name__)
 
 
-def parse_role(reply: object) -> str:
-    """Pure: ROLE's reply -> 'master', 'slave', 'sentinel' or 'unknown'."""
+def parse_role(reply: object) -> LocalRole:
+    """Pure: ROLE's reply -> master, slave, sentinel, or unknown (with what it said,
+    escaped and capped: the reply is anyone's)."""
     if isinstance(reply, (list, tuple)) and reply:
         first = reply[0]
-        return first.decode() if isinstance(first, bytes) else str(first)
-    return "unknown"
+        text = first.decode(errors="replace") if isinstance(first, bytes) else str(first)
+        if text in (RedisRole.MASTER, RedisRole.SLAVE, RedisRole.SENTINEL):
+            return LocalRole(RedisRole(text))
+        return LocalRole(RedisRole.UNKNOWN, escape(text[:64]))
+    return LocalRole(RedisRole.UNKNOWN)
 
 
 class LocalRedis:
@@ -31,8 +37,8 @@ class LocalRedis:
         self._conns: dict[tuple[str, int], object] = {}
         self._lock = threading.Lock()
 
-    def role(self, host: str, port: int) -> str:
-        """'master', 'slave', ... or 'unreachable (<why>)' / 'error (<why>)'."""
+    def role(self, host: str, port: int) -> LocalRole:
+        """Master, slave, ... or unreachable / error, with why."""
         import redis
 
         with self._lock:
@@ -48,12 +54,13 @@ class LocalRedis:
                 conn.send_command("ROLE")  # type: ignore[attr-defined]
                 return parse_role(conn.read_response())  # type: ignore[attr-defined]
             except redis.ResponseError as exc:
-                return f"error ({str(exc).splitlines()[0]})"
+                first = (str(exc).splitlines() or [type(exc).__name__])[0]
+                return LocalRole(RedisRole.ERROR, escape(first[:200]))
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 conn.disconnect()  # type: ignore[attr-defined]
                 if attempt == 2:
-                    return f"unreachable ({exc})"
-        return "unknown"
+                    return LocalRole(RedisRole.UNREACHABLE, escape(str(exc)[:200]))
+        return LocalRole(RedisRole.UNKNOWN)
 
     def close(self) -> None:
         with self._lock:

@@ -39,7 +39,10 @@ _NA_FILTER = [(0x28, 0, 0, 12), (0x15, 0, 5, ETH_P_IPV6), (0x30, 0, 0, 20), (0x1
 
 
 @dataclass(frozen=True)
-class Claim:
+class Sighting:
+    """Another MAC seen on the wire saying one of our VIPs is its own (not to be
+    confused with decide.Claim, what Sentinel says about the master)."""
+
     t: float
     ip: IPAddress
     mac: bytes
@@ -89,7 +92,7 @@ def claimed_bytes(frame: bytes) -> bytes:
     return frame[62:78]
 
 
-class ClaimLog:
+class SightingLog:
     """The recent claims of our VIPs by other MACs on one interface, for the agent
     to wait on. Fed frame by frame by WireWatcher's socket thread (or a test).
 
@@ -105,7 +108,7 @@ class ClaimLog:
                  limit: int = LIMIT) -> None:
         self.own_mac = own_mac
         self.keep = keep
-        self._claims: deque[Claim] = deque(maxlen=limit)
+        self._claims: deque[Sighting] = deque(maxlen=limit)
         self._cond = threading.Condition()
         self._closed = False
         self.watch(vips)
@@ -115,7 +118,7 @@ class ClaimLog:
         # One assignment: the socket thread sees the old set or the new, never half.
         self._packed = frozenset(ip.packed for ip in vips)
 
-    def record(self, frame: bytes, t: float) -> Claim | None:
+    def record(self, frame: bytes, t: float) -> Sighting | None:
         """Keep the claim ``frame`` makes, seen at ``t``, if it is one of our VIPs
         by another MAC; returns it, or None when the frame was dropped."""
         if claimed_bytes(frame) not in self._packed:
@@ -123,7 +126,7 @@ class ClaimLog:
         parsed = parse_claim(frame)
         if parsed is None or parsed[1] == self.own_mac:
             return None
-        claim = Claim(t, parsed[0], parsed[1])
+        claim = Sighting(t, parsed[0], parsed[1])
         with self._cond:
             horizon = t - self.keep
             while self._claims and self._claims[0].t < horizon:  # oldest first
@@ -135,11 +138,11 @@ class ClaimLog:
     def __len__(self) -> int:
         return len(self._claims)
 
-    def claims(self, ip: IPAddress, since: float) -> list[Claim]:
+    def sightings(self, ip: IPAddress, since: float) -> list[Sighting]:
         with self._cond:
             return [c for c in self._claims if c.ip == ip and c.t >= since]
 
-    def wait_claim(self, ip: IPAddress, since: float, timeout: float) -> Claim | None:
+    def wait_sighting(self, ip: IPAddress, since: float, timeout: float) -> Sighting | None:
         """The first claim of ``ip`` by another MAC at or after ``since``, waiting up
         to ``timeout`` seconds for one."""
         deadline = time.monotonic() + timeout
@@ -164,12 +167,12 @@ class WireWatcher:
     the agent. ``vips`` is required: a watcher that recorded every sender would
     let any host's ARP traffic fill its memory and its CPU."""
 
-    KEEP = ClaimLog.KEEP
+    KEEP = SightingLog.KEEP
 
     def __init__(self, ifname: str, own_mac: bytes, *, vips: frozenset[IPAddress]) -> None:
         self.ifname = ifname
         self.own_mac = own_mac
-        self.history = ClaimLog(own_mac, vips)
+        self.history = SightingLog(own_mac, vips)
         self._stop = threading.Event()
         self._arp = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
         self._arp.bind((ifname, 0))
@@ -202,11 +205,11 @@ class WireWatcher:
     def watch(self, vips: frozenset[IPAddress]) -> None:
         self.history.watch(vips)
 
-    def claims(self, ip: IPAddress, since: float) -> list[Claim]:
-        return self.history.claims(ip, since)
+    def sightings(self, ip: IPAddress, since: float) -> list[Sighting]:
+        return self.history.sightings(ip, since)
 
-    def wait_claim(self, ip: IPAddress, since: float, timeout: float) -> Claim | None:
-        return self.history.wait_claim(ip, since, timeout)
+    def wait_sighting(self, ip: IPAddress, since: float, timeout: float) -> Sighting | None:
+        return self.history.wait_sighting(ip, since, timeout)
 
     def close(self) -> None:
         self._stop.set()

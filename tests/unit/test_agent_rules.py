@@ -7,7 +7,8 @@ import ipaddress
 from vipfloat.authority import (EPOCH_RESET_AFTER, HINT_TTL, Authority, Contacts, Heard, Started,
                                 on_hint, on_poll, regained, step)
 from vipfloat.config import Endpoint, QuorumPolicy
-from vipfloat.decide import Binding, Claim, Quorum, Snapshot, Verb, VipView, decide
+from vipfloat.decide import (Binding, Claim, LocalRole, Quorum, RedisRole, Snapshot, Verb,
+                             VipView, decide)
 from vipfloat.sentinel import MasterInfo, SentinelAnswer
 
 ip = ipaddress.ip_address
@@ -115,7 +116,8 @@ def view(to: str | None, binding: Binding, quorum: Quorum | None = None, role: s
          periodic: bool = True) -> VipView:
     claim = Claim(source="Sentinel 198.51.100.12:26379, config-epoch 5", new_master=to,
                   new_master_addrs=frozenset({ip(to)}) if to else frozenset())
-    return VipView("mymaster", claim, binding, quorum=quorum, local_role=role, periodic=periodic)
+    local = None if role is None else LocalRole(RedisRole(role))
+    return VipView("mymaster", claim, binding, quorum=quorum, local_role=local, periodic=periodic)
 
 
 def one(cfg, v: VipView):
@@ -266,9 +268,9 @@ def test_a_graceful_release_counts_an_announcement_made_just_before_the_event(cf
     asked = []
 
     class FakeWire:
-        def wait_claim(self, ip, since, timeout):
+        def wait_sighting(self, ip, since, timeout):
             asked.append((ip, since, timeout))
-            return wire.Claim(t=99.2, ip=ip, mac=bytes.fromhex("020000000002"))
+            return wire.Sighting(t=99.2, ip=ip, mac=bytes.fromhex("020000000002"))
 
     effects = apply.Effects(host=None, wire=FakeWire(), since=100.0, release_wait=1.0)
     with caplog.at_level(logging.INFO):

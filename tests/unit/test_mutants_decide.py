@@ -12,7 +12,8 @@ import pytest
 
 from vipfloat import config as config_mod
 from vipfloat.config import QuorumPolicy
-from vipfloat.decide import Action, Binding, Claim, Quorum, Snapshot, Verb, VipView, decide
+from vipfloat.decide import (Action, Binding, Claim, LocalRole, Quorum, RedisRole, Snapshot,
+                             Verb, VipView, decide)
 
 ip = ipaddress.ip_address
 # Parsed once, here: these tests are about decide(), not about loading a config.
@@ -92,10 +93,10 @@ CASES = [
     (named(ME), Binding.PRESENT, {}, Verb.ANNOUNCE, False,
      "new master 198.51.100.11 is this host (198.51.100.11); VIP already bound, "
      "re-announcing (hook, leader)"),
-    (named(ME), Binding.ABSENT, {"local_role": "slave"}, Verb.NOTHING, False,
+    (named(ME), Binding.ABSENT, {"local_role": LocalRole(RedisRole.SLAVE)}, Verb.NOTHING, False,
      "new master 198.51.100.11 is this host (198.51.100.11), but the local Redis answers "
      "ROLE as slave: not acquiring (hook, leader)"),
-    (named(ME), Binding.ABSENT, {"local_role": "master"}, Verb.ACQUIRE, False,
+    (named(ME), Binding.ABSENT, {"local_role": LocalRole(RedisRole.MASTER)}, Verb.ACQUIRE, False,
      "new master 198.51.100.11 is this host (198.51.100.11) (hook, leader)"),
     (named(OTHER), Binding.ABSENT, {}, Verb.NOTHING, False,
      "new master 198.51.100.12 is another host; VIP not bound here (hook, leader)"),

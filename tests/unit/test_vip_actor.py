@@ -12,6 +12,7 @@ import pytest
 from vipfloat.agent import Agent, Kind, Request, VipActor
 from vipfloat.apply import Event
 from vipfloat.authority import Polled
+from vipfloat.decide import LocalRole, RedisRole
 from vipfloat.errors import LockTimeout
 from vipfloat.lock import VipLock
 from vipfloat.netlink import AddrRow, Link
@@ -71,11 +72,11 @@ class Redis:
     when it was asked."""
 
     def __init__(self, role: str, state_dir) -> None:
-        self.answer = role
+        self.answer = LocalRole(RedisRole(role))
         self.state_dir = state_dir
         self.asked: list[tuple[str, int, bool]] = []
 
-    def role(self, host: str, port: int) -> str:
+    def role(self, host: str, port: int) -> LocalRole:
         try:
             with VipLock(self.state_dir, "mymaster", 0.0):
                 free = True
@@ -168,3 +169,16 @@ def test_the_verdict_goes_back_to_whoever_asked(setup, cfg):
     actor.handle(Request(Kind.HOOK, reply=reply, event=Event(role="observer")))
     code, reason = reply.result(0)
     assert code == 0 and reason.startswith(f"new master {HERE} is this host")
+
+
+def test_parse_role_names_each_role_and_keeps_a_strange_reply_short_and_escaped():
+    from vipfloat.health import parse_role
+
+    assert parse_role([b"master", 0, []]) == LocalRole(RedisRole.MASTER)
+    assert parse_role([b"slave", b"198.51.100.11", 6379, b"connected", 1]) == \
+        LocalRole(RedisRole.SLAVE)
+    assert parse_role(["sentinel", []]) == LocalRole(RedisRole.SENTINEL)
+    assert parse_role(b"OK") == parse_role([]) == LocalRole(RedisRole.UNKNOWN)
+    odd = parse_role([b"\x1b[2J" + b"x" * 500])
+    assert odd.role is RedisRole.UNKNOWN and "\x1b" not in odd.detail and len(odd.detail) < 80
+    assert str(LocalRole(RedisRole.UNREACHABLE, "refused")) == "unreachable (refused)"

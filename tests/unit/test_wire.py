@@ -1,4 +1,4 @@
-"""Claims on the wire: parse_claim, and the ClaimLog that keeps only our VIPs'
+"""Claims on the wire: parse_claim, and the SightingLog that keeps only our VIPs'
 claims, bounded, whatever floods the interface. No socket needed."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from vipfloat import wire
 from vipfloat.announce import arp_probe, garp_reply, garp_request, unsolicited_na
-from vipfloat.wire import ClaimLog, WireWatcher, claimed_bytes, parse_claim
+from vipfloat.wire import SightingLog, WireWatcher, claimed_bytes, parse_claim
 
 V4 = ipaddress.IPv4Address("198.51.100.250")
 V6 = ipaddress.IPv6Address("2001:db8:100::250")
@@ -63,21 +63,21 @@ def test_claimed_bytes_are_what_parse_claim_reads():
         assert claim is not None and claimed_bytes(frame) == claim[0].packed
 
 
-def log_of(*vips) -> ClaimLog:
-    return ClaimLog(OWN, frozenset(vips))
+def log_of(*vips) -> SightingLog:
+    return SightingLog(OWN, frozenset(vips))
 
 
 def test_only_claims_of_our_vips_by_other_macs_are_kept():
     log = log_of(V4, V6)
-    assert log.record(garp_request(OTHER, V4), 1.0) == wire.Claim(1.0, V4, OTHER)
-    assert log.record(unsolicited_na(OTHER, V6), 2.0) == wire.Claim(2.0, V6, OTHER)
+    assert log.record(garp_request(OTHER, V4), 1.0) == wire.Sighting(1.0, V4, OTHER)
+    assert log.record(unsolicited_na(OTHER, V6), 2.0) == wire.Sighting(2.0, V6, OTHER)
     assert log.record(garp_request(OWN, V4), 3.0) is None              # our own
     assert log.record(garp_request(OTHER, V4 + 1), 4.0) is None        # not a VIP
     assert log.record(unsolicited_na(OTHER, V6 + 1), 5.0) is None
     assert log.record(arp_probe(OTHER, V4), 6.0) is None
     assert len(log) == 2
-    assert log.claims(V4, since=0) == [wire.Claim(1.0, V4, OTHER)]
-    assert log.claims(V4, since=1.5) == []
+    assert log.sightings(V4, since=0) == [wire.Sighting(1.0, V4, OTHER)]
+    assert log.sightings(V4, since=1.5) == []
 
 
 def test_no_vip_records_nothing():
@@ -116,17 +116,17 @@ def test_the_history_stays_bounded_oldest_dropped():
     for i in range(10_000):
         ip = rng.choice((V4, V6))
         log.record(announcement(ip, rng.randbytes(6)), i / 1000)   # 10 s of claims
-    assert len(log) == ClaimLog.LIMIT
-    kept = log.claims(V4, since=0) + log.claims(V6, since=0)
-    assert min(c.t for c in kept) == (10_000 - ClaimLog.LIMIT) / 1000
+    assert len(log) == SightingLog.LIMIT
+    kept = log.sightings(V4, since=0) + log.sightings(V6, since=0)
+    assert min(c.t for c in kept) == (10_000 - SightingLog.LIMIT) / 1000
 
 
 def test_claims_older_than_keep_are_forgotten():
-    log = ClaimLog(OWN, frozenset({V4}), keep=60.0)
+    log = SightingLog(OWN, frozenset({V4}), keep=60.0)
     log.record(garp_request(OTHER, V4), 0.0)
     log.record(garp_request(OTHER, V4), 30.0)
     log.record(garp_request(OTHER, V4), 61.0)
-    assert [c.t for c in log.claims(V4, since=-1)] == [30.0, 61.0]
+    assert [c.t for c in log.sightings(V4, since=-1)] == [30.0, 61.0]
 
 
 def test_watch_changes_the_vips_cared_about():
@@ -136,16 +136,16 @@ def test_watch_changes_the_vips_cared_about():
     assert log.record(unsolicited_na(OTHER, V6), 1.0) is not None
 
 
-def test_wait_claim_returns_a_claim_recorded_while_waiting_and_close_wakes_it():
+def test_wait_sighting_returns_a_sighting_recorded_while_waiting_and_close_wakes_it():
     log = log_of(V4)
     got = []
-    waiter = threading.Thread(target=lambda: got.append(log.wait_claim(V4, 0.0, 30.0)))
+    waiter = threading.Thread(target=lambda: got.append(log.wait_sighting(V4, 0.0, 30.0)))
     waiter.start()
     log.record(garp_request(OTHER, V4), 1.0)
     waiter.join(10)
-    assert got == [wire.Claim(1.0, V4, OTHER)]
-    assert log.wait_claim(V4, since=2.0, timeout=0) is None
-    waiter = threading.Thread(target=lambda: got.append(log.wait_claim(V6, 0.0, 30.0)))
+    assert got == [wire.Sighting(1.0, V4, OTHER)]
+    assert log.wait_sighting(V4, since=2.0, timeout=0) is None
+    waiter = threading.Thread(target=lambda: got.append(log.wait_sighting(V6, 0.0, 30.0)))
     waiter.start()
     log.close()
     waiter.join(10)
