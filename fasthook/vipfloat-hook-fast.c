@@ -63,9 +63,11 @@
 #define VIPFLOAT_HOOK "/usr/bin/vipfloat-hook"
 #endif
 #define DEFAULT_SOCKET "/run/vipfloat/agent.sock"
-/* The agent answers within its hook_timeout (default 20 s); past this we act
- * directly, still far inside Sentinel's 60 s kill. From the start, for the whole
- * exchange. A build option only so the tests can wait less. */
+/* The agent answers within its hook_timeout (default 10 s, at most 30 s: this
+ * program cannot read the config, so it waits for the longest); past this we
+ * act directly, the direct path's lock wait and retries still inside Sentinel's
+ * 60 s kill. From the start, for the whole exchange. A build option only so the
+ * tests can wait less. */
 #ifndef ANSWER_TIMEOUT_MS
 #define ANSWER_TIMEOUT_MS 30000
 #endif
