@@ -29,7 +29,8 @@ def _install_lazy_package() -> None:
     package.__path__ = list(spec.submodule_search_locations)
     package.__file__ = spec.origin
     package.__package__ = "pyroute2"
-    package.__loader__ = spec.loader
+    loader = spec.loader  # not None (checked above), also inside __getattr__
+    package.__loader__ = loader
 
     def __getattr__(name: str) -> Any:
         if name.startswith("__"):
@@ -42,10 +43,11 @@ def _install_lazy_package() -> None:
                 raise
         # A name only the real __init__ defines (IPRoute, NDB ...): run it, once.
         del package.__getattr__
-        spec.loader.exec_module(package)  # type: ignore[union-attr]
+        loader.exec_module(package)
         return getattr(package, name)
 
-    package.__getattr__ = __getattr__  # type: ignore[attr-defined]
+    # PEP 562: a module's __getattr__ is an attribute of the module object.
+    package.__getattr__ = __getattr__  # type: ignore[method-assign]
     sys.modules["pyroute2"] = package
 
 

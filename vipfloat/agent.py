@@ -35,7 +35,7 @@ from .apply import Effects, Event, bound_after, carry_out, execute, gather
 from . import authority
 from .authority import (Authority, AuthorityEvent, Belief, Checked, Heard, Hinted,
                         Polled, Started)
-from .config import Config, Endpoint, VipConfig, hostport
+from .config import Config, Endpoint, IPAddress, VipConfig, hostport
 from .decide import Action, Binding, Claim, Quorum, Snapshot, Verb, decide, is_new_master_here
 from .errors import ConfigError, PermanentError, ResolveError, TransientError, VipfloatError
 from .lock import VipLock
@@ -82,12 +82,16 @@ class Kind(StrEnum):
     STOP = "stop"             # the actor's thread ends
 
 
+# The hook's verdict: exit code and reason.
+Verdict = Future[tuple[int, str]]
+
+
 @dataclass
 class Request:
     kind: Kind
     since: float = field(default_factory=time.monotonic)
     event: Event = field(default_factory=Event)
-    reply: Future | None = None        # the hook's verdict: exit code and reason
+    reply: Verdict | None = None       # the hook's verdict: exit code and reason
 
 
 @dataclass
@@ -339,7 +343,7 @@ class Agent:
         self._index = {ep: i for i, ep in enumerate(config.sentinel.addresses)}
         # Hook requests that name another master than the one believed: handed to
         # their actors after the next poll, which decides.
-        self._after_poll: dict[str, list[Future]] = {}
+        self._after_poll: dict[str, list[Verdict]] = {}
         self._poke = threading.Event()
         self._stop = threading.Event()
         self._reload = threading.Event()
@@ -375,7 +379,7 @@ class Agent:
         state = self._authority
         belief = state.belief(vip.master)
         quorum = self._quorum(state, vip.master)
-        addrs: frozenset = frozenset()
+        addrs: frozenset[IPAddress] = frozenset()
         if belief is not None:
             try:
                 addrs = resolve_host(belief.host)
@@ -409,15 +413,17 @@ class Agent:
     def on_event(self, endpoint: Endpoint, event: SentinelEvent) -> None:
         now = time.monotonic()
         log.info("sentinel %s: %s %s", endpoint, event.channel, event.data)
-        if event.is_hint and event.master in self.actors:
-            before, after = self.feed(Hinted(event.master, event.new_host, event.new_port,
+        # A hint (event.is_hint): parse_event sets its new host and port together.
+        host, port = event.new_host, event.new_port
+        if host is not None and port is not None and event.master in self.actors:
+            before, after = self.feed(Hinted(event.master, host, port,
                                               f"{event.channel} from Sentinel {endpoint}", now))
             # Every Sentinel repeats +switch-master: news only once.
             if after.belief(event.master) is before.belief(event.master):
                 self._poke.set()
                 return
             self.actors[event.master].submit(Request(Kind.EVENT, since=now, event=Event(
-                role="agent", new_master=hostport(event.new_host, event.new_port))))
+                role="agent", new_master=hostport(host, port))))
         self._poke.set()
 
     def on_link(self, endpoint: Endpoint, alive: bool) -> None:
@@ -445,7 +451,7 @@ class Agent:
     def status(self) -> dict[str, Any]:
         return self.live_status()
 
-    def hook(self, argv: list[str], since: float, peer: Peer) -> Future:
+    def hook(self, argv: list[str], since: float, peer: Peer) -> Verdict:
         """The hook's arguments, handed over on the socket: act as it would. The
         verdict, (exit code, reason), comes in the returned future.
 
@@ -485,7 +491,7 @@ class Agent:
                 if len(waiting) >= MAX_QUEUED:
                     raise TransientError(f"agent busy: {len(waiting)} requests wait for a "
                                          f"poll of the Sentinels for {args.master}")
-                future: Future = Future()
+                future: Verdict = Future()
                 waiting.append(future)
         log.info("hook request from %s: %s", peer, logs.fields(
             master=args.master, role=args.role, to=hostport(args.to_host, args.to_port),
@@ -525,9 +531,9 @@ class Agent:
         with self._lock:
             parked, self._after_poll = self._after_poll, {}
         for master, waiting in parked.items():
-            reply: Future = Future()
+            reply: Verdict = Future()
 
-            def fan_out(done: Future, waiting: list[Future] = waiting) -> None:
+            def fan_out(done: Verdict, waiting: list[Verdict] = waiting) -> None:
                 for future in waiting:
                     if not future.done():
                         future.set_result(done.result())
@@ -598,7 +604,7 @@ class Agent:
         log.debug("subscribers stopped after %.2f s", time.monotonic() - t0)
         if release:
             for actor in self.actors.values():
-                future: Future = Future()
+                future: Verdict = Future()
                 actor.submit(Request(Kind.RELEASE, reply=future, event=Event(role="agent")))
                 try:
                     future.result(timeout=15)

@@ -93,7 +93,8 @@ def allowed(peer: Peer, own_uid: int, group_gid: int) -> bool:
 class Handler(Protocol):
     """What the socket asks of the agent."""
 
-    hook_timeout: float
+    @property
+    def hook_timeout(self) -> float: ...
 
     def status(self) -> dict[str, Any]: ...
 

@@ -93,7 +93,7 @@ Attempt = tuple[Action, bool, bool]
 def carry_out(config: Config, vip: VipConfig, claim: Claim, event: Event,
               attempt: Callable[[list[Action]], Attempt], retry: float,
               guard: ContextManager[object] | None = None,
-              post_scripts: Callable[[Callable[[], object]], None] = lambda job: job(),
+              post_scripts: Callable[[Callable[[], object]], object] = lambda job: job(),
               ) -> Outcome:
     """Run ``attempt`` until it succeeds or ``retry`` seconds have passed (inside
     ``guard``, the VIP's lock for the hook's path); log one decision line; record

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Mapping, Sequence, Union
+from typing import Mapping, Sequence, TypeVar, Union
 
 from .config import IPAddress, QuorumPolicy, hostport, majority
 from .decide import Claim, Quorum, newest
@@ -215,7 +215,10 @@ class Authority:
         return self.contacts.below_for(now) > 0
 
 
-def _frozen(mapping: Mapping[str, object], **changes: object) -> MappingProxyType:
+V = TypeVar("V")
+
+
+def _frozen(mapping: Mapping[str, V], **changes: V) -> MappingProxyType[str, V]:
     return MappingProxyType({**mapping, **changes})
 
 

@@ -6,7 +6,6 @@ Every VipfloatError becomes one line per problem on stderr and its exit code
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Callable, Optional, TypeVar
 
 import typer
@@ -126,4 +125,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

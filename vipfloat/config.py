@@ -22,7 +22,7 @@ import tomllib
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Union, overload
 
 from .errors import ConfigError
 
@@ -78,6 +78,10 @@ class Secret:
     """
 
     __slots__ = ("_file", "_origin", "_value")
+    # Declared for the type checker; set only through object.__setattr__.
+    _value: str | None
+    _file: Path | None
+    _origin: tuple[Path, str] | None
 
     def __init__(self, value: str | None = None, *, file: Path | None = None,
                  origin: tuple[Path, str] | None = None) -> None:
@@ -99,6 +103,7 @@ class Secret:
                 raise ConfigError([_line(config, key, str(exc))]) from None
             # Kept: the password does not change under a running command.
             object.__setattr__(self, "_value", text)
+            return text
         return self._value
 
     @property
@@ -393,8 +398,9 @@ class _Problems:
 
 _MISSING = object()
 # TOML's names for what tomllib returns (bool before int: a bool is an int).
-_TOML_TYPES: dict[type, str] = {bool: "boolean", int: "integer", float: "float", str: "string",
-                                list: "array", dict: "table"}
+# Keyed by what _get is given as its kind (a tuple of types comes with its own `want`).
+_TOML_TYPES: dict[type | tuple[type, ...], str] = {
+    bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table"}
 
 
 def _toml_type(value: Any) -> str:
@@ -477,11 +483,21 @@ def _number(p: _Problems, table: dict[str, Any], prefix: str, key: str, default:
 
 def _integer(p: _Problems, table: dict[str, Any], prefix: str, key: str, default: int,
              low: int, high: int) -> int:
-    value = _get(p, table, prefix, key, int, default)
+    value: int = _get(p, table, prefix, key, int, default)
     if low <= value <= high:
         return value
     p.add(f"{prefix}.{key}", f"must be between {low} and {high}, not {_show_number(value)}")
     return default
+
+
+@overload
+def _path(p: _Problems, table: dict[str, Any], prefix: str, key: str, default: Path,
+          limit: int = ..., limit_is: str = ...) -> Path: ...
+
+
+@overload
+def _path(p: _Problems, table: dict[str, Any], prefix: str, key: str, default: None,
+          limit: int = ..., limit_is: str = ...) -> Path | None: ...
 
 
 def _path(p: _Problems, table: dict[str, Any], prefix: str, key: str, default: Path | None,

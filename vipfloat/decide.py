@@ -171,7 +171,8 @@ def _decide_one(view: VipView, vip: VipConfig, local: frozenset[IPAddress]) -> A
                                  "not ours to touch")
     bound = view.binding is Binding.PRESENT
     if view.claim.order is Verb.ACQUIRE:
-        return (act(Verb.ANNOUNCE, "operator asked to acquire; VIP already bound here, re-announcing")
+        return (act(Verb.ANNOUNCE,
+                    "operator asked to acquire; VIP already bound here, re-announcing")
                 if bound else act(Verb.ACQUIRE, "operator asked to acquire"))
     if view.claim.order is Verb.RELEASE:
         return (act(Verb.RELEASE, "operator asked to release") if bound

@@ -1,6 +1,7 @@
 """vipfloat-hook: Sentinel's client-reconfig-script.
 
-    vipfloat-hook [--config PATH] <master-name> <role> <state> <from-ip> <from-port> <to-ip> <to-port>
+    vipfloat-hook [--config PATH]
+                  <master-name> <role> <state> <from-ip> <from-port> <to-ip> <to-port>
 
 Exit 0: done or nothing to do. 1: transient failure, Sentinel retries (30 s, 60 s ...).
 2: bad arguments or config, or a master name the config does not know: no retry.
@@ -18,6 +19,12 @@ import sys
 import time
 
 from .errors import EXIT_OK, EXIT_TRANSIENT, UnknownMasterError, UsageError, VipfloatError
+
+# Not typing.TYPE_CHECKING: the fast path imports no typing either. Type checkers
+# read this name as true; at run time logging is imported only where it is used.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import logging
 
 # Where the agent listens when the config does not say otherwise. The hook tries
 # it (or $VIPFLOAT_SOCKET) before reading the config, which costs more than the
@@ -180,7 +187,7 @@ def ask_agent(path: str, argv: tuple[str, ...], timeout: float) -> tuple[int, st
         return None
 
 
-def _log() -> "logging.Logger":  # noqa: F821 - imported lazily
+def _log() -> logging.Logger:
     import logging
 
     return logging.getLogger("vipfloat-hook")

@@ -16,6 +16,16 @@ from __future__ import annotations
 import os
 import sys
 
+# Not typing.TYPE_CHECKING: the hook's fast path imports neither typing nor
+# logging. Type checkers read this name as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import logging
+    from types import TracebackType
+
+    ExcInfo = (tuple[type[BaseException], BaseException, TracebackType | None]
+               | tuple[None, None, None])
+
 # What cannot stand raw in a log line: every control character (Unicode category
 # Cc: C0, DEL, C1; a fixed set, so spelt out here rather than importing
 # unicodedata on the hook's fast path), the two Unicode line separators some
@@ -54,10 +64,10 @@ def _stderr_is_journal() -> bool:
     return stream == f"{st.st_dev}:{st.st_ino}"
 
 
-_formatter_cls: type | None = None
+_formatter_cls: type[logging.Formatter] | None = None
 
 
-def _formatter_class() -> type:
+def _formatter_class() -> type[logging.Formatter]:
     # Defined on first use: logging costs the hook's fast path ~10 ms to import.
     global _formatter_cls
     if _formatter_cls is not None:
@@ -96,7 +106,7 @@ def _formatter_class() -> type:
         def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802
             return escape(super().formatMessage(record))
 
-        def formatException(self, ei) -> str:  # noqa: N802, ANN001
+        def formatException(self, ei: ExcInfo) -> str:  # noqa: N802
             return _block(super().formatException(ei))
 
         def formatStack(self, stack_info: str) -> str:  # noqa: N802
@@ -110,7 +120,7 @@ def _block(text: str) -> str:
     return "\n".join("  | " + escape(line) for line in text.split("\n"))
 
 
-def formatter(fmt: str):  # noqa: ANN201 - a logging.Formatter; logging is imported lazily
+def formatter(fmt: str) -> logging.Formatter:
     """A logging.Formatter that never lets a record span more than its own line
     (plus an indented traceback): see OneLineFormatter."""
     return _formatter_class()(fmt)

@@ -43,7 +43,8 @@ def _messages(data: bytes) -> Iterator[tuple[int, int, int]]:
 class AddrChange(NamedTuple):
     added: bool
     address: str
-    index: int        # the interface
+    # The interface. Shadows tuple.index(), which nothing calls on an AddrChange.
+    index: int  # type: ignore[assignment]
     prefixlen: int
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from typing import cast
 
 from .config import IPAddress
 from .errors import ResolveError
@@ -19,5 +20,6 @@ def resolve_host(host: str) -> frozenset[IPAddress]:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise ResolveError(f"cannot resolve new master {host!r}: {exc}") from None
+    # Only AF_INET and AF_INET6 answers here, whose sockaddr starts with the address (a str).
     # A link-local answer carries its zone ("fe80::1%eth1"): the address is what counts.
-    return frozenset(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos)
+    return frozenset(ipaddress.ip_address(cast(str, info[4][0]).split("%")[0]) for info in infos)

@@ -160,7 +160,7 @@ def gather(config: Config) -> list[VipStatus]:
         binding, _ = binding_of(rows, link.index if link else None, vip)
         status = summarise(vip, binding, local, answers[vip.master], resolve_host,
                            clean(read_last(config.agent.state_dir, vip.master), LAST_FIELDS))
-        if isinstance(live_vips, dict) and vip.master in live_vips:
+        if live is not None and isinstance(live_vips, dict) and vip.master in live_vips:
             status = replace(status, agent=merge_agent(live, live_vips[vip.master]))
         out.append(status)
     return out
@@ -230,10 +230,11 @@ def render_table(statuses: Sequence[VipStatus]) -> str:
         # Sentinels' answers are anyone's text (a compromised Sentinel, or one
         # spoken to over plain TCP): escaped, so they cannot drive the terminal.
         lines.append(f"{s.vip.master}: {escape(s.note)}")
-        for a in s.sentinels:
-            said = (f"{a.master.addr} epoch {a.master.config_epoch} flags {','.join(a.master.flags)}"
-                    if a.master else a.error or "no answer")
-            lines.append(f"  sentinel {a.endpoint}: {escape(said)}")
+        for answer in s.sentinels:
+            m = answer.master
+            said = (f"{m.addr} epoch {m.config_epoch} flags {','.join(m.flags)}"
+                    if m else answer.error or "no answer")
+            lines.append(f"  sentinel {answer.endpoint}: {escape(said)}")
         # The agent's view and the record are checked again here, not only in
         # gather: a VipStatus may come from elsewhere, and a report must not die
         # on one odd field.

@@ -125,8 +125,10 @@ class Subscriber:
             stop=lambda _state: self._stop.is_set(),
             sleep=self._sleep,                                 # interrupted by stop()
             reraise=False,
-            before_sleep=lambda state: log.debug("subscription to %s lost (%s), reconnecting",
-                                                 self.endpoint, state.outcome.exception()),
+            # tenacity sets the outcome (the failed attempt) before it calls before_sleep.
+            before_sleep=lambda state: log.debug(
+                "subscription to %s lost (%s), reconnecting", self.endpoint,
+                state.outcome.exception() if state.outcome is not None else None),
         )
         try:
             retrying(session)

@@ -36,7 +36,7 @@ def test_ipv6_vip_is_usable_at_once(lab, cfg):
     with NetlinkHost(netns=lab.hosts["a"].netns) as host:
         host.add(cfg.vip_for("six"), host.usable_link("eth1"))
     out = lab.run("a", "ip", "-6", "addr", "show", "dev", "eth1").stdout
-    line = next(l for l in out.splitlines() if VIP6 in l)
+    line = next(row for row in out.splitlines() if VIP6 in row)
     assert "nodad" in line and "tentative" not in line
 
 

@@ -42,8 +42,8 @@ def agent(cfg):
 
 def believe_b(agent: Agent, cfg) -> None:
     """What a poll of the Sentinels makes the agent believe: b, epoch 3."""
-    answers = tuple(SentinelAnswer(ep, MasterInfo("mymaster", "198.51.100.12", 6379, 3, ("master",)))
-                    for ep in cfg.sentinel.addresses)
+    info = MasterInfo("mymaster", "198.51.100.12", 6379, 3, ("master",))
+    answers = tuple(SentinelAnswer(ep, info) for ep in cfg.sentinel.addresses)
     agent.feed(Polled({"mymaster": answers}, 0.0))
 
 

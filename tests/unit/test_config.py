@@ -589,7 +589,8 @@ DEFAULTS = {
     config_mod.AgentConfig: {
         "socket": Path("/run/vipfloat/agent.sock"), "state_dir": Path("/run/vipfloat"),
         "lock_timeout": 10.0, "retry_timeout": 5.0, "socket_group": None,
-        "reconcile_interval": 2.0, "on_quorum_loss": config_mod.QuorumPolicy.RELEASE, "quorum_loss_grace": None,
+        "reconcile_interval": 2.0, "on_quorum_loss": config_mod.QuorumPolicy.RELEASE,
+        "quorum_loss_grace": None,
         "release_wait": 1.0, "reset_connections": True, "release_on_stop": False,
         "conflict_probe_interval": 10.0, "announce_refresh": 0.0, "metrics_listen": None,
         "hook_timeout": 10.0},

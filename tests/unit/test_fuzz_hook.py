@@ -72,7 +72,8 @@ def _corrupt(rng: random.Random, argv: list[str | bytes]) -> list[str | bytes]:
         argv[i] = _text_with_control(rng, str(argv[i]))
     elif kind == "long":
         i = rng.choice([0, 1, 2])
-        argv[i] = rng.choice("mrs\u00e9") * rng.choice([257, 300, 1000, 5000, 30_000])  # < 128 KiB: one argv string's limit
+        # < 128 KiB: one argv string's limit
+        argv[i] = rng.choice("mrs\u00e9") * rng.choice([257, 300, 1000, 5000, 30_000])
     elif kind == "master":
         argv[0] = rng.choice(["", " ", "my master", "my\u00a0master", "m\u3000", "tab\tname"])
     else:  # bytes that are not UTF-8, as a broken Sentinel could pass them

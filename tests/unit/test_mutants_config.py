@@ -349,7 +349,8 @@ def test_every_key_lands_in_its_own_field(tmp_path):
         """), PATH)
     assert cfg.agent == AgentConfig(
         socket=Path("/run/vf/a.sock"), state_dir=Path("/run/vf"), lock_timeout=15.0,
-        retry_timeout=0.0, socket_group="redis", reconcile_interval=0.05, on_quorum_loss=QuorumPolicy.KEEP,
+        retry_timeout=0.0, socket_group="redis", reconcile_interval=0.05,
+        on_quorum_loss=QuorumPolicy.KEEP,
         quorum_loss_grace=600.0, release_wait=10.0, reset_connections=False,
         release_on_stop=True, conflict_probe_interval=0.1, announce_refresh=3600.0,
         metrics_listen="[::1]:9851", hook_timeout=30.0)

@@ -76,7 +76,8 @@ CASES = [
      "only 1/3 Sentinels reachable for 2.5 s (majority 2, grace 30.0 s): "
      "keeping the VIP until the grace period ends (hook, leader)"),
     (named(ME), Binding.PRESENT,
-     {"quorum": Quorum(reachable=0, configured=3, below_for=99.0, grace=30.0, policy=QuorumPolicy.KEEP)},
+     {"quorum": Quorum(reachable=0, configured=3, below_for=99.0, grace=30.0,
+                       policy=QuorumPolicy.KEEP)},
      Verb.NOTHING, False,
      "only 0/3 Sentinels reachable for 99.0 s (majority 2, grace 30.0 s): "
      "keeping the VIP (on_quorum_loss = keep) (hook, leader)"),

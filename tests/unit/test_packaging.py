@@ -118,8 +118,8 @@ def test_agent_unit_verifies(tmp_path):
 
 def test_agent_unit_runs_unprivileged_with_two_capabilities():
     text = (REPO / "systemd" / "vipfloat.service").read_text()
-    keys = {l.split("=", 1)[0]: l.split("=", 1)[1] for l in text.splitlines()
-            if "=" in l and not l.startswith("#")}
+    keys = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in text.splitlines()
+            if "=" in line and not line.startswith("#")}
     assert keys["User"] == "vipfloat" and keys["Type"] == "notify"
     assert set(keys["AmbientCapabilities"].split()) == {"CAP_NET_ADMIN", "CAP_NET_RAW"}
     assert set(keys["CapabilityBoundingSet"].split()) == {"CAP_NET_ADMIN", "CAP_NET_RAW"}
@@ -139,3 +139,30 @@ def test_agent_unit_exposure_is_at_most_2(tmp_path):
     level = re.search(r"Overall exposure level for vipfloat.service: ([0-9.]+)", result.stdout)
     assert level, result.stdout + result.stderr
     assert float(level.group(1)) <= 2.0, result.stdout
+
+
+def test_the_product_never_imports_the_lab():
+    """vipfloat/lab/ is the test and drill toolkit (namespaces, real Redis and
+    Sentinel, the nemesis). It ships in the wheel only because the Vagrant VMs
+    and bench/ run it from an install; the product's modules never import it,
+    so a package for hosts (issue 15's .deb) can leave it out."""
+    import ast
+
+    offenders = []
+    for path in sorted((REPO / "vipfloat").rglob("*.py")):
+        package = list(path.relative_to(REPO).with_suffix("").parts[:-1])  # vipfloat[, doctor]
+        if package[1:2] == ["lab"]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                # A relative import, made absolute: "from ..lab import x" in vipfloat/doctor.
+                base = package[:len(package) - node.level + 1] if node.level else []
+                names = [".".join(base + ([node.module] if node.module else []))]
+                names += [f"{names[0]}.{a.name}" for a in node.names]
+            else:
+                continue
+            if any(n == "vipfloat.lab" or n.startswith("vipfloat.lab.") for n in names):
+                offenders.append(f"{path.relative_to(REPO)}: {names}")
+    assert offenders == []

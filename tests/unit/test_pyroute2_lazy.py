@@ -23,6 +23,7 @@ def test_trimmed_import_then_full_package_in_one_process():
 
 
 def test_full_package_first_is_left_alone():
-    code = "import pyroute2, sys; import vipfloat.netlink as nl; print(nl.IPRoute is pyroute2.IPRoute)"
+    code = ("import pyroute2, sys; import vipfloat.netlink as nl; "
+            "print(nl.IPRoute is pyroute2.IPRoute)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"

@@ -241,7 +241,8 @@ def test_a_sentinels_text_cannot_drive_the_terminal(cfg):
     # A compromised Sentinel (or one spoken to over plain TCP) chooses these.
     evil = "198.51.100.12\x1b[2J\x1b[1;1Hvipfloat: all VIPs consistent\n"
     ep = Endpoint("198.51.100.11", 26379)
-    answers = [SentinelAnswer(ep, MasterInfo("mymaster", evil, 6379, 3, ("master", "\x1b]0;x\x07"))),
+    answers = [SentinelAnswer(ep, MasterInfo("mymaster", evil, 6379, 3,
+                                             ("master", "\x1b]0;x\x07"))),
                SentinelAnswer(Endpoint("198.51.100.12", 26379), error="ERR \x1b[31mred\r",
                               reachable=False)]
     s = status.summarise(cfg.vips[0], Binding.ABSENT, HERE, answers, lambda host: frozenset())

@@ -156,8 +156,8 @@ def sentinel_ckquorum(facts: Facts) -> Iterator[Finding]:
 def sentinel_quorum(facts: Facts) -> Iterator[Finding]:
     n = facts.configured_sentinels
     for master in _masters(facts):
-        quorums = {s.masters[master].quorum for s in _reachable(facts)
-                   if master in s.masters and s.masters[master].quorum is not None}
+        quorums = {quorum for s in _reachable(facts)
+                   if master in s.masters and (quorum := s.masters[master].quorum) is not None}
         for q in sorted(quorums):
             if q > majority(n):
                 yield problem("sentinel.quorum", master,
@@ -270,7 +270,8 @@ def redis_masterauth(facts: Facts) -> Iterator[Finding]:
                 continue
             subject = f"redis {r.addr} ({master} {r.role})"
             if r.requirepass and not r.masterauth:
-                yield problem("redis.masterauth", subject, "requirepass is set but masterauth is not",
+                yield problem("redis.masterauth", subject,
+                              "requirepass is set but masterauth is not",
                               "Set masterauth to the same password on every instance: after a "
                               "failover any of them may be a replica that must log in.")
             elif r.requirepass:

@@ -58,7 +58,8 @@ def parse_proc_status(text: str, name: str, pid: int) -> ProcessFacts:
 def parse_unit(path: str, texts: Sequence[str]) -> UnitFacts:
     """A unit file and its drop-ins, in order -> User= and AmbientCapabilities=
     (an empty assignment resets the list, as systemd does)."""
-    user, ambient = "root", set()
+    user = "root"
+    ambient: set[str] = set()
     for text in texts:
         for line in text.splitlines():
             key, sep, value = line.strip().partition("=")

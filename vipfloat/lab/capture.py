@@ -34,7 +34,8 @@ def is_na_for(frame: bytes, ip6: str) -> bool:
 
 
 def arp_op(frame: bytes) -> int:
-    return struct.unpack("!H", frame[20:22])[0]
+    op: int = struct.unpack("!H", frame[20:22])[0]
+    return op
 
 
 class Capture:

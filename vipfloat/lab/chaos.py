@@ -197,13 +197,13 @@ def _two_holders(history: History,
     out = []
     # Merge consecutive stretches with two or more holders.
     runs: list[tuple[float, float, set[str]]] = []
-    for start, end, holders in intervals:
-        if len(holders) < 2:
+    for start, end, held in intervals:
+        if len(held) < 2:
             continue
         if runs and abs(runs[-1][1] - start) < 1e-9:
-            runs[-1] = (runs[-1][0], end, runs[-1][2] | holders)
+            runs[-1] = (runs[-1][0], end, runs[-1][2] | held)
         else:
-            runs.append((start, end, set(holders)))
+            runs.append((start, end, set(held)))
     for start, end, holders in runs:
         excusing = [f for f in history.faults if any(f.stops_release(n) for n in holders)]
         windows = [(f.start, f.end + GRACE) for f in excusing]
@@ -274,8 +274,9 @@ def _convergence(history: History, intervals: list[tuple[float, float, frozenset
             if history.neigh:
                 macs = {m: n for n, m in history.node_macs.items()}
                 last = [n.mac for n in history.neigh if n.t - history.start <= finish]
-                client = (f", and the client's neighbour entry named "
-                          f"{macs.get(last[-1] or '', last[-1] or 'nothing') if last else 'nothing'}")
+                client = (
+                    f", and the client's neighbour entry named "
+                    f"{macs.get(last[-1] or '', last[-1] or 'nothing') if last else 'nothing'}")
             out.append(f"every Sentinel named {master} from {begin:.2f} s to {finish:.2f} s "
                        f"with no fault active, but the VIP was on "
                        f"{', '.join(sorted(holders)) or 'no node'}{client}")

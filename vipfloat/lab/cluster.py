@@ -186,7 +186,7 @@ class RedisLab:
         out = []
         vip = self.cluster.vip
         for node in self.nodes:
-            def ask(fn: Any, *args: str) -> str:
+            def ask(fn: Any, *args: str, node: str = node) -> str:
                 try:
                     return " ".join((fn(node, *args) or "").split()) or "(no answer)"
                 except Exception as exc:  # noqa: BLE001 - diagnostics never raise
@@ -292,10 +292,10 @@ class RedisLab:
         if len(views) != 1:
             return None
         ip, epoch = views.pop()
-        node = next((n for n in self.nodes if self.lab.hosts[n].ip == ip), None)
-        if node is None or not self.redis(node, "ROLE").startswith("master"):
+        named = next((n for n in self.nodes if self.lab.hosts[n].ip == ip), None)
+        if named is None or not self.redis(named, "ROLE").startswith("master"):
             return None
-        return node, epoch
+        return named, epoch
 
     def wait_agreement(self, among: Sequence[str] | None = None,
                        timeout: float = 30.0) -> tuple[str, int]:

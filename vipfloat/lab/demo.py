@@ -90,8 +90,8 @@ def _wait_for_move(cluster: RedisLab, out: Timeline, events: SentinelEvents, add
                 shown.add(key)
                 out.say(f"sentinel on {e.source}: {e.channel} {e.data}", e.t)
         moves = [e for e in addrs.matching(VIP, after=since)]
-        for e in moves[seen_addr:]:
-            out.say(f"VIP {'bound on' if e.added else 'removed from'} {e.host}", e.t)
+        for move in moves[seen_addr:]:
+            out.say(f"VIP {'bound on' if move.added else 'removed from'} {move.host}", move.t)
         seen_addr = len(moves)
         now = cluster.holders()
         if len(now) == 1 and now[0] != "a" and events.matching("+switch-master", since):

@@ -11,6 +11,7 @@ change, as it happens); a client writes through the VIP every 10 ms.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -122,7 +123,7 @@ class Sampler:
 
     def start(self) -> None:
         for node in self.cluster.nodes:
-            in_netns_thread(self.cluster.lab, node, lambda n=node: self._ask(n))
+            in_netns_thread(self.cluster.lab, node, functools.partial(self._ask, node))
         threading.Thread(target=self._combine, daemon=True).start()
         threading.Thread(target=self._neighbour, daemon=True).start()
 
@@ -142,6 +143,7 @@ class Sampler:
                              socket_timeout=0.2, socket_connect_timeout=0.2,
                              decode_responses=True)
         master = self.cluster.cluster.master_name
+        view: tuple[str | None, int | None]
         while not self._stop.is_set():
             try:
                 reply = client.execute_command("SENTINEL", "MASTER", master)

@@ -7,6 +7,7 @@ demo prints from them, the drills assert on them, the benchmarks time them.
 
 from __future__ import annotations
 
+import functools
 import select
 import socket
 import threading
@@ -93,7 +94,7 @@ class SentinelEvents:
         self.events: list[SentinelEvent] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [in_netns_thread(lab, h, lambda h=h: self._listen(lab, h, port))
+        self._threads = [in_netns_thread(lab, h, functools.partial(self._listen, lab, h, port))
                          for h in hosts]
 
     def _listen(self, lab: Lab, host: str, port: int) -> None:
