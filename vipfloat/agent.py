@@ -34,7 +34,7 @@ from .announce import ThreadAnnouncer
 from .apply import Effects, Event, bound_after, carry_out, execute, gather
 from . import authority
 from .authority import (Authority, AuthorityEvent, Belief, Checked, Heard, Hinted,
-                        Polled, Started)
+                        Polled, Started, Trust)
 from .config import Config, Endpoint, IPAddress, VipConfig, hostport
 from .decide import Action, Binding, Claim, Quorum, Snapshot, Verb, decide, is_new_master_here
 from .errors import ConfigError, PermanentError, ResolveError, TransientError, VipfloatError
@@ -474,34 +474,29 @@ class Agent:
         if actor.inbox.qsize() >= MAX_QUEUED:
             raise TransientError(f"agent busy: {actor.inbox.qsize()} requests queued for "
                                  f"{args.master}")
-        trusted = peer.uid in (0, os.geteuid())
-        if trusted:
-            before, _ = self.feed(Hinted(args.master, args.to_host, args.to_port,
-                                          f"hook ({args.role}) via agent", since))
-            belief = before.belief(args.master)
-        else:
-            belief = self._authority.belief(args.master)
-        agrees = belief is not None and (belief.host, belief.port) == (args.to_host,
-                                                                       args.to_port)
-        with self._lock:
-            if not trusted and not agrees:
-                # Parked until the next poll, all of a master's together: one
-                # reconcile answers every one of them, and a flood stays bounded.
+        belief = self._authority.belief(args.master)
+        verdict = authority.trust(belief, peer.uid in (0, os.geteuid()), args.to_host,
+                                  args.to_port)
+        if verdict is Trust.SENDER:
+            self.feed(Hinted(args.master, args.to_host, args.to_port,
+                             f"hook ({args.role}) via agent", since))
+        log.info("hook request from %s: %s", peer, logs.fields(
+            master=args.master, role=args.role, to=hostport(args.to_host, args.to_port),
+            trust=verdict.value))
+        if verdict is Trust.POLL_FIRST:
+            # Parked until the next poll, all of a master's together: one
+            # reconcile answers every one of them, and a flood stays bounded.
+            with self._lock:
                 waiting = self._after_poll.setdefault(args.master, [])
                 if len(waiting) >= MAX_QUEUED:
                     raise TransientError(f"agent busy: {len(waiting)} requests wait for a "
                                          f"poll of the Sentinels for {args.master}")
                 future: Verdict = Future()
                 waiting.append(future)
-        log.info("hook request from %s: %s", peer, logs.fields(
-            master=args.master, role=args.role, to=hostport(args.to_host, args.to_port),
-            trust="sender" if trusted else "believed master" if agrees
-            else "none: polling the Sentinels first"))
-        if not trusted and not agrees:
             if len(waiting) == 1:
                 self._poke.set()
             return future
-        if trusted:
+        if verdict is Trust.SENDER:
             event = Event(role=args.role, old_master=hostport(args.from_host, args.from_port),
                           new_master=hostport(args.to_host, args.to_port))
         else:
@@ -511,7 +506,7 @@ class Agent:
             event = Event(role=UNVERIFIED, new_master=belief.addr)
         request = Request(Kind.HOOK, since=since, reply=Future(), event=event)
         actor.submit(request)
-        if trusted:
+        if verdict is Trust.SENDER:
             self._poke.set()
         assert request.reply is not None
         return request.reply

@@ -16,6 +16,7 @@ majority of its Sentinels.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Mapping, Sequence, TypeVar, Union
 
@@ -274,6 +275,28 @@ def regained(before: Authority, after: Authority, now: float) -> bool:
     acted on again only once a majority has answered a poll: poll at once
     rather than at the next tick."""
     return before.below(now) and not after.below(now)
+
+
+class Trust(StrEnum):
+    """How far a hook request handed over on the agent's socket is believed."""
+
+    SENDER = "sender"                                   # root or the agent's user
+    BELIEVED = "believed master"                        # names what we already believe
+    POLL_FIRST = "none: polling the Sentinels first"    # anything else: ask Sentinel
+
+
+def trust(belief: Belief | None, trusted_sender: bool, host: str, port: int) -> Trust:
+    """A request is a hint, trusted as far as its sender is. Root and the agent's
+    own user may name any new master (run by them, the hook could act directly
+    anyway): their request is believed, like a pub/sub hint. Anyone else
+    (Sentinel's user, a member of the socket's group) changes no belief: acted
+    on at once only when it names the master already believed, else parked
+    until a poll of the Sentinels decides."""
+    if trusted_sender:
+        return Trust.SENDER
+    if belief is not None and (belief.host, belief.port) == (host, port):
+        return Trust.BELIEVED
+    return Trust.POLL_FIRST
 
 
 # --- what one VIP's decision reads ------------------------------------------------------

@@ -8,7 +8,7 @@ import ipaddress
 import pytest
 
 from vipfloat.authority import (DEFAULT_GRACE, Authority, Checked, Heard, Hinted, Polled,
-                                Started, claim, quorum, regained, step)
+                                Started, Trust, claim, quorum, regained, step, trust)
 from vipfloat.config import Endpoint, QuorumPolicy
 from vipfloat.sentinel import MasterInfo, SentinelAnswer
 
@@ -169,3 +169,19 @@ def test_claims_say_where_the_belief_came_from():
     assert c.source == "newest config: Sentinel 198.51.100.11:26379, config-epoch 1"
     assert claim(None, addrs).source == "no Sentinel answer yet"
     assert claim(None, addrs).new_master is None
+
+
+# --- how far a hook request is believed ------------------------------------------------
+
+def test_a_trusted_sender_is_believed_whatever_it_names():
+    b = run(polled(0.5, A, A, A)).belief("mymaster")
+    assert trust(b, True, C, 6379) is Trust.SENDER and trust(None, True, C, 6379) is Trust.SENDER
+
+
+def test_anyone_else_is_acted_on_only_when_naming_the_believed_master():
+    b = run(polled(0.5, A, A, A)).belief("mymaster")
+    assert trust(b, False, A, 6379) is Trust.BELIEVED
+    assert trust(b, False, A, 6380) is Trust.POLL_FIRST       # same host, another port
+    assert trust(b, False, C, 6379) is Trust.POLL_FIRST
+    assert trust(None, False, A, 6379) is Trust.POLL_FIRST    # nothing believed yet
+    assert Trust.POLL_FIRST.value == "none: polling the Sentinels first"
