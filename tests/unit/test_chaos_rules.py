@@ -2,7 +2,7 @@
 broken, and stays green in the windows the README names."""
 from __future__ import annotations
 
-from vipfloat.lab.chaos import (CONVERGE_MAX, GRACE, OVERLAP_MAX, AckedWrite, Fault,
+from vipfloat.lab.chaos import (ACK_LAG, CONVERGE_MAX, GRACE, OVERLAP_MAX, AckedWrite, Fault,
                                 HolderChange, History, SentinelSample, judge, schedule)
 
 IPS = {"a": "198.51.100.11", "b": "198.51.100.12", "c": "198.51.100.13"}
@@ -124,6 +124,17 @@ def test_lost_writes_are_counted_and_attributed_to_their_fault():
     h.read_at = 100.0 + 58.0     # write 5 came after the read: not lost
     v = judge(h)
     assert (v.acked, v.lost, v.lost_by_fault) == (4, 2, (("partial", 2),))
+
+
+def test_a_write_acknowledged_just_before_a_fault_is_that_faults_loss():
+    # Replication is asynchronous: acknowledged 0.5 s before the cut, never
+    # replicated, lost when a replica is promoted.
+    h = history(faults=[Fault("isolate", "a", 10.0, 5.0)])
+    h.acked = [AckedWrite(100.0 + 10.0 - ACK_LAG + 0.5, 1),
+               AckedWrite(100.0 + 10.0 - ACK_LAG - 0.5, 2)]
+    h.kept = frozenset()
+    h.read_at = 100.0 + 58.0
+    assert judge(h).lost_by_fault == (("isolate", 1), ("no fault", 1))
 
 
 def test_process_problems_are_violations():

@@ -49,6 +49,10 @@ OVERLAP_MAX = 2.0
 GRACE = 5.0
 # Sentinels agreeing and no fault active: the VIP is on their master by then.
 CONVERGE_MAX = 5.0
+# Redis replicates asynchronously: a write the master acknowledged just before
+# it was cut off, killed or paused may not have reached the replica Sentinel
+# then promotes. Its loss belongs to that fault, not to the calm before it.
+ACK_LAG = 1.0
 
 
 @dataclass(frozen=True)
@@ -310,8 +314,9 @@ def _lost_writes(history: History) -> tuple[list[AckedWrite], dict[str, int]]:
     for write in lost:
         t = write.t - history.start
         # The fault active when it was acknowledged, or that ended just before
-        # (a demoted master's last writes are discarded at the next sync).
-        window = [f for f in history.faults if f.start <= t <= f.end + GRACE]
+        # (a demoted master's last writes are discarded at the next sync), or
+        # that began just after (its last writes not replicated yet).
+        window = [f for f in history.faults if f.start - ACK_LAG <= t <= f.end + GRACE]
         key = ", ".join(sorted({f.label for f in window})) or "no fault"
         by_fault[key] = by_fault.get(key, 0) + 1
     return lost, by_fault
