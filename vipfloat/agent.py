@@ -16,6 +16,7 @@ Signals: SIGTERM/SIGINT stop (VIPs stay, unless release_on_stop), SIGHUP reloads
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import queue
@@ -755,6 +756,9 @@ def main(config_path: str | None) -> int:
     """Run the agent until SIGTERM; reload on SIGHUP (a bad new config is refused
     and the running one kept). A bad config at start raises ConfigError (exit 2)."""
     logs.setup("vipfloat", syslog=False)
+    # systemd's watchdog aborts a hung agent (SIGABRT): every thread's stack then
+    # goes to stderr, the journal, to show where it hung.
+    faulthandler.enable()
     # A hint must reach its VIP's actor at once; the default 5 ms GIL switch
     # interval would let a busy thread hold it back for a whole slice.
     sys.setswitchinterval(0.0005)

@@ -166,3 +166,13 @@ def test_the_product_never_imports_the_lab():
             if any(n == "vipfloat.lab" or n.startswith("vipfloat.lab.") for n in names):
                 offenders.append(f"{path.relative_to(REPO)}: {names}")
     assert offenders == []
+
+
+def test_a_hung_agent_is_killed_within_a_stated_bound():
+    """README: a hung or stopped agent is aborted by the watchdog (40 s without
+    a ping) and killed 5 s later if it cannot act on SIGABRT (stopped), then
+    restarted after 1 s: about 46 s at most, not TimeoutStopSec's extra 90 s."""
+    keys = keys_of(REPO / "systemd" / "vipfloat.service")
+    assert keys["WatchdogSec"] == "40s" and keys["TimeoutAbortSec"] == "5s"
+    assert keys["Restart"] == "always" and keys["RestartSec"] == "1"
+    assert "WatchdogSignal" not in keys        # SIGABRT: the stacks reach the journal
