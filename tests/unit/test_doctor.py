@@ -52,7 +52,8 @@ def healthy() -> Facts:
                             redis("198.51.100.12:6379", "replica"),
                             redis("198.51.100.13:6379", "replica"))},
         vips=(VipFacts("mymaster", "198.51.100.250/24", "eth1", True, True, True,
-                       "198.51.100.11:6379", True, True, "master is here and holds the VIP"),),
+                       "198.51.100.11:6379", True, True, "master is here and holds the VIP",
+                       answered_by=()),),
         # Least-privilege, the default: Sentinel (Debian's unit, empty bounding set)
         # and its hook hold no capability; the agent alone moves the VIP.
         sentinel_process=ProcessFacts("redis-sentinel", 101, 106, (110, 996), 0, 0, 0),
@@ -143,6 +144,14 @@ FAULTS = {
                                    Level.PROBLEM, "redis.protected_mode"),
     "link down": (lambda f: with_redis(f, 1, link_up=False), Level.PROBLEM, "redis.link"),
     "lagging": (lambda f: with_redis(f, 1, lag_bytes=50 << 20), Level.WARNING, "redis.lag"),
+    "second holder": (lambda f: replace(f, vips=(replace(f.vips[0], answered_by=(
+        "02:00:00:00:00:13",)),)), Level.PROBLEM, "vip.wire"),
+    "two holders elsewhere": (lambda f: replace(f, vips=(replace(
+        f.vips[0], bound_here=False, consistent=True,
+        answered_by=("02:00:00:00:00:12", "02:00:00:00:00:13")),)), Level.PROBLEM, "vip.wire"),
+    "nobody answers": (lambda f: replace(f, vips=(replace(
+        f.vips[0], bound_here=False, master_is_local=False, master_addr="198.51.100.12:6379",
+        answered_by=()),)), Level.WARNING, "vip.wire"),
     "no interface": (lambda f: replace(f, vips=(replace(f.vips[0], interface_exists=False,
                                                         interface_up=False),)),
                      Level.PROBLEM, "host.interface"),
@@ -400,3 +409,24 @@ def test_installed_unit_is_read_when_no_agent_runs():
                                                  (Level.WARNING, "host.caps.agent")]
     stripped = replace(no_agent, agent_unit=UnitFacts("x", "vipfloat", frozenset()))
     assert found(stripped) == [("host.mode", "vipfloat watch"), ("host.caps.agent", "unit x")]
+
+
+
+def test_what_the_wire_says_about_the_vip():
+    vip = healthy().vips[0]
+
+    def says(**changes):
+        facts = replace(healthy(), vips=(replace(vip, **changes),))
+        return findings(facts, "vip.wire")
+
+    subject = "vip 198.51.100.250/24 (mymaster) on eth1"
+    assert says() == [(Level.OK, subject, "bound here; no other host answers for it", "")]
+    assert says(bound_here=False, answered_by=("02:00:00:00:00:12",)) == [
+        (Level.OK, subject, "answered by 02:00:00:00:00:12 only", "")]
+    assert says(answered_by=None, probe_error="needs CAP_NET_RAW (run as root)") == [
+        (Level.OK, subject, "not probed: needs CAP_NET_RAW (run as root)", "")]
+    ((level, _, message, fix),) = says(answered_by=("02:00:00:00:00:13",))
+    assert (level, message) == (Level.PROBLEM, "answered by 2 hosts (this host, "
+                                "02:00:00:00:00:13): more than one holds it, and clients "
+                                "reach whichever their cache names")
+    assert "vipfloat release --master mymaster" in fix

@@ -176,3 +176,25 @@ def test_a_hung_agent_is_killed_within_a_stated_bound():
     assert keys["WatchdogSec"] == "40s" and keys["TimeoutAbortSec"] == "5s"
     assert keys["Restart"] == "always" and keys["RestartSec"] == "1"
     assert "WatchdogSignal" not in keys        # SIGABRT: the stacks reach the journal
+
+
+
+def test_scapy_is_a_dependency_exactly_while_the_product_imports_it():
+    """pyproject.toml says what is true: scapy is a run-time dependency because a
+    product module imports it at run time (the doctor's probe), never on the
+    hook's or the agent's path."""
+    import ast
+    import tomllib
+
+    users = set()
+    for path in sorted((REPO / "vipfloat").rglob("*.py")):
+        if "lab" in path.relative_to(REPO / "vipfloat").parts[:1]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            mods = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                    else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(m == "scapy" or m.startswith("scapy.") for m in mods):
+                users.add(str(path.relative_to(REPO)))
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert any(d.startswith("scapy") for d in deps) == bool(users)
+    assert users == {"vipfloat/doctor/probe.py"}

@@ -362,6 +362,32 @@ def host_vip(facts: Facts) -> Iterator[Finding]:
                           "start the agent (vipfloat watch) so it reconciles.")
 
 
+def vip_wire(facts: Facts) -> Iterator[Finding]:
+    """What the segment says: the MACs that answered a probe for the VIP."""
+    for v in facts.vips:
+        subject = f"vip {v.address} ({v.master}) on {v.interface}"
+        others = v.answered_by
+        if others is None:
+            yield ok("vip.wire", subject, f"not probed: {v.probe_error}")
+        elif len(others) > 1 or (v.bound_here and others):
+            holders = (["this host"] if v.bound_here else []) + list(others)
+            yield problem("vip.wire", subject,
+                          f"answered by {len(holders)} hosts ({', '.join(holders)}): more than "
+                          "one holds it, and clients reach whichever their cache names",
+                          "Release it on every host but the master's (vipfloat release "
+                          f"--master {v.master}, or ip addr del {v.address} dev "
+                          f"{v.interface}); a static address elsewhere must go.")
+        elif others:
+            yield ok("vip.wire", subject, f"answered by {others[0]} only")
+        elif v.bound_here:
+            yield ok("vip.wire", subject, "bound here; no other host answers for it")
+        else:
+            yield warn("vip.wire", subject, "no host answers for it: clients cannot reach "
+                       "the master through it",
+                       "Check the master's host: is its agent running (vipfloat status "
+                       "there)? Until then, vipfloat acquire there binds it.")
+
+
 def has_caps(mask: int) -> bool:
     return mask & NEEDED_CAPS == NEEDED_CAPS
 
@@ -538,8 +564,8 @@ CHECKS: tuple[Callable[[Facts], Iterator[Finding]], ...] = (
     sentinel_count, sentinel_reachable, sentinel_agreement, sentinel_peers, sentinel_ckquorum,
     sentinel_quorum, sentinel_tilt, sentinel_scripts, sentinel_pending, sentinel_version,
     redis_reachable, redis_masterauth, redis_bind, redis_protected_mode, redis_replication,
-    host_interface, host_vip, host_mode, host_agent_caps, host_socket, host_hook_path,
-    host_scripts,
+    host_interface, host_vip, vip_wire, host_mode, host_agent_caps, host_socket,
+    host_hook_path, host_scripts,
 )
 
 

@@ -107,6 +107,10 @@ class VipFacts:
     master_is_local: bool | None
     consistent: bool
     note: str
+    # Who answered one probe for the VIP on its interface (vipfloat.doctor.probe):
+    # other hosts' MACs, lower case; None when it could not probe (and why).
+    answered_by: tuple[str, ...] | None = None
+    probe_error: str | None = None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from ..config import Config, Endpoint, RedisConfig, hostport
 from ..sentinel import connection
 from ..userscripts import Refusal, audit
 from .checks import DIRECT, privilege_mode
+from .probe import probe
 from .facts import (Facts, PathFacts, PendingScript, ProcessFacts, RedisFacts,
                     SentinelFacts, SentinelMasterFacts, UnitFacts, VipFacts)
 
@@ -302,11 +303,14 @@ def gather(config: Config) -> Facts:
     vips = []
     for st in status_gather(config):
         link = links.get(st.vip.interface)
+        answered_by, probe_error = (probe(st.vip.interface, st.vip.ip) if link and link.up
+                                    else (None, f"{st.vip.interface} is missing or down"))
         vips.append(VipFacts(st.vip.master, str(st.vip.address), st.vip.interface,
                              interface_exists=link is not None,
                              interface_up=bool(link and link.up), bound_here=st.bound_here,
                              master_addr=st.master_addr, master_is_local=st.master_is_local,
-                             consistent=st.consistent, note=st.note))
+                             consistent=st.consistent, note=st.note,
+                             answered_by=answered_by, probe_error=probe_error))
     mine = next((s for s in sentinels if s.reachable and s.local and s.pid), None)
     sentinel_proc = process_facts(mine.pid, "redis-sentinel") if mine and mine.pid else None
     live = agent_view(str(config.agent.socket))
