@@ -46,9 +46,9 @@ systemd-tmpfiles --create /etc/tmpfiles.d/vipfloat.conf
 install -D -m 0644 "$SRC/systemd/redis-sentinel.service.d/vipfloat.conf" \
     /etc/systemd/system/redis-sentinel.service.d/vipfloat.conf
 install -D -m 0644 "$SRC/systemd/vipfloat.service" /etc/systemd/system/vipfloat.service
-install -d -m 0755 /etc/vipfloat/hooks.d /etc/vipfloat/pre-release.d
-install -m 0755 "$SRC"/hooks/hooks.d/* /etc/vipfloat/hooks.d/
-install -m 0755 "$SRC"/hooks/pre-release.d/* /etc/vipfloat/pre-release.d/
+install -d -m 0755 /etc/vipfloat/actions.d /etc/vipfloat/pre-release.d
+install -m 0755 "$SRC"/actions/actions.d/* /etc/vipfloat/actions.d/
+install -m 0755 "$SRC"/actions/pre-release.d/* /etc/vipfloat/pre-release.d/
 
 # The same generator as the namespace lab: one implementation of the configs.
 gen() { "$PREFIX/bin/python" -m vipfloat.lab.configs "$@" --me "$ME" --nodes "$NODES" \

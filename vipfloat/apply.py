@@ -124,7 +124,7 @@ def carry_out(config: Config, vip: VipConfig, claim: Claim, event: Event,
     if changed:
         env = _script_env(vip, action, event,
                           "acquire" if action.verb is Verb.ACQUIRE else "release")
-        post_scripts(lambda: run_scripts(config.actions.hooks_dir, env, config.actions.timeout))
+        post_scripts(lambda: run_scripts(config.actions.scripts_dir, env, config.actions.timeout))
     return outcome
 
 

@@ -224,11 +224,11 @@ class AgentConfig:
 
 @dataclass(frozen=True)
 class ActionsConfig:
-    hooks_dir: Path = Path("/etc/vipfloat/hooks.d")
+    scripts_dir: Path = Path("/etc/vipfloat/actions.d")
     timeout: float = 10.0
     # Scripts run while this host still holds the VIP, just before releasing it
     # (VIPFLOAT_EVENT=pre-release): the only moment a FIN or RST sent from the VIP
-    # still reaches clients. A separate directory, so that hooks.d scripts written
+    # still reaches clients. A separate directory, so that actions.d scripts written
     # for acquire|release never see a third event. Kept short: all of them
     # together get PRE_RELEASE_BUDGET seconds.
     pre_release_dir: Path = Path("/etc/vipfloat/pre-release.d")
@@ -377,6 +377,11 @@ def _show_number(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:g}"
 
 
+# Keys that were renamed, by (section, old name): an old config is told the new
+# name instead of "unknown key".
+_RENAMED = {("actions", "hooks_dir"): "scripts_dir"}
+
+
 class _Problems:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -389,7 +394,9 @@ class _Problems:
     def unknown(self, table: dict[str, Any], prefix: str, known: set[str]) -> None:
         for key in table:
             if key not in known:
-                self.add(f"{prefix}.{_clip(key)}" if prefix else _clip(key), "unknown key")
+                new = _RENAMED.get((prefix, key))
+                self.add(f"{prefix}.{_clip(key)}" if prefix else _clip(key),
+                         f"renamed to {new}" if new else "unknown key")
 
     def raise_if_any(self) -> None:
         if self.lines:
@@ -671,10 +678,10 @@ def _agent(p: _Problems, table: dict[str, Any]) -> AgentConfig:
 
 
 def _actions(p: _Problems, table: dict[str, Any]) -> ActionsConfig:
-    p.unknown(table, "actions", {"hooks_dir", "timeout", "pre_release_dir"})
+    p.unknown(table, "actions", {"scripts_dir", "timeout", "pre_release_dir"})
     defaults = ActionsConfig()
     return ActionsConfig(
-        hooks_dir=_path(p, table, "actions", "hooks_dir", defaults.hooks_dir),
+        scripts_dir=_path(p, table, "actions", "scripts_dir", defaults.scripts_dir),
         timeout=_number(p, table, "actions", "timeout", defaults.timeout, 0.1, MAX_SCRIPT_TIMEOUT),
         pre_release_dir=_path(p, table, "actions", "pre_release_dir", defaults.pre_release_dir),
     )

@@ -1,4 +1,4 @@
-"""Run the operator's action scripts (``hooks_dir``) after an acquire or release.
+"""Run the operator's action scripts (``scripts_dir``) after an acquire or release.
 
 run-parts conventions: every executable regular file, in name order, skipping
 hidden files, editor backups, dpkg leftovers and subdirectories. Each runs in its
@@ -45,7 +45,7 @@ class Refusal:
 
     path: Path      # the script, or the directory itself when none of it runs
     reason: str     # "group-writable (mode 0775)"
-    fix: str        # a command that makes it safe: "chmod go-w /etc/vipfloat/hooks.d"
+    fix: str        # a command that makes it safe: "chmod go-w /etc/vipfloat/actions.d"
 
 
 def _unsafe(st: os.stat_result, path: Path, owners: Collection[int]) -> list[tuple[str, str]]:
@@ -144,11 +144,11 @@ def log_refusal(refusal: Refusal, directory: Path) -> None:
     log.error("%s %s not run: %s -- fix: %s", what, refusal.path, refusal.reason, refusal.fix)
 
 
-def run_scripts(hooks_dir: Path, env: Mapping[str, str], timeout: float,
+def run_scripts(scripts_dir: Path, env: Mapping[str, str], timeout: float,
                 budget: float = TOTAL_BUDGET) -> list[ScriptResult]:
-    scripts, refused = audit(hooks_dir)
+    scripts, refused = audit(scripts_dir)
     for refusal in refused:          # every run: a refused script is never silently lost
-        log_refusal(refusal, hooks_dir)
+        log_refusal(refusal, scripts_dir)
     if not scripts:
         return []
     import subprocess  # only when there is something to run

@@ -70,7 +70,7 @@ def test_planted_faults_are_each_reported(cluster):
     cluster.redis("b", "CONFIG", "SET", "masterauth", "")
     cluster.stop("sentinel:c")
     cluster.hook_file.unlink()
-    unsafe = cluster.dir("a") / "hooks.d" / "50-unsafe"
+    unsafe = cluster.dir("a") / "actions.d" / "50-unsafe"
     unsafe.write_text("#!/bin/sh\nexit 0\n")
     unsafe.chmod(0o777)
     code, findings = doctor(cluster)

@@ -85,7 +85,7 @@ def test_status_shows_a_dead_sentinel_without_hanging(cluster):
 
 
 def test_release_disconnects_clients_that_came_through_the_vip(cluster):
-    shutil.copy(REPO / "hooks" / "pre-release.d" / "20-redis-kill-vip-clients",
+    shutil.copy(REPO / "actions" / "pre-release.d" / "20-redis-kill-vip-clients",
                 cluster.dir("a") / "pre-release.d")
     assert cluster.vipfloat("a", "acquire", "--master", "mymaster").returncode == 0
     lab = cluster.lab

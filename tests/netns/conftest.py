@@ -25,8 +25,8 @@ lock_timeout = 10
 retry_timeout = {retry}
 
 [actions]
-hooks_dir = "{hooks}"
-pre_release_dir = "{hooks}-pre"
+scripts_dir = "{scripts}"
+pre_release_dir = "{scripts}-pre"
 timeout = 5
 
 [[vip]]
@@ -61,7 +61,7 @@ def host_config(tmp_path) -> Callable[..., str]:
         base = base or tmp_path
         path = base / f"{host}.toml"
         path.write_text(CONFIG.format(state=base / f"state-{host}",
-                                      hooks=base / f"hooks-{host}", iface=iface,
+                                      scripts=base / f"actions-{host}", iface=iface,
                                       count=count, interval=interval, retry=retry,
                                       vip4=VIP4, vip6=VIP6))
         return str(path)

@@ -188,15 +188,15 @@ def test_unprivileged_hook_exits_1_with_a_hint(lab, host_config):
 
 def test_action_scripts_get_the_event(lab, host_config, tmp_path):
     cfg = host_config("a")
-    hooks = tmp_path / "hooks-a"
-    hooks.mkdir()
+    scripts = tmp_path / "actions-a"
+    scripts.mkdir()
     out = tmp_path / "events"
-    script = hooks / "10-record"
+    script = scripts / "10-record"
     script.write_text("#!/bin/sh\necho \"$VIPFLOAT_EVENT $VIPFLOAT_MASTER $VIPFLOAT_VIP "
                       f"$VIPFLOAT_INTERFACE $VIPFLOAT_OLD_MASTER $VIPFLOAT_NEW_MASTER\" >> {out}\n")
     script.chmod(0o755)
-    (hooks / "20-fails").write_text("#!/bin/sh\nexit 7\n")
-    (hooks / "20-fails").chmod(0o755)
+    (scripts / "20-fails").write_text("#!/bin/sh\nexit 7\n")
+    (scripts / "20-fails").chmod(0o755)
     r = hook(lab, "a", cfg, *hook_args("mymaster", A))
     assert r.returncode == 0 and "20-fails exited 7" in r.stderr
     hook(lab, "a", cfg, *hook_args("mymaster", A))   # re-announce: no transition, no scripts
@@ -219,7 +219,7 @@ def test_operator_acquire_and_release(lab, host_config):
 
 def test_pre_release_scripts_run_while_the_vip_is_still_here(lab, host_config, tmp_path):
     cfg = host_config("a")
-    pre = tmp_path / "hooks-a-pre"
+    pre = tmp_path / "actions-a-pre"
     pre.mkdir()
     out = tmp_path / "seen"
     (pre / "10-look").write_text(

@@ -15,7 +15,7 @@ addresses = ["198.51.100.11:26379", "198.51.100.12:26379", "198.51.100.13:26379"
 state_dir = "{state}"
 
 [actions]
-hooks_dir = "{hooks}"
+scripts_dir = "{scripts}"
 
 [[vip]]
 master = "mymaster"
@@ -34,7 +34,7 @@ def write_config(tmp_path: Path):
     def write(text: str = BASE, name: str = "vipfloat.toml") -> Path:
         path = tmp_path / name
         path.write_text(textwrap.dedent(text).format(state=tmp_path / "state",
-                                                     hooks=tmp_path / "hooks.d"))
+                                                     scripts=tmp_path / "actions.d"))
         return path
     return write
 

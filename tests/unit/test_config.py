@@ -86,6 +86,18 @@ def test_unknown_key_in_vip_block(write_config):
     assert len(lines) == 1 and lines[0].endswith("vip[0].adress: unknown key")
 
 
+def test_a_renamed_key_names_its_new_name(tmp_path):
+    """[actions] hooks_dir became scripts_dir ("hook" is Sentinel's script only): an
+    old config is refused with one line naming the file, the old key and the new."""
+    path = raw_config(tmp_path, actions='hooks_dir = "/etc/vipfloat/hooks.d"')
+    assert raw_problems(path) == [f"{path}: actions.hooks_dir: renamed to scripts_dir"]
+    both = raw_config(tmp_path, actions='hooks_dir = "/a"\nscripts_dir = "/b"')
+    assert raw_problems(both) == [f"{both}: actions.hooks_dir: renamed to scripts_dir"]
+    # Only under [actions]: elsewhere the old name is an unknown key like any other.
+    one_problem(raw_config(tmp_path, agent='hooks_dir = "/a"'), "agent.hooks_dir",
+                "unknown key")
+
+
 @pytest.mark.parametrize("text, key, words", [
     ("[sentinel]\naddresses = []\n[[vip]]\nmaster='m'\naddress='198.51.100.250/24'\ninterface='e'",
      "sentinel.addresses", "no Sentinel configured"),
@@ -288,7 +300,7 @@ def test_an_oversized_config_is_refused_unparsed(tmp_path):
     ("sentinel", "username"), ("sentinel", "password"), ("redis", "username"),
     ("redis", "password"), ("agent", "socket_group"), ("agent", "metrics_listen"),
     ("agent", "on_quorum_loss"), ("agent", "socket"), ("agent", "state_dir"),
-    ("actions", "hooks_dir"), ("actions", "pre_release_dir"), ("sentinel", "password_file"),
+    ("actions", "scripts_dir"), ("actions", "pre_release_dir"), ("sentinel", "password_file"),
     ("vip", "interface2"),
 ])
 def test_nul_in_any_string_is_refused(tmp_path, section, key):
@@ -334,7 +346,7 @@ def test_longest_interface_name_loads(tmp_path):
 
 
 @pytest.mark.parametrize("section, key", [
-    ("agent", "socket"), ("agent", "state_dir"), ("actions", "hooks_dir"),
+    ("agent", "socket"), ("agent", "state_dir"), ("actions", "scripts_dir"),
     ("actions", "pre_release_dir"), ("sentinel", "password_file"), ("redis", "password_file"),
 ])
 @pytest.mark.parametrize("value", ["run/vipfloat", "./x", "", "~/x"])
@@ -371,7 +383,7 @@ KEYS = {
               "reconcile_interval", "on_quorum_loss", "quorum_loss_grace", "release_wait",
               "reset_connections", "release_on_stop", "conflict_probe_interval",
               "announce_refresh", "metrics_listen", "hook_timeout"],
-    "actions": ["hooks_dir", "timeout", "pre_release_dir"],
+    "actions": ["scripts_dir", "timeout", "pre_release_dir"],
     "redis": ["username", "password", "password_file", "timeout"],
     "vip": ["local_addresses", "announce_count", "announce_interval"],
 }
@@ -594,7 +606,7 @@ DEFAULTS = {
         "release_wait": 1.0, "reset_connections": True, "release_on_stop": False,
         "conflict_probe_interval": 10.0, "announce_refresh": 0.0, "metrics_listen": None,
         "hook_timeout": 10.0},
-    config_mod.ActionsConfig: {"hooks_dir": Path("/etc/vipfloat/hooks.d"), "timeout": 10.0,
+    config_mod.ActionsConfig: {"scripts_dir": Path("/etc/vipfloat/actions.d"), "timeout": 10.0,
                                "pre_release_dir": Path("/etc/vipfloat/pre-release.d")},
     config_mod.VipConfig: {"master": REQUIRED, "address": REQUIRED, "interface": REQUIRED,
                            "local_addresses": (), "announce_count": 5, "announce_interval": 1.1},

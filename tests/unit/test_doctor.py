@@ -25,7 +25,7 @@ from vipfloat.userscripts import Refusal
 HOOK = "/usr/bin/vipfloat-hook"
 CAPS = (1 << 12) | (1 << 13)
 DIR = (0, 0, stat.S_IFDIR | 0o755)
-HOOKS, PRE = "/etc/vipfloat/hooks.d", "/etc/vipfloat/pre-release.d"
+SCRIPTS, PRE = "/etc/vipfloat/actions.d", "/etc/vipfloat/pre-release.d"
 
 
 def sentinel(i: int, **master: object) -> SentinelFacts:
@@ -61,7 +61,7 @@ def healthy() -> Facts:
         socket=PathFacts("/run/vipfloat/agent.sock", True, 0, 996, stat.S_IFSOCK | 0o660,
                          (DIR, DIR, (0, 996, stat.S_IFDIR | 0o2770))),
         hook_paths={HOOK: PathFacts(HOOK, True, 0, 0, stat.S_IFREG | 0o755, (DIR, DIR))},
-        action_scripts={HOOKS: (), PRE: ()},
+        action_scripts={SCRIPTS: (), PRE: ()},
     )
 
 
@@ -172,8 +172,8 @@ FAULTS = {
                           Level.PROBLEM, "host.hook_path"),
     "hook not executable": (lambda f: replace(f, hook_paths={HOOK: PathFacts(
         HOOK, True, 0, 0, stat.S_IFREG | 0o700, (DIR, DIR))}), Level.PROBLEM, "host.hook_path"),
-    "unsafe action script": (lambda f: replace(f, action_scripts={HOOKS: (Refusal(
-        Path(HOOKS, "10-x"), "world-writable (mode 0757)", f"chmod go-w {HOOKS}/10-x"),),
+    "unsafe action script": (lambda f: replace(f, action_scripts={SCRIPTS: (Refusal(
+        Path(SCRIPTS, "10-x"), "world-writable (mode 0757)", f"chmod go-w {SCRIPTS}/10-x"),),
         PRE: ()}), Level.PROBLEM, "host.scripts"),
 }
 
@@ -280,24 +280,24 @@ def test_socket_out_of_reach_says_what_it_costs_in_each_mode():
 
 def test_host_scripts_reports_each_refusal_with_its_fix():
     refused = replace(healthy(), action_scripts={
-        HOOKS: (Refusal(Path(HOOKS, "10-flush"), "owned by uid 65534 (only root or uid 995 "
-                        "may own it), world-writable (mode 0757)",
-                        f"chown root {HOOKS}/10-flush && chmod go-w {HOOKS}/10-flush"),
-                Refusal(Path(HOOKS, "20-link"), "a symbolic link (links are not followed)",
-                        "replace the link with a copy of the script it points to")),
+        SCRIPTS: (Refusal(Path(SCRIPTS, "10-flush"), "owned by uid 65534 (only root or uid 995 "
+                          "may own it), world-writable (mode 0757)",
+                          f"chown root {SCRIPTS}/10-flush && chmod go-w {SCRIPTS}/10-flush"),
+                  Refusal(Path(SCRIPTS, "20-link"), "a symbolic link (links are not followed)",
+                          "replace the link with a copy of the script it points to")),
         PRE: (Refusal(Path(PRE), "the directory is group-writable (mode 0775)",
                       f"chmod go-w {PRE}"),)})
     assert findings(refused, "host.scripts") == [
-        (Level.PROBLEM, f"action script {HOOKS}/10-flush", "not run: owned by uid 65534 (only "
+        (Level.PROBLEM, f"action script {SCRIPTS}/10-flush", "not run: owned by uid 65534 (only "
          "root or uid 995 may own it), world-writable (mode 0757)",
-         f"chown root {HOOKS}/10-flush && chmod go-w {HOOKS}/10-flush"),
-        (Level.PROBLEM, f"action script {HOOKS}/20-link",
+         f"chown root {SCRIPTS}/10-flush && chmod go-w {SCRIPTS}/10-flush"),
+        (Level.PROBLEM, f"action script {SCRIPTS}/20-link",
          "not run: a symbolic link (links are not followed)",
          "replace the link with a copy of the script it points to"),
         (Level.PROBLEM, f"action scripts {PRE}",
          "not run: the directory is group-writable (mode 0775)", f"chmod go-w {PRE}")]
     assert findings(healthy(), "host.scripts") == [
-        (Level.OK, f"action scripts {HOOKS}", "no unsafe script or directory", ""),
+        (Level.OK, f"action scripts {SCRIPTS}", "no unsafe script or directory", ""),
         (Level.OK, f"action scripts {PRE}", "no unsafe script or directory", "")]
 
 
@@ -310,15 +310,16 @@ def test_script_owners_suit_every_runner(runners, owners):
 def test_doctor_judges_scripts_for_the_agents_user_not_its_own(tmp_path):
     from vipfloat.doctor.gather import action_scripts
 
-    hooks = tmp_path / "hooks.d"
-    hooks.mkdir()
-    hooks.chmod(0o777)
-    config = SimpleNamespace(actions=SimpleNamespace(hooks_dir=hooks,
+    scripts_dir = tmp_path / "actions.d"
+    scripts_dir.mkdir()
+    scripts_dir.chmod(0o777)
+    config = SimpleNamespace(actions=SimpleNamespace(scripts_dir=scripts_dir,
                                                      pre_release_dir=tmp_path / "absent"))
     agent = ProcessFacts("vipfloat watch", 200, 995, (996,), CAPS, CAPS, CAPS)
     assert action_scripts(config, agent, None, SENTINEL) == {
-        str(hooks): (Refusal(hooks, "the directory is group- and world-writable (mode 0777)",
-                             f"chmod go-w {hooks}"),),
+        str(scripts_dir): (Refusal(
+            scripts_dir, "the directory is group- and world-writable (mode 0777)",
+            f"chmod go-w {scripts_dir}"),),
         str(tmp_path / "absent"): ()}
 
 

@@ -130,7 +130,7 @@ def dumps(data: dict[str, object]) -> str:
 # --- generation -------------------------------------------------------------------------
 
 def base_config(tmp_path: Path) -> dict[str, object]:
-    text = textwrap.dedent(BASE).format(state=tmp_path / "state", hooks=tmp_path / "hooks.d")
+    text = textwrap.dedent(BASE).format(state=tmp_path / "state", scripts=tmp_path / "actions.d")
     return tomllib.loads(text)
 
 

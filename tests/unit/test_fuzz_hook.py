@@ -118,7 +118,7 @@ def home(tmp_path_factory) -> Path:
     # and VIPFLOAT_HANDOVER_ONLY=1 (env_for) keeps it from loading pyroute2 at all.
     text = BASE.replace("[agent]\n", f'[agent]\nsocket = "{d}/agent-of-config.sock"\n')
     text = text.replace('interface = "eth1"', 'interface = "vfnone0"')
-    (d / "vipfloat.toml").write_text(text.format(state=d / "state", hooks=d / "hooks.d"))
+    (d / "vipfloat.toml").write_text(text.format(state=d / "state", scripts=d / "actions.d"))
     return d
 
 

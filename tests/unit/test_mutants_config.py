@@ -138,8 +138,8 @@ PROBLEMS = [
      ["agent.socket: is 109 bytes long; a Unix socket path holds at most 107"]),
     ("[agent]\nstate_dir = '/" + "d" * 4095 + "'",
      ["agent.state_dir: is 4096 bytes long; a path holds at most 4095"]),
-    ("[actions]\nhooks_dir = 'hooks.d'\npre_release_dir = '~/pre'\ntimeout = 15.5\nkey = 1",
-     ["actions.key: unknown key", "actions.hooks_dir: 'hooks.d' is not an absolute path",
+    ("[actions]\nscripts_dir = 'actions.d'\npre_release_dir = '~/pre'\ntimeout = 15.5\nkey = 1",
+     ["actions.key: unknown key", "actions.scripts_dir: 'actions.d' is not an absolute path",
       "actions.timeout: must be between 0.1 and 15, not 15.5",
       "actions.pre_release_dir: '~/pre' is not an absolute path"]),
     ("[actions]\ntimeout = 0.05", ["actions.timeout: must be between 0.1 and 15, not 0.05"]),
@@ -316,7 +316,7 @@ def test_every_key_lands_in_its_own_field(tmp_path):
         metrics_listen = "[::1]:9851"
         hook_timeout = 30
         [actions]
-        hooks_dir = "/h"
+        scripts_dir = "/s"
         timeout = 15
         pre_release_dir = "/p"
         [redis]
@@ -354,7 +354,7 @@ def test_every_key_lands_in_its_own_field(tmp_path):
         quorum_loss_grace=600.0, release_wait=10.0, reset_connections=False,
         release_on_stop=True, conflict_probe_interval=0.1, announce_refresh=3600.0,
         metrics_listen="[::1]:9851", hook_timeout=30.0)
-    assert cfg.actions == ActionsConfig(hooks_dir=Path("/h"), timeout=15.0,
+    assert cfg.actions == ActionsConfig(scripts_dir=Path("/s"), timeout=15.0,
                                         pre_release_dir=Path("/p"))
     assert cfg.redis == RedisConfig(username="ru", password=Secret("rp"), timeout=10.0)
     assert cfg.sentinel == SentinelConfig(
@@ -412,6 +412,13 @@ def test_unknown_keys_are_clipped_after_sixty_characters(length):
     key = "k" * length
     shown = key if length <= 60 else key[:60] + "..."
     assert problems(doc(f"[agent]\n{key} = 1")) == [f"agent.{shown}: unknown key"]
+
+
+def test_a_renamed_key_is_reported_with_its_new_name_word_for_word():
+    assert problems(doc("[actions]\nhooks_dir = '/etc/vipfloat/hooks.d'")) == [
+        "actions.hooks_dir: renamed to scripts_dir"]
+    # The rename is [actions]'s own: at the top level the old name is just unknown.
+    assert problems(doc("hooks_dir = 1")) == ["hooks_dir: unknown key"]
 
 
 def test_a_control_character_in_a_key_is_escaped_and_a_backslash_kept():

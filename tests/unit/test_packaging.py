@@ -56,26 +56,26 @@ def test_the_direct_dropin_grants_what_the_hook_needs():
     assert {"AF_NETLINK", "AF_PACKET"} <= set(lines["RestrictAddressFamilies"].split())
 
 
-SCRIPTS = sorted(str(p.relative_to(REPO / "hooks")) for p in (REPO / "hooks").glob("*/*"))
+SCRIPTS = sorted(str(p.relative_to(REPO / "actions")) for p in (REPO / "actions").glob("*/*"))
 
 
 def test_scripts_are_shipped():
-    assert "hooks.d/10-conntrack-flush" in SCRIPTS
+    assert "actions.d/10-conntrack-flush" in SCRIPTS
     assert "pre-release.d/20-redis-kill-vip-clients" in SCRIPTS
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_action_scripts_are_executable_posix_sh(script):
-    path = REPO / "hooks" / script
+    path = REPO / "actions" / script
     assert path.stat().st_mode & 0o111, f"{script} is not executable"
     assert path.read_text().startswith("#!/bin/sh\n")
     assert subprocess.run(["sh", "-n", str(path)]).returncode == 0
 
 
-@pytest.mark.parametrize("script", ["hooks.d/10-conntrack-flush",
+@pytest.mark.parametrize("script", ["actions.d/10-conntrack-flush",
                                     "pre-release.d/20-redis-kill-vip-clients"])
 def test_release_only_scripts_do_nothing_on_acquire(script):
-    result = subprocess.run([str(REPO / "hooks" / script)], capture_output=True, text=True,
+    result = subprocess.run([str(REPO / "actions" / script)], capture_output=True, text=True,
                             env={"VIPFLOAT_EVENT": "acquire", "VIPFLOAT_VIP": "198.51.100.250",
                                  "PATH": "/nonexistent"})
     assert (result.returncode, result.stdout) == (0, "")
@@ -93,7 +93,7 @@ def test_client_kill_script_before_release(tmp_path, says, code, status, out):
     fake = tmp_path / "redis-cli"
     fake.write_text(f"#!/bin/sh\necho \"$*\" > {tmp_path}/args\necho '{says}'\nexit {code}\n")
     fake.chmod(0o755)
-    result = subprocess.run([str(REPO / "hooks" / "pre-release.d" / "20-redis-kill-vip-clients")],
+    result = subprocess.run([str(REPO / "actions" / "pre-release.d" / "20-redis-kill-vip-clients")],
                             capture_output=True, text=True,
                             env={"VIPFLOAT_EVENT": "pre-release", "VIPFLOAT_VIP": "198.51.100.250",
                                  "PATH": f"{tmp_path}:/usr/bin:/bin"})

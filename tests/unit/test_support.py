@@ -71,7 +71,7 @@ def script(directory: Path, name: str, body: str, mode: int = 0o755) -> Path:
 
 
 def test_scripts_run_in_order_with_environment(tmp_path):
-    d = tmp_path / "hooks.d"
+    d = tmp_path / "actions.d"
     out = tmp_path / "out"
     script(d, "20-second", f'echo "second $VIPFLOAT_EVENT $VIPFLOAT_VIP" >> {out}')
     script(d, "10-first", f'echo "first $VIPFLOAT_MASTER" >> {out}')
@@ -85,7 +85,7 @@ def test_scripts_run_in_order_with_environment(tmp_path):
 
 
 def test_failing_and_hanging_scripts_are_logged_not_raised(tmp_path, caplog):
-    d = tmp_path / "hooks.d"
+    d = tmp_path / "actions.d"
     script(d, "10-fails", "echo oops; exit 3")
     script(d, "20-hangs", "sleep 30 & sleep 30")
     script(d, "30-still-runs", "exit 0")
@@ -100,7 +100,7 @@ def test_failing_and_hanging_scripts_are_logged_not_raised(tmp_path, caplog):
 
 
 def test_budget_skips_remaining_scripts(tmp_path, caplog):
-    d = tmp_path / "hooks.d"
+    d = tmp_path / "actions.d"
     script(d, "10-slow", "sleep 1")
     script(d, "20-late", "exit 0")
     results = userscripts.run_scripts(d, {}, timeout=5, budget=0.2)
@@ -108,7 +108,7 @@ def test_budget_skips_remaining_scripts(tmp_path, caplog):
     assert "20-late skipped" in caplog.text
 
 
-def test_missing_hooks_dir_is_fine(tmp_path):
+def test_missing_scripts_dir_is_fine(tmp_path):
     assert userscripts.run_scripts(tmp_path / "absent", {}, timeout=1) == []
 
 

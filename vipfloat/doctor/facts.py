@@ -124,5 +124,5 @@ class Facts:
     socket: PathFacts | None                      # the agent's socket
     hook_paths: dict[str, PathFacts] = field(default_factory=dict)  # local Sentinel's scripts
     agent_unit: UnitFacts | None = None           # vipfloat.service, if installed
-    # hooks_dir and pre_release_dir -> the scripts (or the directory) refused in it.
+    # scripts_dir and pre_release_dir -> the scripts (or the directory) refused in it.
     action_scripts: dict[str, tuple[Refusal, ...]] = field(default_factory=dict)

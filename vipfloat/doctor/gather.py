@@ -285,7 +285,7 @@ def action_scripts(config: Config, agent: ProcessFacts | None, unit: UnitFacts |
         runners.add(sentinel.uid)
     owners = script_owners(runners)
     return {str(d): tuple(audit(d, owners)[1])
-            for d in (config.actions.hooks_dir, config.actions.pre_release_dir)}
+            for d in (config.actions.scripts_dir, config.actions.pre_release_dir)}
 
 
 def gather(config: Config) -> Facts:

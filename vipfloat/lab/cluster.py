@@ -95,7 +95,7 @@ class RedisLab:
         for node in self.nodes:
             d = self.dir(node)
             (d / "state").mkdir(parents=True, exist_ok=True)
-            (d / "hooks.d").mkdir(exist_ok=True)
+            (d / "actions.d").mkdir(exist_ok=True)
             (d / "pre-release.d").mkdir(exist_ok=True)
             me = self.lab.hosts[node].ip
             (d / "redis.conf").write_text(redis_conf(self.cluster, me, str(d)))
@@ -113,7 +113,7 @@ class RedisLab:
                 os.chown(sd / "sentinel.conf", user.pw_uid, user.pw_gid)
             self.vipfloat_config(node).write_text(vipfloat_conf(
                 self.cluster, state_dir=str(d / "state"), socket=str(d / "state" / "agent.sock"),
-                hooks_dir=str(d / "hooks.d"), pre_release_dir=str(d / "pre-release.d"),
+                scripts_dir=str(d / "actions.d"), pre_release_dir=str(d / "pre-release.d"),
                 announce_interval=self.announce_interval, agent_options=options))
 
     # --- processes -------------------------------------------------------------------

@@ -77,7 +77,7 @@ def sentinel_conf(cluster: Cluster, me: str, workdir: str, hook: str | None,
 
 def vipfloat_conf(cluster: Cluster, state_dir: str = "/run/vipfloat",
                   socket: str = "/run/vipfloat/agent.sock",
-                  hooks_dir: str = "/etc/vipfloat/hooks.d",
+                  scripts_dir: str = "/etc/vipfloat/actions.d",
                   pre_release_dir: str = "/etc/vipfloat/pre-release.d",
                   announce_interval: float | None = None,
                   agent_options: dict[str, object] | None = None, extra: str = "") -> str:
@@ -92,7 +92,7 @@ def vipfloat_conf(cluster: Cluster, state_dir: str = "/run/vipfloat",
         *(f"{key} = {_toml(value)}" for key, value in (agent_options or {}).items()),
         "",
         "[actions]",
-        f'hooks_dir = "{hooks_dir}"',
+        f'scripts_dir = "{scripts_dir}"',
         f'pre_release_dir = "{pre_release_dir}"',
         "",
     ]

@@ -1,4 +1,4 @@
-"""The shipped action scripts (hooks/) doing their job on a real kernel."""
+"""The shipped action scripts (actions/) doing their job on a real kernel."""
 from __future__ import annotations
 
 import shutil
@@ -14,9 +14,9 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.skipif(not shutil.which("conntrack"), reason="needs conntrack")
 def test_conntrack_flush_on_release(lab, host_config, tmp_path):
     cfg = host_config("a")
-    hooks = tmp_path / "hooks-a"
-    hooks.mkdir()
-    shutil.copy(REPO / "hooks" / "hooks.d" / "10-conntrack-flush", hooks)
+    scripts = tmp_path / "actions-a"
+    scripts.mkdir()
+    shutil.copy(REPO / "actions" / "actions.d" / "10-conntrack-flush", scripts)
     assert lab.run("a", HOOK, "--config", cfg, *hook_args("mymaster", "198.51.100.11")
                    ).returncode == 0
     flow = ["-p", "tcp", "-s", "198.51.100.14", "-d", VIP4, "--sport", "40000", "--dport", "6379"]
