@@ -38,7 +38,8 @@ from .authority import (Authority, AuthorityEvent, Belief, Checked, Heard, Hinte
                         Polled, Started, Trust)
 from .config import Config, Endpoint, IPAddress, VipConfig, hostport
 from .decide import Action, Binding, Claim, Quorum, Snapshot, Verb, decide, is_new_master_here
-from .errors import ConfigError, PermanentError, ResolveError, TransientError, VipfloatError
+from .errors import (ConfigError, LockTimeout, PermanentError, ResolveError, TransientError,
+                     VipfloatError)
 from .lock import VipLock
 from .agent_socket import AgentSocket, Peer
 from .health import LocalRedis
@@ -66,6 +67,17 @@ STALL_LIMIT = 30.0
 # Requests waiting for one VIP's actor: Sentinel runs at most 16 scripts at once,
 # so more than this is somebody flooding the socket.
 MAX_QUEUED = 64
+
+
+class BindingMoved(TransientError):
+    """The VIP's binding changed between the actor's read and its lock: decide
+    again on the new one."""
+
+
+class LockWaitOver(VipfloatError):
+    """The VIP's lock was still held after lock_timeout: this request gives up
+    (exit 1; the next reconcile, or Sentinel's retry of the hook, comes back)
+    rather than wait for it once per attempt."""
 
 
 # The role a hook request from an untrusted sender is logged and recorded with:
@@ -202,17 +214,37 @@ class VipActor:
             # the kernel, so nothing the cache got wrong outlives a tick.
             fresh = request.kind is Kind.PERIODIC
 
+            # One wait for the VIP's lock per request, however many attempts.
+            lock_deadline = time.monotonic() + cfg.agent.lock_timeout
+
             def attempt(decided: list[Action]) -> tuple[Action, bool, bool]:
-                snapshot, link = gather(host, vip, claim, fresh)
+                snapshot, _ = gather(host, vip, claim, fresh)
                 snapshot = self.inputs(snapshot, request, quorum, belief)
                 action = decide(snapshot, cfg)[0]
                 decided.append(action)
+                binding = snapshot.vips[0].binding
                 if action.verb is Verb.NOTHING:
-                    changed = False
-                else:
-                    with VipLock(cfg.agent.state_dir, vip.master, cfg.agent.lock_timeout):
+                    return action, False, bound_after(action, binding)
+                try:
+                    with VipLock(cfg.agent.state_dir, vip.master,
+                                 max(0.0, lock_deadline - time.monotonic())):
+                        # While this actor decided (and waited), a direct-path hook
+                        # or `vipfloat acquire|release` may have changed the VIP
+                        # under the lock. Acting on the old read would announce an
+                        # address no longer here, or run pre-release scripts for one
+                        # already gone: read it again (the cache first takes in
+                        # every change the kernel has already queued) and start
+                        # over if it moved.
+                        agent.kernel_settled()
+                        again, link = gather(host, vip, claim, fresh)
+                        if again.vips[0].binding is not binding:
+                            raise BindingMoved(
+                                f"{vip.address} went from {binding.value} to "
+                                f"{again.vips[0].binding.value} while deciding")
                         changed = execute(action, vip, link, effects, cfg, request.event)
-                return action, changed, bound_after(action, snapshot.vips[0].binding)
+                except LockTimeout as exc:
+                    raise LockWaitOver(str(exc)) from None
+                return action, changed, bound_after(action, binding)
 
             outcome = carry_out(cfg, vip, claim, request.event, attempt,
                                 retry=0.0 if request.kind is Kind.PERIODIC else 1.0,
@@ -371,6 +403,13 @@ class Agent:
 
     def belief(self, master: str) -> Belief | None:
         return self._authority.belief(master)
+
+    def kernel_settled(self) -> None:
+        """Take into the kernel cache every change the kernel has already told
+        us of. Another process that changed the VIP and then dropped its lock
+        has its notifications queued on our netlink socket by then."""
+        if self.netwatch is not None:
+            self.netwatch.drain()
 
     def claim_for(self, vip: VipConfig) -> tuple[Claim, Quorum, Belief | None]:
         """What to believe about ``vip``'s master and the quorum it was believed

@@ -219,8 +219,10 @@ class Authority:
 V = TypeVar("V")
 
 
-def _frozen(mapping: Mapping[str, V], **changes: V) -> MappingProxyType[str, V]:
-    return MappingProxyType({**mapping, **changes})
+def _frozen(mapping: Mapping[str, V], key: str, value: V) -> MappingProxyType[str, V]:
+    """``mapping`` with ``key`` set, as a new read-only mapping. (Not keyword
+    arguments: a master may be named anything, "mapping" included.)"""
+    return MappingProxyType({**mapping, key: value})
 
 
 def step(state: Authority, event: AuthorityEvent) -> Authority:
@@ -239,7 +241,7 @@ def step(state: Authority, event: AuthorityEvent) -> Authority:
         after = on_hint(before, event.host, event.port, event.source, event.now)
         if after is before:
             return state
-        return replace(state, beliefs=_frozen(state.beliefs, **{event.master: after}))
+        return replace(state, beliefs=_frozen(state.beliefs, event.master, after))
     if isinstance(event, Checked):
         if not state.below(event.now):
             return state

@@ -11,6 +11,7 @@ Standard library only: one datagram socket, no pyroute2 dump.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import select
@@ -91,38 +92,60 @@ class NetWatcher:
     or removed or any link changes state, and feeds every change to ``listener``."""
 
     def __init__(self, addresses: set[str], on_change: Callable[[], None],
-                 listener: Listener | None = None) -> None:
+                 listener: Listener | None = None, sock: socket.socket | None = None) -> None:
         self.addresses = addresses
         self.on_change = on_change
         self.listener = listener
         self._stop = threading.Event()
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
-        self._sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
+        # ``sock``: any datagram socket carrying netlink messages (a test's).
+        if sock is None:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+            sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
+        self._sock = sock
+        # One reader at a time (the thread, or drain() from a caller's), so the
+        # changes reach the listener in the kernel's order.
+        self._reading = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="netwatch", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             ready, _, _ = select.select([self._sock], [], [], 0.5)
-            if not ready:
-                continue
-            try:
-                data = self._sock.recv(65535)
-            except OSError as exc:  # ENOBUFS after a burst: we missed some, so look
-                log.debug("netlink monitor: %s", exc)
+            if ready:
+                self.drain()
+
+    def drain(self) -> None:
+        """Read and apply every message already queued, without waiting; then
+        call on_change() once if any mattered. Also called from other threads
+        that need the listener current now."""
+        notify = False
+        with self._reading:
+            while True:
+                try:
+                    data = self._sock.recv(65535, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.ENOBUFS:   # closed: nothing more to read
+                        log.debug("netlink monitor: %s", exc)
+                        break
+                    # A burst overflowed the socket: we missed some, so look.
+                    log.debug("netlink monitor: %s", exc)
+                    if self.listener is not None:
+                        self.listener.forget()
+                    notify = True
+                    continue
+                changes = parse_addr_messages(data)
+                links = link_changed(data)
                 if self.listener is not None:
-                    self.listener.forget()
-                self.on_change()
-                continue
-            changes = parse_addr_messages(data)
-            links = link_changed(data)
-            if self.listener is not None:
-                for change in changes:
-                    self.listener.address_changed(change)
-                if links:
-                    self.listener.links_changed()
-            if links or any(change.address in self.addresses for change in changes):
-                self.on_change()
+                    for change in changes:
+                        self.listener.address_changed(change)
+                    if links:
+                        self.listener.links_changed()
+                if links or any(change.address in self.addresses for change in changes):
+                    notify = True
+        if notify:
+            self.on_change()
 
     def close(self) -> None:
         self._stop.set()

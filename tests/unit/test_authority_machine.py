@@ -187,3 +187,10 @@ def test_anyone_else_is_acted_on_only_when_naming_the_believed_master():
     assert trust(b, False, C, 6379) is Trust.POLL_FIRST
     assert trust(None, False, A, 6379) is Trust.POLL_FIRST    # nothing believed yet
     assert Trust.POLL_FIRST.value == "none: polling the Sentinels first"
+
+
+def test_a_master_may_be_named_anything_even_mapping():
+    # A review found _frozen(mapping, **{master: belief}) raising TypeError for
+    # a master named "mapping": every hint for it was lost.
+    state = run(Hinted("mapping", B, 6379, "+switch-master", 0.5))
+    assert state.belief("mapping").host == B

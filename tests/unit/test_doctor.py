@@ -431,3 +431,16 @@ def test_what_the_wire_says_about_the_vip():
                                 "02:00:00:00:00:13): more than one holds it, and clients "
                                 "reach whichever their cache names")
     assert "vipfloat release --master mymaster" in fix
+
+
+
+def test_the_ipv6_probe_comes_from_the_interfaces_link_local_address():
+    from vipfloat.doctor.probe import link_local_in
+
+    table = ("00000000000000000000000000000001 01 80 10 80       lo\n"
+             "20010db8000000000000000000000011 04 40 00 80     eth1\n"
+             "fe8000000000000000fc00fffe000011 04 40 20 80     eth1\n"
+             "fe8000000000000000fc00fffe000099 05 40 20 80     eth2\n")
+    assert link_local_in(table, "eth1") == "fe80::fc:ff:fe00:11"
+    assert link_local_in(table, "eth2") == "fe80::fc:ff:fe00:99"
+    assert link_local_in(table, "eth3") is None and link_local_in("garbage", "eth1") is None

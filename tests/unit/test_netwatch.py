@@ -34,3 +34,43 @@ def test_link_messages_are_recognised_and_truncated_data_is_ignored():
     assert link_changed(link_msg())
     assert parse_addr_messages(link_msg()) == []
     assert parse_addr_messages(b"\x03\x00") == [] and not link_changed(b"")
+
+
+
+class Cache:
+    def __init__(self) -> None:
+        self.seen: list[object] = []
+
+    def address_changed(self, change: AddrChange) -> None:
+        self.seen.append(change)
+
+    def links_changed(self) -> None:
+        self.seen.append("links")
+
+    def forget(self) -> None:
+        self.seen.append("forget")
+
+
+def test_drain_applies_what_is_queued_now_in_order_and_wakes_once():
+    """The VIP's actor calls drain() under the lock: every change the kernel has
+    already queued must be in the cache when it returns, in the kernel's order."""
+    from vipfloat.netwatch import NetWatcher
+
+    ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    cache, woken = Cache(), []
+    watcher = NetWatcher({"198.51.100.250"}, lambda: woken.append(1), listener=cache, sock=ours)
+    try:
+        vip = socket.inet_aton("198.51.100.250")
+        kernel.send(addr_msg(RTM_NEWADDR, socket.AF_INET, vip)
+                    + addr_msg(RTM_DELADDR, socket.AF_INET, vip) + link_msg())
+        # Whether the watcher's own thread got to it first or not, it is all
+        # applied when drain() returns (one reader at a time).
+        watcher.drain()
+        assert cache.seen == [AddrChange(True, "198.51.100.250", 2, 24),
+                              AddrChange(False, "198.51.100.250", 2, 24), "links"]
+        assert woken == [1]
+        watcher.drain()                      # nothing queued: returns at once, no wake-up
+        assert woken == [1] and len(cache.seen) == 3
+    finally:
+        watcher.close()
+        kernel.close()

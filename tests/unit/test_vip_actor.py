@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import threading
 import time
 
 import pytest
 
+from vipfloat import apply
+from vipfloat import config as config_mod
 from vipfloat.agent import Agent, Kind, Request, VipActor
 from vipfloat.apply import Event
 from vipfloat.authority import Polled
@@ -182,3 +185,121 @@ def test_parse_role_names_each_role_and_keeps_a_strange_reply_short_and_escaped(
     odd = parse_role([b"\x1b[2J" + b"x" * 500])
     assert odd.role is RedisRole.UNKNOWN and "\x1b" not in odd.detail and len(odd.detail) < 80
     assert str(LocalRole(RedisRole.UNREACHABLE, "refused")) == "unreachable (refused)"
+
+
+# --- the VIP changed by someone else while the actor decided (review findings) ----
+
+class RacingKernel(Kernel):
+    """After the actor has read the kernel (gather's last call is link()), a
+    direct-path hook / `vipfloat release` on this host takes the VIP's lock,
+    removes the VIP and drops the lock a moment later."""
+
+    def __init__(self, state_dir) -> None:
+        super().__init__()
+        self.state_dir = state_dir
+        self.armed = False
+
+    def link(self, ifname, fresh=False):
+        link = super().link(ifname, fresh)
+        if self.armed:
+            self.armed = False
+            held = threading.Event()
+
+            def hook() -> None:
+                with VipLock(self.state_dir, "mymaster", 5.0):
+                    held.set()
+                    time.sleep(0.2)
+                    self.rows = [r for r in self.rows if str(r.ip) != "198.51.100.250"]
+                    self.calls.append("hook removed 198.51.100.250/24")
+
+            threading.Thread(target=hook, daemon=True).start()
+            assert held.wait(2)
+        return link
+
+
+@pytest.fixture
+def racing(cfg):
+    agent = Agent(cfg)
+    kernel = RacingKernel(cfg.agent.state_dir)
+    agent.announcer = Announcer()
+    agent.local_redis = Redis("slave", cfg.agent.state_dir)   # this Redis was demoted
+    actor = VipActor(agent, cfg.vips[0], host=kernel)
+    agent.actors = {"mymaster": actor}
+    yield agent, actor, kernel
+    agent.actors = {}
+    agent.stop()
+
+
+def test_no_announcement_for_a_vip_removed_while_the_actor_waited_for_the_lock(racing, cfg):
+    agent, actor, kernel = racing
+    kernel.add(cfg.vips[0], LINK)
+    kernel.calls.clear()
+    sentinels_name(agent, HERE)           # stale belief: this host
+    kernel.armed = True
+    actor.handle(Request(Kind.EVENT, event=Event(role="agent", new_master=f"{HERE}:6379")))
+    assert "hook removed 198.51.100.250/24" in kernel.calls
+    bound = any(str(r.ip) == "198.51.100.250" for r in kernel.rows)
+    # An ANNOUNCE decided on the read before the lock must not run after the
+    # hook removed the VIP: gratuitous ARP for an address not bound here, and an
+    # actor believing it holds it (refreshes, conflict answers would follow).
+    assert bound or agent.announcer.started == [], agent.announcer.started
+    assert bound or not actor.live.held
+
+
+def test_pre_release_scripts_do_not_run_for_a_vip_already_gone(racing, cfg, monkeypatch):
+    agent, actor, kernel = racing
+    ran: list[str] = []
+    monkeypatch.setattr(apply, "run_scripts",
+                        lambda d, env, *a, **k: ran.append(env["VIPFLOAT_EVENT"]) or [])
+    kernel.add(cfg.vips[0], LINK)
+    kernel.calls.clear()
+    sentinels_name(agent, "198.51.100.12")   # the master moved away
+    kernel.armed = True
+    actor.handle(Request(Kind.EVENT, event=Event(role="agent")))
+    assert "hook removed 198.51.100.250/24" in kernel.calls
+    # A RELEASE decided on the read before the lock must not run the pre-release
+    # scripts ("while this host still holds the VIP") after the VIP is gone.
+    assert ran == [], ran
+    assert actor.live.last_action != "release"
+
+
+LOCKCFG = """
+[sentinel]
+addresses = ["198.51.100.11:26379", "198.51.100.12:26379", "198.51.100.13:26379"]
+
+[agent]
+state_dir = "{state}"
+lock_timeout = 0.5
+
+[actions]
+scripts_dir = "{scripts}"
+
+[[vip]]
+master = "mymaster"
+address = "198.51.100.250/24"
+interface = "eth1"
+"""
+
+
+@pytest.mark.parametrize("kind", [Kind.PERIODIC, Kind.EVENT])
+def test_a_held_lock_costs_the_actor_lock_timeout_once(write_config, kind):
+    cfg = config_mod.load(write_config(LOCKCFG))
+    agent = Agent(cfg)
+    agent.announcer = Announcer()
+    agent.local_redis = Redis("master", cfg.agent.state_dir)
+    actor = VipActor(agent, cfg.vips[0], host=Kernel())
+    agent.actors = {"mymaster": actor}
+    try:
+        sentinels_name(agent, HERE)
+        with VipLock(cfg.agent.state_dir, "mymaster", 1.0):     # a stuck hook holds it
+            t0 = time.monotonic()
+            actor.handle(Request(kind, event=Event(role="agent")))
+            took = time.monotonic() - t0
+        assert actor.live.error and "still held" in actor.live.error
+        # One lock_timeout per request: the lock is taken inside each attempt,
+        # and until_deadline always retries a TransientError at least once; two
+        # waits of up to 15 s would reach the watchdog's STALL_LIMIT.
+        assert took < 2 * cfg.agent.lock_timeout, f"{kind}: {took:.2f} s"
+    finally:
+        agent.actors = {}
+        agent.stop()

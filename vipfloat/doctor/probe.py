@@ -3,9 +3,12 @@ with scapy.
 
 `vipfloat doctor` sends one probe per VIP on its interface and lists the MACs
 that answer: an ARP probe (RFC 5227: sender address 0.0.0.0, so no cache
-learns anything from it) for IPv4, a duplicate-address-detection neighbour
-solicitation (source ::) for IPv6. Two MACs answering, or one besides this
-host's own binding, is two holders; none is a VIP nobody serves.
+learns anything from it) for IPv4; for IPv6 a neighbour solicitation from this
+host's link-local address, which holders answer to it alone (a solicitation
+from :: would have every holder answer all nodes with the override flag, and
+move clients' caches: only used when the interface has no link-local address).
+Two MACs answering, or one besides this host's own binding, is two holders;
+none is a VIP nobody serves.
 
 scapy here, not the hand-built frames of :mod:`vipfloat.announce`: this is an
 operator's command, off the failover path, where scapy's import time (0.3-1 s)
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 import threading
 import time
 from typing import Any
@@ -36,11 +40,13 @@ def who_answers(ifname: str, ip: IPAddress, timeout: float = PROBE_TIMEOUT) -> t
     # scapy logs warnings about routes and interfaces as it is imported.
     logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
     from scapy.arch import get_if_hwaddr
-    from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, IPv6
+    from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr, IPv6
     from scapy.layers.l2 import ARP, Ether
     from scapy.sendrecv import AsyncSniffer, sendp
     from scapy.utils6 import in6_getnsma, in6_getnsmac
 
+    # Without CAP_NET_RAW this fails at once, rather than after the sniffer's wait.
+    socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
     mac = get_if_hwaddr(ifname)
     if isinstance(ip, ipaddress.IPv4Address):
         frame = Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / ARP(
@@ -51,8 +57,12 @@ def who_answers(ifname: str, ip: IPAddress, timeout: float = PROBE_TIMEOUT) -> t
     else:
         group = in6_getnsma(ip.packed)
         nsma = str(ipaddress.IPv6Address(group))
-        frame = Ether(src=mac, dst=in6_getnsmac(group)) / IPv6(src="::", dst=nsma, hlim=255) / \
-            ICMPv6ND_NS(tgt=str(ip))
+        source = link_local(ifname)
+        ns = ICMPv6ND_NS(tgt=str(ip))
+        if source is not None:
+            ns = ns / ICMPv6NDOptSrcLLAddr(lladdr=mac)
+        frame = Ether(src=mac, dst=in6_getnsmac(group)) / IPv6(
+            src=source or "::", dst=nsma, hlim=255) / ns
 
         def answer(p: object) -> bool:
             return (ICMPv6ND_NA in p  # type: ignore[operator]
@@ -61,11 +71,16 @@ def who_answers(ifname: str, ip: IPAddress, timeout: float = PROBE_TIMEOUT) -> t
     # AsyncSniffer opens its socket in its own thread: the probe goes out only
     # once it listens, or an answer could come before anyone does.
     listening = threading.Event()
-    sniffer = AsyncSniffer(iface=ifname, lfilter=answer, store=True,
+    # Not promiscuous: the answers come to this MAC (or to all nodes), and every
+    # other frame on a busy segment would only cost Python time, and drops.
+    sniffer = AsyncSniffer(iface=ifname, lfilter=answer, store=True, promisc=False,
                            started_callback=listening.set)
     sniffer.start()
     if not listening.wait(2.0):
-        sniffer.join(2.0)          # raises what kept it from listening (PermissionError)
+        try:
+            sniffer.stop()
+        except Exception:  # noqa: BLE001 - never started, or failed: either way, stopped
+            pass
         raise OSError(f"could not listen on {ifname}")
     try:
         sendp(frame, iface=ifname, verbose=False)
@@ -74,6 +89,25 @@ def who_answers(ifname: str, ip: IPAddress, timeout: float = PROBE_TIMEOUT) -> t
         packets: list[Any] = list(sniffer.stop() or [])
     own = mac.lower()
     return tuple(sorted({p[Ether].src.lower() for p in packets} - {own}))
+
+
+def link_local(ifname: str) -> str | None:
+    """This host's IPv6 link-local address on ``ifname`` (/proc/net/if_inet6), if any."""
+    try:
+        with open("/proc/net/if_inet6", encoding="ascii") as table:
+            return link_local_in(table.read(), ifname)
+    except OSError:
+        return None
+
+
+def link_local_in(table: str, ifname: str) -> str | None:
+    """Pure: the link-local address of ``ifname`` in /proc/net/if_inet6's text."""
+    for line in table.splitlines():
+        fields = line.split()
+        # address (32 hex digits), index, prefix length, scope (0x20: link), flags, name
+        if len(fields) == 6 and fields[5] == ifname and fields[3] == "20":
+            return str(ipaddress.IPv6Address(bytes.fromhex(fields[0])))
+    return None
 
 
 def probe(ifname: str, ip: IPAddress,
