@@ -245,7 +245,7 @@ def step(state: Authority, event: AuthorityEvent) -> Authority:
     if isinstance(event, Checked):
         if not state.below(event.now):
             return state
-        return replace(state, quorum_ok=False, confirmed=False)
+        return replace(state, quorum_ok=False)     # confirmed: cleared above
     return _polled(state, event)
 
 

@@ -194,3 +194,56 @@ def test_a_master_may_be_named_anything_even_mapping():
     # a master named "mapping": every hint for it was lost.
     state = run(Hinted("mapping", B, 6379, "+switch-master", 0.5))
     assert state.belief("mapping").host == B
+
+
+
+# --- edges `make mutate` showed untested ----------------------------------------------
+
+def test_exactly_a_majority_answering_a_poll_is_a_quorum():
+    state = step(Authority.initial(3, now=0.0), polled(5.0, A, A, None))
+    assert state.quorum_ok is True and state.confirmed is True
+    assert state.contacts.reachable(5.0) == 2
+
+
+def test_a_poll_with_fewer_answers_than_sentinels_counts_only_those():
+    # A master's answers tuple shorter than the Sentinels configured (a
+    # half-built round) must not raise, nor count the missing ones.
+    state = step(Authority.initial(3, now=0.0),
+                 Polled({"mymaster": (ans(11, A, 1), ans(12, A, 1))}, 5.0))
+    assert state.contacts.reachable(5.0) == 2 and state.belief("mymaster").host == A
+
+
+def test_through_the_machine_a_hint_survives_a_lagging_poll_until_its_ttl():
+    from vipfloat.authority import HINT_TTL
+
+    state = run(polled(0.5, A, A, A), Hinted("mymaster", B, 6380, "+promoted-slave", 1.0))
+    belief = state.belief("mymaster")
+    assert (belief.host, belief.port, belief.since, belief.provisional) == (B, 6380, 1.0, True)
+    state = step(state, polled(2.0, A, A, A))                      # laggards: ignored
+    assert state.belief("mymaster").host == B
+    state = step(state, polled(1.0 + HINT_TTL + 1, A, A, A))       # never confirmed
+    assert state.belief("mymaster").host == A
+
+
+def test_through_the_machine_a_majority_at_a_lower_epoch_is_believed_after_a_while():
+    from vipfloat.authority import EPOCH_RESET_AFTER
+
+    state = run(polled(0.5, A, A, A, epoch=9))
+    for t in (1.0, 1.0 + EPOCH_RESET_AFTER / 2):
+        state = step(state, polled(t, B, B, None, epoch=1))
+        assert state.belief("mymaster").host == A
+    state = step(state, polled(1.0 + EPOCH_RESET_AFTER + 0.1, B, B, None, epoch=1))
+    assert (state.belief("mymaster").host, state.belief("mymaster").epoch) == (B, 1)
+
+
+def test_checked_below_a_majority_records_false_not_just_falsy():
+    state = run(polled(0.5, A, A, A), Checked(3.0))
+    assert state.quorum_ok is False and state.confirmed is False
+
+
+def test_the_contact_window_is_kept_through_start_and_restart():
+    state = Authority.initial(3, now=0.0, window=0.5)
+    assert state.contacts.window == 0.5
+    assert step(state, Started(10.0)).contacts.window == 0.5
+    # Heard at 0; at 0.7 the 0.5 s window has passed: below, for 0.7 s.
+    assert state.below(0.7) and not state.below(0.5)
