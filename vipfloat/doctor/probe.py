@@ -37,8 +37,10 @@ def who_answers(ifname: str, ip: IPAddress, timeout: float = PROBE_TIMEOUT) -> t
     """The MACs (lower case, sorted) that answered one probe for ``ip`` sent on
     ``ifname`` within ``timeout`` seconds. Raises OSError (no CAP_NET_RAW, no
     such interface) and ImportError (scapy missing)."""
-    # scapy logs warnings about routes and interfaces as it is imported.
-    logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
+    # scapy logs warnings about routes and interfaces as it is imported: not the
+    # doctor's report (its stderr stays empty).
+    for name in ("scapy.runtime", "scapy.loading", "scapy.interactive"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     from scapy.arch import get_if_hwaddr
     from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr, IPv6
     from scapy.layers.l2 import ARP, Ether
