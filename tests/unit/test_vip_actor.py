@@ -21,6 +21,8 @@ from vipfloat.lock import VipLock
 from vipfloat.netlink import AddrRow, Link
 from vipfloat.sentinel import MasterInfo, SentinelAnswer
 
+from .conftest import BASE
+
 HERE = "198.51.100.11"
 LINK = Link(index=2, name="eth1", mac=bytes.fromhex("020000000011"), up=True)
 
@@ -263,22 +265,8 @@ def test_pre_release_scripts_do_not_run_for_a_vip_already_gone(racing, cfg, monk
     assert actor.live.last_action != "release"
 
 
-LOCKCFG = """
-[sentinel]
-addresses = ["198.51.100.11:26379", "198.51.100.12:26379", "198.51.100.13:26379"]
-
-[agent]
-state_dir = "{state}"
-lock_timeout = 0.5
-
-[actions]
-scripts_dir = "{scripts}"
-
-[[vip]]
-master = "mymaster"
-address = "198.51.100.250/24"
-interface = "eth1"
-"""
+# The usual test config with a short lock wait.
+LOCKCFG = BASE.replace('state_dir = "{state}"', 'state_dir = "{state}"\nlock_timeout = 0.5')
 
 
 @pytest.mark.parametrize("kind", [Kind.PERIODIC, Kind.EVENT])
