@@ -389,11 +389,6 @@ class Agent:
         self.beat = time.monotonic()             # the main loop's last turn
 
     # --- shared state, read by actors ----------------------------------------------
-    @property
-    def authority(self) -> Authority:
-        """The current state of what the Sentinels have said (a frozen value)."""
-        return self._authority
-
     def feed(self, event: AuthorityEvent) -> tuple[Authority, Authority]:
         """One input to the state machine: the states before and after it."""
         with self._lock:
@@ -730,9 +725,9 @@ class Agent:
         below_at_start = self._authority.below(time.monotonic())
         while not self._poke.is_set():
             now = time.monotonic()
-            contacts = self._authority.contacts
-            wait = sleep_for(now, deadline, below_at_start,
-                             contacts.below_for(now) > 0, contacts.next_check(now))
+            state = self._authority
+            wait = sleep_for(now, deadline, below_at_start, state.below(now),
+                             state.contacts.next_check(now))
             if wait <= 0:
                 return
             self._poke.wait(wait)

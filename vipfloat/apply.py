@@ -128,8 +128,7 @@ def carry_out(config: Config, vip: VipConfig, claim: Claim, event: Event,
     return outcome
 
 
-def run(config: Config, vip: VipConfig, claim: Claim, event: Event,
-        announcer: Announcer | None = None) -> Outcome:
+def run(config: Config, vip: VipConfig, claim: Claim, event: Event) -> Outcome:
     """The hook's and the CLI's path: under the VIP's lock, read the kernel,
     decide and execute (again until config.agent.retry_timeout on a transient
     failure); the action scripts run after the lock is dropped."""
@@ -139,7 +138,7 @@ def run(config: Config, vip: VipConfig, claim: Claim, event: Event,
             snapshot, link = gather(host, vip, claim)
             action = decide(snapshot, config)[0]
             decided.append(action)
-            effects = Effects(host, announcer or ForkAnnouncer())
+            effects = Effects(host)                 # forked rounds, immediate release
             changed = execute(action, vip, link, effects, config, event)
             return action, changed, bound_after(action, snapshot.vips[0].binding)
 

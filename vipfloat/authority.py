@@ -3,7 +3,7 @@
 The agent's rules as one pure state machine: :func:`step` takes an
 :class:`Authority` and one input event (a poll's answers, a hint from pub/sub
 or a hook, contact with a Sentinel, the main loop's check, each with ``now``)
-and returns the next state; :func:`view` reads the ``(Claim, Quorum)`` pair one
+and returns the next state; :func:`quorum` and :func:`claim` read what one
 VIP's decision needs. No locks, clock reads or I/O here: the agent feeds the
 events and holds the current state; tests drive it on a fake clock.
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Mapping, Sequence, TypeVar, Union
+from typing import Mapping, Sequence, Union
 
 from .config import IPAddress, QuorumPolicy, hostport, majority
 from .decide import Claim, Quorum, newest
@@ -216,15 +216,6 @@ class Authority:
         return self.contacts.below_for(now) > 0
 
 
-V = TypeVar("V")
-
-
-def _frozen(mapping: Mapping[str, V], key: str, value: V) -> MappingProxyType[str, V]:
-    """``mapping`` with ``key`` set, as a new read-only mapping. (Not keyword
-    arguments: a master may be named anything, "mapping" included.)"""
-    return MappingProxyType({**mapping, key: value})
-
-
 def step(state: Authority, event: AuthorityEvent) -> Authority:
     """The next state after one event."""
     # Seen below a majority, at any event: what was believed is stale until a
@@ -241,7 +232,7 @@ def step(state: Authority, event: AuthorityEvent) -> Authority:
         after = on_hint(before, event.host, event.port, event.source, event.now)
         if after is before:
             return state
-        return replace(state, beliefs=_frozen(state.beliefs, event.master, after))
+        return replace(state, beliefs=MappingProxyType({**state.beliefs, event.master: after}))
     if isinstance(event, Checked):
         if not state.below(event.now):
             return state

@@ -27,6 +27,10 @@ RTMGRP_IPV4_IFADDR = 0x10
 RTMGRP_IPV6_IFADDR = 0x100
 RTM_NEWLINK, RTM_DELLINK = 16, 17
 RTM_NEWADDR, RTM_DELADDR = 20, 21
+# Datagrams one drain() reads at most: a host churning addresses must not keep a
+# caller (a VIP's actor, under the VIP's lock) reading for ever. The watcher's
+# own thread comes back for the rest.
+DRAIN_MAX = 256
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 
 
@@ -120,7 +124,7 @@ class NetWatcher:
         that need the listener current now."""
         notify = False
         with self._reading:
-            while True:
+            for _ in range(DRAIN_MAX):
                 try:
                     data = self._sock.recv(65535, socket.MSG_DONTWAIT)
                 except BlockingIOError:

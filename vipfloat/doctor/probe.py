@@ -31,6 +31,8 @@ from ..logs import escape
 # Long enough for a host on the same segment to answer under load, short enough
 # that a doctor run with a few VIPs stays quick.
 PROBE_TIMEOUT = 0.5
+# Two answering MACs already make a problem; more only lengthen the report.
+MAX_ANSWERS = 16
 
 
 def who_answers(ifname: str, ip: IPAddress, timeout: float = PROBE_TIMEOUT) -> tuple[str, ...]:
@@ -75,8 +77,16 @@ def who_answers(ifname: str, ip: IPAddress, timeout: float = PROBE_TIMEOUT) -> t
     listening = threading.Event()
     # Not promiscuous: the answers come to this MAC (or to all nodes), and every
     # other frame on a busy segment would only cost Python time, and drops.
-    sniffer = AsyncSniffer(iface=ifname, lfilter=answer, store=True, promisc=False,
-                           started_callback=listening.set)
+    # Only the answering MACs are kept, and few of them: a flood of forged
+    # answers costs a set of MAX_ANSWERS strings, not a list of every frame.
+    macs: set[str] = set()
+
+    def keep(p: Any) -> None:
+        if len(macs) < MAX_ANSWERS:
+            macs.add(p[Ether].src.lower())
+
+    sniffer = AsyncSniffer(iface=ifname, lfilter=answer, prn=keep, store=False,
+                           promisc=False, started_callback=listening.set)
     sniffer.start()
     if not listening.wait(2.0):
         try:
@@ -88,9 +98,8 @@ def who_answers(ifname: str, ip: IPAddress, timeout: float = PROBE_TIMEOUT) -> t
         sendp(frame, iface=ifname, verbose=False)
         time.sleep(timeout)
     finally:
-        packets: list[Any] = list(sniffer.stop() or [])
-    own = mac.lower()
-    return tuple(sorted({p[Ether].src.lower() for p in packets} - {own}))
+        sniffer.stop()
+    return tuple(sorted(macs - {mac.lower()}))
 
 
 def link_local(ifname: str) -> str | None:
