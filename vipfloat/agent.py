@@ -5,7 +5,9 @@ Threads and what they own:
               at once when poked; folds the answers into each master's belief and
               the quorum tracker; asks every VIP's actor to reconcile.
   subscriber  one per Sentinel: +promoted-slave / +switch-master become hints that
-              go straight to the VIP's actor (the fast path); other events poke.
+              go straight to the VIP's actor (the fast path); a failover leader's
+              promotion steps start the actor following the failover (the early
+              bind, the old holder's write hold); other events poke.
   actor       one per VIP, the only thread that acts on it: decide + apply under
               the VIP's flock lock (shared with a direct-path hook), probes for
               conflicts, refreshes announcements.
@@ -32,12 +34,14 @@ from typing import Any
 from . import config as config_mod
 from . import logs
 from .announce import ThreadAnnouncer
-from .apply import Effects, Event, bound_after, carry_out, execute, gather
+from .apply import Effects, Event, carry_out, execute, gather
 from . import authority
-from .authority import (Authority, AuthorityEvent, Belief, Checked, Heard, Hinted,
-                        Polled, Started, Trust)
+from .authority import (Aborted, Attempted, Authority, AuthorityEvent, Belief, Checked,
+                        Failover, Heard, Hinted, NewEpoch, Polled, Promoting, Started, Trust,
+                        Unsubscribed)
 from .config import Config, Endpoint, IPAddress, VipConfig, hostport
-from .decide import Action, Binding, Claim, Quorum, Snapshot, Verb, decide, is_new_master_here
+from .decide import (Action, Binding, Claim, InFlight, Quorum, Snapshot, Verb, bound_after,
+                     candidate_local_addresses, decide, is_new_master_here)
 from .errors import (ConfigError, LockTimeout, PermanentError, ResolveError, TransientError,
                      VipfloatError)
 from .lock import VipLock
@@ -50,7 +54,8 @@ from .resolve import resolve_host
 from .sdnotify import notify, watchdog_interval
 from .statedir import ensure as ensure_state_dir
 from .sentinel import Poller
-from .subscribe import SentinelEvent, Subscriber
+from .subscribe import (ABORT_EVENTS, ATTEMPT_EVENT, EPOCH_EVENT, PROMOTION_EVENTS,
+                        SentinelEvent, Subscriber)
 from .wire import WireWatcher
 
 log = logging.getLogger(__name__)
@@ -67,6 +72,24 @@ STALL_LIMIT = 30.0
 # Requests waiting for one VIP's actor: Sentinel runs at most 16 scripts at once,
 # so more than this is somebody flooding the socket.
 MAX_QUEUED = 64
+# Following a failover in flight (Kind.FAILOVER): the chosen replica's host asks
+# its Redis ROLE every ROLE_POLL_FAST seconds for the first ROLE_POLL_FAST_FOR
+# seconds (a promotion takes milliseconds once Sentinel sends it, one of its
+# timer ticks after +selected-slave), then every ROLE_POLL_SLOW until the
+# failover ends or reaches failover-timeout. One request follows for at most
+# FOLLOW_SLICE, then queues its successor, so other requests are never held up.
+ROLE_POLL_FAST = 0.003
+ROLE_POLL_FAST_FOR = 2.0
+ROLE_POLL_SLOW = 0.1
+FOLLOW_SLICE = 0.25
+# The old holder's write hold: CLIENT PAUSE <HOLD_SLICE> WRITE, renewed every
+# HOLD_RENEW while it is needed, so that it ends by itself soon after the agent
+# stops renewing it (it released the VIP, or died).
+HOLD_SLICE_MS = 500
+HOLD_RENEW = 0.1
+# An announcement by another MAC this long before this host heard the leader's
+# step still counts as the new holder's (events reach the hosts at different times).
+SIGHTING_SLACK = 0.5
 
 
 class BindingMoved(TransientError):
@@ -91,6 +114,7 @@ class Kind(StrEnum):
     PERIODIC = "periodic"     # the timer, a poll, a kernel change: decide on what is known
     EVENT = "event"           # a Sentinel's hint: the fast path
     HOOK = "hook"             # Sentinel's script, handed over on the socket
+    FAILOVER = "failover"     # a failover leader's promotion step: follow it
     RELEASE = "release"       # the agent stops with release_on_stop
     STOP = "stop"             # the actor's thread ends
 
@@ -120,6 +144,8 @@ class VipLive:
     conflict_since: float = 0.0        # wall clock
     last_probe: float = 0.0            # monotonic
     error: str | None = None
+    early_bind: tuple[int, float] | None = None   # (failover epoch, monotonic) of an early bind
+    writes_held: tuple[str, int] | None = None    # the Redis whose writes this host holds
 
 
 class VipActor:
@@ -186,17 +212,22 @@ class VipActor:
                 if request.kind is Kind.STOP:
                     break
             self.beat = time.monotonic()
-            self.handle(request)
+            if request.kind is Kind.FAILOVER:
+                self.follow(request)
+            else:
+                self.handle(request)
             self._chores()
         if self._host is not None and self._own_host:
             self._host.close()
 
-    def handle(self, request: Request) -> None:
+    def handle(self, request: Request) -> Snapshot | None:
         """One request: gather the snapshot (the claim, the kernel's binding, the
         local Redis's role) without the lock, decide, and execute the action
-        under the VIP's lock; retried on a transient failure, then answered."""
+        under the VIP's lock; retried on a transient failure, then answered.
+        Returns the snapshot the last decision was taken on."""
         agent, vip, cfg = self.agent, self.vip, self.agent.config
         code, message = 0, ""
+        seen: list[Snapshot] = []
         if request.kind is not Kind.PERIODIC:
             log.debug("%s: %s request waited %.1f ms", vip.master, request.kind.value,
                       (time.monotonic() - request.since) * 1000)
@@ -204,7 +235,7 @@ class VipActor:
             if self._host is None:
                 self._host = NetlinkHost(cache=agent.kernel)
             host = self._host
-            claim, quorum, belief = agent.claim_for(vip)
+            claim, quorum, belief, failover = agent.claim_for(vip)
             if request.kind is Kind.RELEASE:
                 claim = Claim(source="vipfloat watch stopping", order=Verb.RELEASE)
             effects = Effects(host, agent.announcer, agent.wire(vip.interface),
@@ -219,7 +250,8 @@ class VipActor:
 
             def attempt(decided: list[Action]) -> tuple[Action, bool, bool]:
                 snapshot, _ = gather(host, vip, claim, fresh)
-                snapshot = self.inputs(snapshot, request, quorum, belief)
+                snapshot = self.inputs(snapshot, request, quorum, belief, failover)
+                seen.append(snapshot)
                 action = decide(snapshot, cfg)[0]
                 decided.append(action)
                 binding = snapshot.vips[0].binding
@@ -252,6 +284,8 @@ class VipActor:
             action = outcome.action
             message = action.reason
             self._note(action.verb, action.reason, outcome.changed, outcome.bound)
+            if seen:
+                self._after(action, seen[-1], failover, outcome.bound)
         except VipfloatError as exc:
             code, message = exc.exit_code, str(exc)
             self.live.error = message
@@ -266,20 +300,106 @@ class VipActor:
         if request.reply is not None and not request.reply.done():
             request.reply.set_result((code, message))
         agent.metrics.last_reconcile.set_to_current_time()
+        return seen[-1] if seen else None
+
+    def _after(self, action: Action, snapshot: Snapshot, failover: Failover | None,
+               bound: bool) -> None:
+        """What a decision asks of this host's Redis, and the early bind's note."""
+        live, vip, metrics = self.live, self.vip, self.agent.metrics
+        view = snapshot.vips[0]
+        if action.verb is Verb.ACQUIRE and view.in_flight is not None and failover is not None:
+            live.early_bind = (failover.epoch, time.monotonic())
+            metrics.early_binds.labels(vip.master).inc()
+        if action.hold_writes and failover is not None:
+            target = (failover.old_host, failover.old_port)
+            error = self.agent.local_redis.hold_writes(*target, HOLD_SLICE_MS)
+            if error is not None:
+                # A dead Redis (the kill drill) acknowledges nothing anyway.
+                log.info("%s: cannot hold writes on %s: %s", vip.master,
+                         hostport(*target), error)
+            elif live.writes_held != target:
+                live.writes_held = target
+                metrics.write_holds.labels(vip.master).inc()
+                log.info("%s: holding writes on %s (CLIENT PAUSE WRITE, renewed every "
+                         "%.0f ms) until the new holder announces %s", vip.master,
+                         hostport(*target), HOLD_RENEW * 1000, vip.ip)
+        elif action.hold_writes is False and live.writes_held is not None:
+            error = self.agent.local_redis.hold_writes(*live.writes_held, None)
+            log.info("%s: writes on %s let through again%s", vip.master,
+                     hostport(*live.writes_held), f" (failed: {error})" if error else "")
+            live.writes_held = None
+        elif not bound:
+            # Released: the hold runs out by itself within HOLD_SLICE_MS, after
+            # the connections it blocked were reset.
+            live.writes_held = None
+
+    def follow(self, request: Request) -> None:
+        """A failover in flight (Kind.FAILOVER): decide again and again for up to
+        FOLLOW_SLICE, as long as there is something to wait for. On the chosen
+        replica's host, for its Redis to say ROLE master (then acquire); on the
+        holder's, for the new holder's announcement (then release), renewing the
+        write hold meanwhile. Then the request queues its successor."""
+        end = time.monotonic() + FOLLOW_SLICE
+        first = True
+        while True:
+            snapshot = self.handle(request if first else Request(
+                Kind.FAILOVER, event=replace(request.event, quiet=True)))
+            first = False
+            view = snapshot.vips[0] if snapshot is not None else None
+            f = view.in_flight if view is not None else None
+            if view is None or f is None or snapshot is None:
+                return
+            bound = view.binding is Binding.PRESENT or self.live.held
+            here = bool(f.replica_addrs & candidate_local_addresses(snapshot.local_addresses,
+                                                                    self.vip))
+            now = time.monotonic()
+            if here and not bound and self.agent.config.agent.early_bind:
+                pause = ROLE_POLL_FAST if f.age < ROLE_POLL_FAST_FOR else ROLE_POLL_SLOW
+                self._stop.wait(min(pause, max(0.0, end - now)))
+            elif not here and self.live.held:
+                wire = self.agent.wire(self.vip.interface)
+                if wire is None:
+                    return
+                wire.wait_sighting(self.vip.ip, now - f.age - SIGHTING_SLACK,
+                                   min(HOLD_RENEW, max(0.0, end - now)))
+            else:
+                return
+            self.beat = time.monotonic()
+            if self._stop.is_set():
+                return
+            if time.monotonic() >= end:
+                self.submit(Request(Kind.FAILOVER, event=replace(request.event, quiet=True)))
+                return
 
     def inputs(self, snapshot: Snapshot, request: Request, quorum: Quorum,
-               belief: Belief | None) -> Snapshot:
+               belief: Belief | None, failover: Failover | None = None) -> Snapshot:
         """The agent's own inputs to the decision: the quorum read with the claim,
-        and this host's Redis role when the claim says to acquire here (asked
-        before the VIP's lock is taken: a slow Redis must not hold it)."""
+        the failover in flight, and this host's Redis role when either says to
+        acquire here (asked before the VIP's lock is taken: a slow Redis must not
+        hold it)."""
         views = []
+        now = time.monotonic()
         for view in snapshot.vips:
             role = None
-            if (view.claim.order is None and view.binding is Binding.ABSENT and belief is not None
+            in_flight = None if failover is None else self.agent.in_flight(failover, now)
+            absent = view.claim.order is None and view.binding is Binding.ABSENT
+            if (absent and in_flight is not None and in_flight.replica_addrs
+                    & candidate_local_addresses(snapshot.local_addresses, self.vip)):
+                assert failover is not None
+                role = self.agent.local_redis.role(failover.host, failover.port)
+            elif (absent and belief is not None
                     and is_new_master_here(view.claim, snapshot.local_addresses, self.vip)):
                 role = self.agent.local_redis.role(belief.host, belief.port)
+            new_holder = None
+            if in_flight is not None and view.binding is Binding.PRESENT:
+                wire = self.agent.wire(self.vip.interface)
+                seen = wire.sightings(self.vip.ip, now - in_flight.age - SIGHTING_SLACK) \
+                    if wire is not None else []
+                new_holder = seen[-1].mac.hex(":") if seen else None
             views.append(replace(view, quorum=quorum, local_role=role,
-                                 periodic=request.kind is Kind.PERIODIC))
+                                 periodic=request.kind is Kind.PERIODIC, in_flight=in_flight,
+                                 new_holder=new_holder,
+                                 writes_held=self.live.writes_held is not None))
         return replace(snapshot, vips=tuple(views))
 
     def _note(self, verb: Verb, reason: str, changed: bool, bound: bool) -> None:
@@ -406,21 +526,34 @@ class Agent:
         if self.netwatch is not None:
             self.netwatch.drain()
 
-    def claim_for(self, vip: VipConfig) -> tuple[Claim, Quorum, Belief | None]:
-        """What to believe about ``vip``'s master and the quorum it was believed
-        under, read from one state: a poll landing between two reads could pair
-        a stale belief with a fresh quorum (a healed old master would take the
-        VIP back on what its own Sentinel told it while cut off)."""
+    def claim_for(self, vip: VipConfig) -> tuple[Claim, Quorum, Belief | None, Failover | None]:
+        """What to believe about ``vip``'s master, the quorum it was believed
+        under and the failover in flight, read from one state: a poll landing
+        between two reads could pair a stale belief with a fresh quorum (a
+        healed old master would take the VIP back on what its own Sentinel told
+        it while cut off)."""
         state = self._authority
         belief = state.belief(vip.master)
         quorum = self._quorum(state, vip.master)
+        failover = state.failover(vip.master, time.monotonic())
         addrs: frozenset[IPAddress] = frozenset()
         if belief is not None:
             try:
                 addrs = resolve_host(belief.host)
             except ResolveError as exc:
                 log.warning("%s", exc)
-        return authority.claim(belief, addrs), quorum, belief
+        return authority.claim(belief, addrs), quorum, belief, failover
+
+    def in_flight(self, f: Failover, now: float) -> InFlight | None:
+        """The failover as a decision reads it, its hosts resolved; None when a
+        name does not resolve (the usual rules then decide)."""
+        try:
+            replica, old = resolve_host(f.host), resolve_host(f.old_host)
+        except ResolveError as exc:
+            log.warning("%s", exc)
+            return None
+        return InFlight(leader=f.describe(), replica=f.addr, replica_addrs=replica,
+                        old_addrs=old, age=now - f.since)
 
     def quorum(self, master: str) -> Quorum:
         return self._quorum(self._authority, master)
@@ -448,20 +581,65 @@ class Agent:
     def on_event(self, endpoint: Endpoint, event: SentinelEvent) -> None:
         now = time.monotonic()
         log.info("sentinel %s: %s %s", endpoint, event.channel, event.data)
+        index = self._index[endpoint]
+        if event.channel == EPOCH_EVENT and event.epoch is not None:
+            self.feed(NewEpoch(index, event.epoch, now))
+            return
+        master = event.master
+        if master is None or master not in self.actors:
+            self._poke.set()
+            return
+        if event.channel == ATTEMPT_EVENT:
+            self.feed(Attempted(master, index, now))
+            return
+        if event.channel in PROMOTION_EVENTS and event.replica and event.old_master:
+            before, after = self.feed(Promoting(master, index, str(endpoint), *event.replica,
+                                                *event.old_master, event.channel, now))
+            if after.failover(master, now) is not None:
+                if (before.failover(master, now) is None
+                        or before.failovers.get(master) != after.failovers.get(master)):
+                    self.actors[master].submit(Request(Kind.FAILOVER, since=now, event=Event(
+                        role="agent", new_master=hostport(*event.replica))))
+            return
+        if event.channel in ABORT_EVENTS:
+            before, after = self.feed(Aborted(master, index, now))
+            if master in before.failovers and master not in after.failovers:
+                self.actors[master].submit(Request(Kind.EVENT, since=now,
+                                                   event=Event(role="agent")))
+            self._poke.set()
+            return
+        self._note_early_bind(master, event, now)
         # A hint (event.is_hint): parse_event sets its new host and port together.
         host, port = event.new_host, event.new_port
-        if host is not None and port is not None and event.master in self.actors:
-            before, after = self.feed(Hinted(event.master, host, port,
+        if host is not None and port is not None:
+            before, after = self.feed(Hinted(master, host, port,
                                               f"{event.channel} from Sentinel {endpoint}", now))
             # Every Sentinel repeats +switch-master: news only once.
-            if after.belief(event.master) is before.belief(event.master):
+            if after.belief(master) is before.belief(master):
                 self._poke.set()
                 return
-            self.actors[event.master].submit(Request(Kind.EVENT, since=now, event=Event(
+            self.actors[master].submit(Request(Kind.EVENT, since=now, event=Event(
                 role="agent", new_master=hostport(host, port))))
         self._poke.set()
 
+    def _note_early_bind(self, master: str, event: SentinelEvent, now: float) -> None:
+        """Sentinel's own +promoted-slave after this host bound the VIP early:
+        how far ahead the early bind was."""
+        live = self.actors[master].live
+        if event.channel == "+promoted-slave" and live.early_bind is not None:
+            epoch, at = live.early_bind
+            live.early_bind = None
+            log.info("%s: Sentinel's +promoted-slave came %.0f ms after this host bound the "
+                     "VIP early (failover epoch %d)", master, (now - at) * 1000, epoch)
+
     def on_link(self, endpoint: Endpoint, alive: bool) -> None:
+        if not alive:
+            # A failover this Sentinel leads can no longer be followed: its abort
+            # would go unseen. What Sentinel's config says decides again.
+            before, after = self.feed(Unsubscribed(self._index[endpoint], time.monotonic()))
+            for master in set(before.failovers) - set(after.failovers):
+                if master in self.actors:
+                    self.actors[master].submit(Request(Kind.EVENT, event=Event(role="agent")))
         self._poke.set()  # whatever was published while it was down is lost: poll
 
     def reconcile_all(self) -> None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable, ContextManager
 from . import logs
 from .announce import Announcer, ForkAnnouncer
 from .config import PRE_RELEASE_BUDGET, Config, VipConfig
-from .decide import Action, Binding, Claim, Snapshot, Verb, VipView, decide
+from .decide import Action, Claim, Snapshot, Verb, VipView, bound_after, decide
 from .errors import VipfloatError
 from .lock import VipLock
 from .netlink import Link, NetlinkHost, binding_of, reset_connections, usable
@@ -78,12 +78,6 @@ def gather(host: NetlinkHost, vip: VipConfig, claim: Claim,
     binding, detail = binding_of(rows, link.index if link else None, vip)
     view = VipView(master=vip.master, claim=claim, binding=binding, binding_detail=detail)
     return Snapshot(frozenset(r.ip for r in rows), (view,)), link
-
-
-def bound_after(action: Action, binding: Binding) -> bool:
-    """Whether the VIP is bound here once ``action`` is carried out."""
-    return (action.verb in (Verb.ACQUIRE, Verb.ANNOUNCE)
-            or (action.verb is Verb.NOTHING and binding is Binding.PRESENT))
 
 
 # What one attempt yields: the action, whether the kernel changed, whether bound.

@@ -34,6 +34,8 @@ EPOCH_RESET_AFTER = 30.0
 # The quorum-loss grace when it follows Sentinel's down-after-milliseconds and
 # no Sentinel has told us that yet.
 DEFAULT_GRACE = 30.0
+# Sentinel's own default failover-timeout, until a poll tells us the master's.
+DEFAULT_FAILOVER_TIMEOUT = 180.0
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,39 @@ class Contacts:
         return now - self._majority_heard()
 
 
+@dataclass(frozen=True)
+class Failover:
+    """A failover in flight for one master, as its leader publishes it: the
+    replica it promotes, at the epoch it won. It never changes a belief: it is
+    the early, provisional hold (the chosen replica's host binds the VIP once its
+    Redis says ROLE master; the old holder holds writes, then lets go when the
+    new holder announces itself). It ends when Sentinel confirms (+promoted-slave,
+    +switch-master, a poll at its epoch), aborts, loses its leader, or outlives
+    failover-timeout; then the newest configuration decides, as always."""
+
+    leader: int                  # the leader's index in the config's Sentinels
+    leader_addr: str             # its address, for the reason
+    epoch: int                   # the failover epoch it won (its +new-epoch)
+    host: str                    # the replica it promotes, as Sentinel names it
+    port: int
+    old_host: str                # the master it replaces
+    old_port: int
+    stage: str                   # the last step published (+selected-slave, ...)
+    since: float                 # when the replica was first named
+    timeout: float               # the master's failover-timeout, seconds
+
+    @property
+    def addr(self) -> str:
+        return hostport(self.host, self.port)
+
+    @property
+    def old_addr(self) -> str:
+        return hostport(self.old_host, self.old_port)
+
+    def describe(self) -> str:
+        return f"the failover leader (Sentinel {self.leader_addr}, epoch {self.epoch})"
+
+
 # --- the events -----------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -187,7 +222,63 @@ class Checked:
     now: float
 
 
-AuthorityEvent = Union[Started, Heard, Polled, Hinted, Checked]
+@dataclass(frozen=True)
+class NewEpoch:
+    """Sentinel number ``index`` published +new-epoch: its current epoch."""
+
+    index: int
+    epoch: int
+    now: float
+
+
+@dataclass(frozen=True)
+class Attempted:
+    """Sentinel ``index`` published +try-failover for ``master``: it starts a
+    failover at the epoch it published just before (sentinelStartFailover)."""
+
+    master: str
+    index: int
+    now: float
+
+
+@dataclass(frozen=True)
+class Promoting:
+    """Sentinel ``index`` published a promotion step (+selected-slave,
+    +failover-state-send-slaveof-noone, +failover-state-wait-promotion) naming
+    ``host:port`` as the replica it promotes for ``master``, which was at
+    ``old_host:old_port``. Only a failover's leader publishes these."""
+
+    master: str
+    index: int
+    leader_addr: str
+    host: str
+    port: int
+    old_host: str
+    old_port: int
+    stage: str
+    now: float
+
+
+@dataclass(frozen=True)
+class Aborted:
+    """Sentinel ``index`` published -failover-abort-* for ``master``."""
+
+    master: str
+    index: int
+    now: float
+
+
+@dataclass(frozen=True)
+class Unsubscribed:
+    """The subscription to Sentinel ``index`` dropped: what it publishes from
+    now on is lost, so a failover it leads can no longer be followed."""
+
+    index: int
+    now: float
+
+
+AuthorityEvent = Union[Started, Heard, Polled, Hinted, Checked, NewEpoch, Attempted,
+                       Promoting, Aborted, Unsubscribed]
 
 
 @dataclass(frozen=True)
@@ -204,6 +295,15 @@ class Authority:
     confirmed: bool = False
     # The last verdict on the quorum, for the QUORUM LOST / regained log line.
     quorum_ok: bool = True
+    # Each master's failover-timeout as Sentinel reports it, in seconds.
+    failover_timeout: Mapping[str, float] = field(
+        default_factory=lambda: MappingProxyType({}))
+    # Each Sentinel's last +new-epoch, by index; the epoch each (master, Sentinel)
+    # attempt started at (+try-failover); the failovers in flight, by master.
+    epochs: Mapping[int, int] = field(default_factory=lambda: MappingProxyType({}))
+    attempts: Mapping[tuple[str, int], int] = field(
+        default_factory=lambda: MappingProxyType({}))
+    failovers: Mapping[str, Failover] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def initial(cls, configured: int, now: float, window: float = 1.0) -> Authority:
@@ -214,6 +314,18 @@ class Authority:
 
     def below(self, now: float) -> bool:
         return self.contacts.below_for(now) > 0
+
+    def failover(self, master: str, now: float) -> Failover | None:
+        """The failover in flight for ``master`` that may move its VIP early: led
+        at an epoch newer than the configuration believed, and not older than
+        its failover-timeout. None otherwise."""
+        f = self.failovers.get(master)
+        belief = self.beliefs.get(master)
+        if f is None or belief is None or f.epoch <= belief.epoch:
+            return None
+        if now - f.since > f.timeout:
+            return None
+        return f
 
 
 def step(state: Authority, event: AuthorityEvent) -> Authority:
@@ -228,16 +340,76 @@ def step(state: Authority, event: AuthorityEvent) -> Authority:
     if isinstance(event, Heard):
         return replace(state, contacts=state.contacts.heard(event.index, event.now))
     if isinstance(event, Hinted):
+        # Sentinel has said who the new master is: whatever was in flight is over.
+        state = _end_failover(state, event.master)
         before = state.beliefs.get(event.master)
         after = on_hint(before, event.host, event.port, event.source, event.now)
         if after is before:
             return state
         return replace(state, beliefs=MappingProxyType({**state.beliefs, event.master: after}))
     if isinstance(event, Checked):
+        state = _expire_failovers(state, event.now)
         if not state.below(event.now):
             return state
         return replace(state, quorum_ok=False)     # confirmed: cleared above
+    if isinstance(event, NewEpoch):
+        return replace(state, epochs=MappingProxyType({**state.epochs,
+                                                       event.index: event.epoch}))
+    if isinstance(event, Attempted):
+        epoch = state.epochs.get(event.index)
+        attempts = {k: v for k, v in state.attempts.items() if k != (event.master, event.index)}
+        if epoch is not None:
+            attempts[(event.master, event.index)] = epoch
+        return replace(state, attempts=MappingProxyType(attempts))
+    if isinstance(event, Promoting):
+        return _promoting(state, event)
+    if isinstance(event, Aborted):
+        f = state.failovers.get(event.master)
+        attempts = {k: v for k, v in state.attempts.items() if k != (event.master, event.index)}
+        state = replace(state, attempts=MappingProxyType(attempts))
+        if f is None or f.leader != event.index:
+            return state          # another Sentinel's attempt ended, not the one followed
+        return _end_failover(state, event.master)
+    if isinstance(event, Unsubscribed):
+        return replace(state, failovers=MappingProxyType(
+            {m: f for m, f in state.failovers.items() if f.leader != event.index}))
     return _polled(state, event)
+
+
+def _promoting(state: Authority, event: Promoting) -> Authority:
+    """A leader's promotion step: followed only when the leader's attempt was
+    seen starting (its epoch known) at an epoch newer than the configuration
+    believed. A step of the failover already followed keeps its start time."""
+    epoch = state.attempts.get((event.master, event.index))
+    belief = state.beliefs.get(event.master)
+    if epoch is None or belief is None or epoch <= belief.epoch:
+        return state
+    current = state.failovers.get(event.master)
+    if current is not None and current.epoch > epoch:
+        return state              # a newer failover is followed already
+    same = (current is not None and current.epoch == epoch and current.leader == event.index
+            and (current.host, current.port) == (event.host, event.port))
+    f = Failover(event.index, event.leader_addr, epoch, event.host, event.port,
+                 event.old_host, event.old_port, event.stage,
+                 current.since if same and current is not None else event.now,
+                 state.failover_timeout.get(event.master, DEFAULT_FAILOVER_TIMEOUT))
+    return replace(state, failovers=MappingProxyType({**state.failovers, event.master: f}))
+
+
+def _end_failover(state: Authority, master: str) -> Authority:
+    if master not in state.failovers:
+        return state
+    return replace(state, failovers=MappingProxyType(
+        {m: f for m, f in state.failovers.items() if m != master}))
+
+
+def _expire_failovers(state: Authority, now: float) -> Authority:
+    """Failovers older than their failover-timeout, or overtaken by the
+    configuration believed, are over."""
+    kept = {m: f for m, f in state.failovers.items() if state.failover(m, now) is not None}
+    if len(kept) == len(state.failovers):
+        return state
+    return replace(state, failovers=MappingProxyType(kept))
 
 
 def _polled(state: Authority, event: Polled) -> Authority:
@@ -252,6 +424,7 @@ def _polled(state: Authority, event: Polled) -> Authority:
     confirmed = ok and (state.confirmed or len(answered) >= contacts.majority)
     beliefs = dict(state.beliefs)
     down_after = dict(state.down_after)
+    timeouts = dict(state.failover_timeout)
     for master, answers in event.answers.items():
         belief = on_poll(beliefs.get(master), answers, contacts.configured, now)
         if belief is not None:
@@ -259,8 +432,15 @@ def _polled(state: Authority, event: Polled) -> Authority:
         downs = [a.master.down_after_ms for a in answers if a.master and a.master.down_after_ms]
         if downs:
             down_after[master] = max(downs) / 1000
-    return replace(state, contacts=contacts, beliefs=MappingProxyType(beliefs),
-                   down_after=MappingProxyType(down_after), confirmed=confirmed, quorum_ok=ok)
+        limits = [a.master.failover_timeout_ms for a in answers
+                  if a.master and a.master.failover_timeout_ms]
+        if limits:
+            timeouts[master] = max(limits) / 1000
+    state = replace(state, contacts=contacts, beliefs=MappingProxyType(beliefs),
+                    down_after=MappingProxyType(down_after),
+                    failover_timeout=MappingProxyType(timeouts), confirmed=confirmed,
+                    quorum_ok=ok)
+    return _expire_failovers(state, now)
 
 
 def regained(before: Authority, after: Authority, now: float) -> bool:

@@ -220,6 +220,13 @@ class AgentConfig:
     announce_refresh: float = 0.0         # re-announce while holding, seconds; 0 disables
     metrics_listen: str | None = None     # "127.0.0.1:9851" serves Prometheus metrics
     hook_timeout: float = 10.0            # the hook waits this long for the agent's verdict
+    # Follow the failover leader's promotion: bind the VIP on the chosen replica's
+    # host as soon as its Redis says ROLE master, before Sentinel notices.
+    early_bind: bool = True
+    # While a failover replaces this host's Redis, pause its writes (CLIENT PAUSE
+    # WRITE) until the new holder announces the VIP, at most this many seconds;
+    # 0 disables.
+    failover_write_hold: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -635,7 +642,8 @@ def _agent(p: _Problems, table: dict[str, Any]) -> AgentConfig:
                                "socket_group", "reconcile_interval", "on_quorum_loss",
                                "quorum_loss_grace", "release_wait", "reset_connections",
                                "release_on_stop", "conflict_probe_interval",
-                               "announce_refresh", "metrics_listen", "hook_timeout"})
+                               "announce_refresh", "metrics_listen", "hook_timeout",
+                               "early_bind", "failover_write_hold"})
     defaults = AgentConfig()
     policy = _get(p, table, "agent", "on_quorum_loss", str, defaults.on_quorum_loss.value)
     if policy not in {m.value for m in QuorumPolicy}:
@@ -667,6 +675,11 @@ def _agent(p: _Problems, table: dict[str, Any]) -> AgentConfig:
                                  defaults.announce_refresh, 1.0, 3600.0, off=True),
         metrics_listen=metrics,
         hook_timeout=_number(p, table, "agent", "hook_timeout", defaults.hook_timeout, 0.1, 30.0),
+        early_bind=_get(p, table, "agent", "early_bind", bool, defaults.early_bind),
+        # A floor of 0.1 s: CLIENT PAUSE is renewed in slices, and a shorter hold
+        # would lapse before the promotion it waits for.
+        failover_write_hold=_number(p, table, "agent", "failover_write_hold",
+                                    defaults.failover_write_hold, 0.1, 30.0, off=True),
         socket=_path(p, table, "agent", "socket", defaults.socket, MAX_SOCKET_PATH_BYTES,
                      "a Unix socket path holds"),
         state_dir=_path(p, table, "agent", "state_dir", defaults.state_dir),

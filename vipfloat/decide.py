@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
-from .config import Config, IPAddress, QuorumPolicy, VipConfig, majority
+from .config import AgentConfig, Config, IPAddress, QuorumPolicy, VipConfig, majority
 
 if TYPE_CHECKING:
     from .sentinel import SentinelAnswer
@@ -89,6 +89,18 @@ class LocalRole:
 
 
 @dataclass(frozen=True)
+class InFlight:
+    """A failover in flight for the VIP's master, as its leader published it
+    (vipfloat.authority.Failover), with its addresses resolved."""
+
+    leader: str                                   # "the failover leader (Sentinel …, epoch 7)"
+    replica: str                                  # host:port it promotes, as Sentinel names it
+    replica_addrs: frozenset[IPAddress]
+    old_addrs: frozenset[IPAddress]               # the master it replaces, resolved
+    age: float = 0.0                              # seconds since the replica was first named
+
+
+@dataclass(frozen=True)
 class VipView:
     """One VIP at one moment."""
 
@@ -100,6 +112,9 @@ class VipView:
     quorum: Quorum | None = None
     local_role: LocalRole | None = None           # ROLE of this host's Redis for the master
     periodic: bool = False                        # a timer reconcile: no re-announcing
+    in_flight: InFlight | None = None             # a failover its leader is running
+    new_holder: str | None = None                 # a MAC that announced the VIP since it began
+    writes_held: bool = False                     # this host paused its Redis's writes for it
 
 
 @dataclass(frozen=True)
@@ -117,6 +132,10 @@ class Action:
     # before letting go, so clients' connection attempts are never black-holed in
     # between. Fencing and operator releases are immediate.
     graceful: bool = False
+    # This host's Redis (the master a failover replaces): True, pause its writes
+    # (CLIENT PAUSE WRITE, renewed while True); False, let them through again;
+    # None, leave them as they are.
+    hold_writes: bool | None = None
 
 
 def candidate_local_addresses(local: Iterable[IPAddress], vip: VipConfig) -> frozenset[IPAddress]:
@@ -157,13 +176,29 @@ def decide(snapshot: Snapshot, config: Config) -> tuple[Action, ...]:
         if vip is None:  # gathered for a master the config no longer has
             actions.append(Action(Verb.NOTHING, view.master, "master not in config"))
             continue
-        actions.append(_decide_one(view, vip, snapshot.local_addresses))
+        action = _decide_one(view, vip, snapshot.local_addresses, config.agent)
+        if (view.writes_held and action.hold_writes is None
+                and bound_after(action, view.binding)):
+            # The failover that held them is over and the VIP is still here (an
+            # abort, a timeout): writes go through again at once.
+            action = Action(action.verb, action.master,
+                            f"{action.reason}; letting the held writes through",
+                            action.graceful, hold_writes=False)
+        actions.append(action)
     return tuple(actions)
 
 
-def _decide_one(view: VipView, vip: VipConfig, local: frozenset[IPAddress]) -> Action:
-    def act(verb: Verb, why: str, graceful: bool = False) -> Action:
-        return Action(verb, view.master, f"{why} ({view.claim.source})", graceful)
+def bound_after(action: Action, binding: Binding) -> bool:
+    """Whether the VIP is bound here once ``action`` is carried out."""
+    return (action.verb in (Verb.ACQUIRE, Verb.ANNOUNCE)
+            or (action.verb is Verb.NOTHING and binding is Binding.PRESENT))
+
+
+def _decide_one(view: VipView, vip: VipConfig, local: frozenset[IPAddress],
+                agent: AgentConfig) -> Action:
+    def act(verb: Verb, why: str, graceful: bool = False,
+            hold_writes: bool | None = None) -> Action:
+        return Action(verb, view.master, f"{why} ({view.claim.source})", graceful, hold_writes)
 
     if view.binding is Binding.FOREIGN:
         return act(Verb.NOTHING, f"{vip.ip} is on {vip.interface} as {view.binding_detail}, "
@@ -186,6 +221,10 @@ def _decide_one(view: VipView, vip: VipConfig, local: frozenset[IPAddress]) -> A
     q = view.quorum
     if q is not None and q.ok and q.fresh:
         q = None
+    if view.in_flight is not None:
+        early = _in_flight(view, view.in_flight, vip, local, agent, q, act)
+        if early is not None:
+            return early
     if bound and named and not here:
         # Letting go needs no quorum: at worst the VIP is unbound until the next
         # reconcile, never held twice; only taking it does. So a host too starved
@@ -220,6 +259,52 @@ def _decide_one(view: VipView, vip: VipConfig, local: frozenset[IPAddress]) -> A
                                      f"Redis answers ROLE as {view.local_role}: not acquiring")
         return act(Verb.ACQUIRE, f"new master {who} is this host ({mine})")
     return act(Verb.NOTHING, f"new master {who} is another host; VIP not bound here")
+
+
+def _in_flight(view: VipView, f: InFlight, vip: VipConfig, local: frozenset[IPAddress],
+               agent: AgentConfig, q: Quorum | None, act: Callable[..., Action]
+               ) -> Action | None:
+    """A failover its leader is running, before Sentinel confirms it. The
+    chosen replica's host binds the VIP as soon as its Redis says ROLE master
+    (hundreds of ms before +promoted-slave); the old holder holds its Redis's
+    writes, then lets go when the new holder announces itself; nobody else
+    takes the VIP while it is in flight. None: the usual rules decide."""
+    mine = candidate_local_addresses(local, vip)
+    bound = view.binding is Binding.PRESENT
+    if f.replica_addrs & mine:
+        if bound:
+            return act(Verb.NOTHING, f"{f.leader} is promoting this host's Redis {f.replica}; "
+                                     "VIP already bound here")
+        if not agent.early_bind:
+            return None
+        if q is not None:
+            # Local ROLE and one Sentinel's word never move a VIP without a
+            # majority behind them.
+            return _without_quorum(act, q, bound)
+        role = view.local_role
+        if role is None or role.role is not RedisRole.MASTER:
+            return act(Verb.NOTHING, f"{f.leader} is promoting this host's Redis {f.replica}, "
+                                     f"but ROLE is still {role or 'unasked'}: waiting for the "
+                                     "promotion")
+        return act(Verb.ACQUIRE, f"{f.leader} promoted this host's Redis {f.replica}; ROLE is "
+                                 "master, ahead of Sentinel's +promoted-slave")
+    if not bound:
+        return act(Verb.NOTHING, f"{f.leader} is promoting {f.replica}, another host: not "
+                                 "acquiring while it is in flight")
+    if view.new_holder is not None:
+        # The new holder has announced the VIP: every frame clients send now goes
+        # there, and keeping it here would only answer ARP against it.
+        return act(Verb.RELEASE, f"{f.leader} is promoting {f.replica}, another host, and "
+                                 f"{view.new_holder} announced the VIP: releasing")
+    if f.old_addrs & mine and f.age < agent.failover_write_hold:
+        # Every write this Redis acknowledges from now on would be discarded
+        # when Sentinel makes it a replica of the new master: hold them, so that
+        # they fail when the connections are reset at the release instead.
+        return act(Verb.NOTHING, f"{f.leader} is promoting {f.replica}, another host: "
+                                 "holding this host's writes until the new holder announces "
+                                 "the VIP", hold_writes=True)
+    return act(Verb.NOTHING, f"{f.leader} is promoting {f.replica}, another host: keeping "
+                             "the VIP until the new holder announces it")
 
 
 def _quorum_note(q: Quorum) -> str:

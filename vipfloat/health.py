@@ -37,16 +37,20 @@ class LocalRedis:
         self._conns: dict[tuple[str, int], object] = {}
         self._lock = threading.Lock()
 
-    def role(self, host: str, port: int) -> LocalRole:
-        """Master, slave, ... or unreachable / error, with why."""
-        import redis
-
+    def _conn(self, host: str, port: int) -> object:
         with self._lock:
             conn = self._conns.get((host, port))
             if conn is None:
                 conn = connection(host, port, self.cfg.username, self.cfg.password,
                                   self.cfg.timeout)
                 self._conns[(host, port)] = conn
+        return conn
+
+    def role(self, host: str, port: int) -> LocalRole:
+        """Master, slave, ... or unreachable / error, with why."""
+        import redis
+
+        conn = self._conn(host, port)
         # Two tries: a Redis that was just demoted or promoted closes its clients,
         # so the kept connection is often dead exactly when it matters.
         for attempt in (1, 2):
@@ -61,6 +65,28 @@ class LocalRedis:
                 if attempt == 2:
                     return LocalRole(RedisRole.UNREACHABLE, escape(str(exc)[:200]))
         return LocalRole(RedisRole.UNKNOWN)
+
+    def hold_writes(self, host: str, port: int, ms: int | None) -> str | None:
+        """``CLIENT PAUSE <ms> WRITE`` (Redis >= 6.2): writes block until the
+        pause ends by itself, ``ms`` later; None lifts it (``CLIENT UNPAUSE``).
+        Renewing extends it. Returns why it failed, or None."""
+        import redis
+
+        conn = self._conn(host, port)
+        command = ("CLIENT", "PAUSE", str(ms), "WRITE") if ms is not None else (
+            "CLIENT", "UNPAUSE")
+        for attempt in (1, 2):
+            try:
+                conn.send_command(*command)  # type: ignore[attr-defined]
+                conn.read_response()  # type: ignore[attr-defined]
+                return None
+            except redis.ResponseError as exc:
+                return escape((str(exc).splitlines() or [type(exc).__name__])[0][:200])
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                conn.disconnect()  # type: ignore[attr-defined]
+                if attempt == 2:
+                    return escape(str(exc)[:200])
+        return None
 
     def close(self) -> None:
         with self._lock:

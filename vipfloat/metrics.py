@@ -40,6 +40,12 @@ class Metrics:
                               ["master", "vip"], registry=r)
         self.conflicts = Counter("vipfloat_conflicts_total", "Conflicts detected",
                                  ["master", "vip"], registry=r)
+        self.early_binds = Counter("vipfloat_early_binds_total",
+                                   "VIPs bound on a failover leader's promotion, before "
+                                   "Sentinel's +promoted-slave", ["master"], registry=r)
+        self.write_holds = Counter("vipfloat_write_holds_total",
+                                   "Failovers during which this host paused its Redis's "
+                                   "writes", ["master"], registry=r)
         self.last_reconcile = Gauge("vipfloat_last_reconcile_timestamp_seconds",
                                     "When the last reconcile finished", registry=r)
         ep = parse_endpoint(listen)

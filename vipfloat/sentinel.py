@@ -29,6 +29,7 @@ class MasterInfo:
     flags: tuple[str, ...]
     down_after_ms: int | None = None
     quorum: int | None = None
+    failover_timeout_ms: int | None = None
 
     @property
     def addr(self) -> str:
@@ -77,6 +78,7 @@ def parse_master_reply(reply: Sequence[Any]) -> MasterInfo:
         flags=tuple(f for f in str(fields.get("flags", "")).split(",") if f),
         down_after_ms=num("down-after-milliseconds"),
         quorum=num("quorum"),
+        failover_timeout_ms=num("failover-timeout"),
     )
 
 

@@ -22,24 +22,48 @@ log = logging.getLogger(__name__)
 
 # A new master named in the payload: act at once on it (a provisional hint).
 HINT_EVENTS = ("+promoted-slave", "+switch-master")
+# The failover leader's steps, in order: the epoch it runs at (+new-epoch, then
+# +try-failover at once, in one function of sentinel.c), then the replica it
+# promotes (named in the payload) and the end of an attempt. The agent follows
+# them to bind the VIP when the promotion happens rather than when Sentinel
+# notices it (vipfloat.authority.Failover).
+EPOCH_EVENT = "+new-epoch"
+ATTEMPT_EVENT = "+try-failover"
+PROMOTION_EVENTS = ("+selected-slave", "+failover-state-send-slaveof-noone",
+                    "+failover-state-wait-promotion")
+ABORT_EVENTS = ("-failover-abort-not-elected", "-failover-abort-no-good-slave",
+                "-failover-abort-slave-timeout")
 # Something changed that may change who should hold a VIP: poll now.
 POKE_EVENTS = ("+sdown", "-sdown", "+odown", "-odown", "+failover-end", "+config-update-from",
                "+convert-to-slave", "+tilt", "-tilt", "+failover-state-reconf-slaves",
-               "-failover-abort-not-elected", "-failover-abort-no-good-slave")
-CHANNELS = HINT_EVENTS + POKE_EVENTS
+               *ABORT_EVENTS)
+CHANNELS = HINT_EVENTS + POKE_EVENTS + (EPOCH_EVENT, ATTEMPT_EVENT) + PROMOTION_EVENTS
 
 
 @dataclass(frozen=True)
 class SentinelEvent:
     channel: str
-    master: str | None          # the master name it concerns; None: all (tilt)
+    master: str | None          # the master name it concerns; None: all (tilt, +new-epoch)
     new_host: str | None = None  # for hints: the new master's address
     new_port: int | None = None
     data: str = ""
+    epoch: int | None = None     # +new-epoch: the Sentinel's current epoch
+    # The leader's promotion steps: the replica it promotes and the master it replaces.
+    replica: tuple[str, int] | None = None
+    old_master: tuple[str, int] | None = None
 
     @property
     def is_hint(self) -> bool:
         return self.new_host is not None
+
+
+def _instance(parts: list[str]) -> tuple[tuple[str, int], str, tuple[str, int]] | None:
+    """``slave <ip:port> <ip> <port> @ <master> <mip> <mport>``: the replica, the
+    master's name and the master's address; None for any other shape."""
+    if (len(parts) != 8 or parts[0] != "slave" or parts[4] != "@"
+            or not parts[3].isdigit() or not parts[7].isdigit()):
+        return None
+    return (parts[2], int(parts[3])), parts[5], (parts[6], int(parts[7]))
 
 
 def parse_event(channel: str, data: str) -> SentinelEvent | None:
@@ -48,6 +72,7 @@ def parse_event(channel: str, data: str) -> SentinelEvent | None:
     Payloads (Redis 7 sentinel.c):
       +switch-master  <master> <old-ip> <old-port> <new-ip> <new-port>
       +promoted-slave slave <ip:port> <ip> <port> @ <master> <old-ip> <old-port>
+      +new-epoch      <epoch>
       instance events <type> <name> <ip> <port> [@ <master> <master-ip> <master-port>]
     """
     parts = data.split()
@@ -59,9 +84,19 @@ def parse_event(channel: str, data: str) -> SentinelEvent | None:
         if len(parts) < 6 or parts[4] != "@" or not parts[3].isdigit():
             return None
         return SentinelEvent(channel, parts[5], parts[2], int(parts[3]), data)
+    if channel == EPOCH_EVENT:
+        if len(parts) != 1 or not parts[0].isdigit() or len(parts[0]) > 19:
+            return None
+        return SentinelEvent(channel, None, data=data, epoch=int(parts[0]))
+    if channel in PROMOTION_EVENTS:
+        found = _instance(parts)
+        if found is None:
+            return None
+        replica, name, old = found
+        return SentinelEvent(channel, name, data=data, replica=replica, old_master=old)
     if channel in ("+tilt", "-tilt"):
         return SentinelEvent(channel, None, data=data)
-    if channel in POKE_EVENTS:
+    if channel in POKE_EVENTS or channel == ATTEMPT_EVENT:
         if "@" in parts:
             at = parts.index("@")
             master = parts[at + 1] if at + 1 < len(parts) else None

@@ -232,8 +232,8 @@ HUGE = "9" * 400
     ("sentinel", "timeout"), ("redis", "timeout"), ("agent", "reconcile_interval"),
     ("agent", "lock_timeout"), ("agent", "retry_timeout"), ("agent", "quorum_loss_grace"),
     ("agent", "release_wait"), ("agent", "conflict_probe_interval"),
-    ("agent", "announce_refresh"), ("agent", "hook_timeout"), ("actions", "timeout"),
-    ("vip", "announce_interval"), ("vip", "announce_count"),
+    ("agent", "announce_refresh"), ("agent", "hook_timeout"), ("agent", "failover_write_hold"),
+    ("actions", "timeout"), ("vip", "announce_interval"), ("vip", "announce_count"),
 ])
 @pytest.mark.parametrize("value", [HUGE, f"-{HUGE}", "inf", "-inf", "nan", "1e400", "-0.5"])
 def test_every_number_is_range_checked(tmp_path, section, key, value):
@@ -382,16 +382,17 @@ KEYS = {
     "agent": ["socket", "state_dir", "lock_timeout", "retry_timeout", "socket_group",
               "reconcile_interval", "on_quorum_loss", "quorum_loss_grace", "release_wait",
               "reset_connections", "release_on_stop", "conflict_probe_interval",
-              "announce_refresh", "metrics_listen", "hook_timeout"],
+              "announce_refresh", "metrics_listen", "hook_timeout", "early_bind",
+              "failover_write_hold"],
     "actions": ["scripts_dir", "timeout", "pre_release_dir"],
     "redis": ["username", "password", "password_file", "timeout"],
     "vip": ["local_addresses", "announce_count", "announce_interval"],
 }
 KINDS = {"addresses": "array", "local_addresses": "array", "reset_connections": "boolean",
-         "release_on_stop": "boolean", "announce_count": "integer"}
+         "release_on_stop": "boolean", "announce_count": "integer", "early_bind": "boolean"}
 NUMBERS = {"timeout", "lock_timeout", "retry_timeout", "reconcile_interval", "quorum_loss_grace",
            "release_wait", "conflict_probe_interval", "announce_refresh", "hook_timeout",
-           "announce_interval"}
+           "announce_interval", "failover_write_hold"}
 
 
 def _wrong_type_cases():
@@ -605,7 +606,7 @@ DEFAULTS = {
         "quorum_loss_grace": None,
         "release_wait": 1.0, "reset_connections": True, "release_on_stop": False,
         "conflict_probe_interval": 10.0, "announce_refresh": 0.0, "metrics_listen": None,
-        "hook_timeout": 10.0},
+        "hook_timeout": 10.0, "early_bind": True, "failover_write_hold": 2.0},
     config_mod.ActionsConfig: {"scripts_dir": Path("/etc/vipfloat/actions.d"), "timeout": 10.0,
                                "pre_release_dir": Path("/etc/vipfloat/pre-release.d")},
     config_mod.VipConfig: {"master": REQUIRED, "address": REQUIRED, "interface": REQUIRED,
