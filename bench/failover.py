@@ -7,6 +7,8 @@ Modes:
   hook             vipfloat-hook as client-reconfig-script, no agent
   agent            vipfloat watch on every node, no hook configured
   agent+hook       both (the recommended setup)
+  agent+hook-late  both, without acting on the promotion itself (early_bind =
+                   false, failover_write_hold = 0): vipfloat before issue 13
   sentinel-client  no VIP: the client is redis-py's Sentinel-aware client
                    (Sentinel.master_for), the alternative users would pick
 
@@ -16,8 +18,10 @@ detection time, only the move).
 
 Per round, from the first +switch-master (the moment Sentinel's new config is
 public): -> VIP bound on the new master; -> first write acknowledged by the new
-master; the longest gap between acknowledged writes; also +promoted-slave -> VIP
-bound / first write, and writes acknowledged but lost.
+master; the longest gap between acknowledged writes; from the leader's
++failover-state-wait-promotion (SLAVEOF NO ONE sent) -> VIP bound / first write;
++promoted-slave -> VIP bound (negative: bound before Sentinel noticed the
+promotion) / first write; and writes acknowledged but lost.
 
     sudo .venv/bin/python bench/failover.py [--rounds 5] [--drill kill] [--modes shell,agent+hook]
 """
@@ -38,14 +42,17 @@ from vipfloat.lab.netns import LabError  # noqa: E402
 from vipfloat.lab.observe import AddrEvents, SentinelEvents, Writer  # noqa: E402
 
 VIP = "198.51.100.250"
-MODES = {
+MODES: dict[str, dict[str, object]] = {
     "shell": {"hook": str(BASELINE), "agent": False, "vip": True},
     "hook": {"hook": True, "agent": False, "vip": True},
     "agent": {"hook": False, "agent": True, "vip": True},
     "agent+hook": {"hook": True, "agent": True, "vip": True},
+    "agent+hook-late": {"hook": True, "agent": True, "vip": True,
+                        "options": {"early_bind": False, "failover_write_hold": 0}},
     "sentinel-client": {"hook": False, "agent": False, "vip": False},
 }
-KEYS = ("switch_bound", "switch_write", "gap", "promoted_bound", "promoted_write", "lost")
+KEYS = ("switch_bound", "switch_write", "gap", "wait_bound", "wait_write", "promoted_bound",
+        "promoted_write", "lost")
 
 
 def landed_on(cluster: RedisLab, node: str) -> set[int]:
@@ -72,6 +79,8 @@ def one_round(cluster: RedisLab, drill: str, vip: bool, addrs: AddrEvents,
                  f"writes landing on {new}", timeout=30)
     time.sleep(1.0)  # every Sentinel publishes +switch-master; the old holder lets go
     promoted = min((e.t for e in events.matching("+promoted-slave", t0)), default=None)
+    waiting = min((e.t for e in events.matching("+failover-state-wait-promotion", t0)),
+                  default=None)
     switch = min((e.t for e in events.matching("+switch-master", t0)), default=None)
     bound = (min((e.t for e in addrs.matching(VIP, added=True, after=t0, host=new)),
                  default=None) if vip else None)
@@ -79,11 +88,12 @@ def one_round(cluster: RedisLab, drill: str, vip: bool, addrs: AddrEvents,
     landed = landed_on(cluster, new)
     # Acknowledged after LRANGE was sent: maybe not in its answer, yet not lost.
     writes = [w for w in writer.snapshot() if w.t >= t0 - 0.5 and w.done < read_at]
-    # The first write sent after the promotion that the new master really has is
-    # when clients got through again (before it, writes that replicate from the
-    # old master also land); acknowledged ones it lacks are lost.
+    # The first write sent after SLAVEOF NO ONE was sent that the new master
+    # really has is when clients got through again (before it, writes that
+    # replicate from the old master also land; after it, the old master is dead
+    # or holds its writes, or they are lost); acknowledged ones it lacks are lost.
     first = next((w.done for w in writes if w.ok and w.value in landed
-                  and w.t >= (promoted or t0)), None)
+                  and w.t >= (waiting or promoted or t0)), None)
     lost = sum(1 for w in writes if w.ok and w.value not in landed)
     gap = writer.gap(t0)
     if drill == "kill":
@@ -106,6 +116,7 @@ def one_round(cluster: RedisLab, drill: str, vip: bool, addrs: AddrEvents,
 
     return {"switch_bound": since(bound, switch), "switch_write": since(first, switch),
             "gap": gap[1] - gap[0] if gap else None,
+            "wait_bound": since(bound, waiting), "wait_write": since(first, waiting),
             "promoted_bound": since(bound, promoted), "promoted_write": since(first, promoted),
             "lost": float(lost)}
 
@@ -113,7 +124,10 @@ def one_round(cluster: RedisLab, drill: str, vip: bool, addrs: AddrEvents,
 def run_mode(name: str, rounds: int, drill: str) -> list[dict[str, float | None]]:
     opts = MODES[name]
     results = []
-    with vip_cluster(opts["hook"], bool(opts["agent"]), bool(opts["vip"])) as cluster:
+    options, hook = opts.get("options"), opts["hook"]
+    assert isinstance(hook, (bool, str))
+    with vip_cluster(hook, bool(opts["agent"]), bool(opts["vip"]),
+                     options if isinstance(options, dict) else None) as cluster:
         lab = cluster.lab
         addrs = AddrEvents(lab, list(cluster.nodes))
         events = SentinelEvents(lab, list(cluster.nodes))
@@ -169,6 +183,7 @@ def main() -> int:
         return "-" if value is None else f"{value * scale:.1f}"
 
     rows = [("mode", "switch->VIP bound ms", "switch->first write ms", "write gap ms",
+             "wait-promotion->VIP bound ms", "wait-promotion->first write ms",
              "promoted->VIP bound ms", "promoted->first write ms", "lost writes")]
     for name in results:
         rows.append((name, *(fmt(med(name, k)) for k in KEYS[:-1]), fmt(med(name, "lost"), 1)))
@@ -182,6 +197,12 @@ def main() -> int:
     print(f"\nfailover benchmark: {what}, {args.rounds} round(s) per mode, medians "
           "(negative: before the first +switch-master)\n")
     print(table(rows))
+    print()
+    for name, got in results.items():
+        early = sum(1 for r in got if r["promoted_bound"] is not None and r["promoted_bound"] < 0)
+        lost = [int(r["lost"]) for r in got if r["lost"] is not None]
+        print(f"{name}: VIP bound before +promoted-slave in {early}/{len(got)} rounds; "
+              f"acknowledged writes lost per round: {lost}")
     return 0
 
 

@@ -146,6 +146,7 @@ class VipLive:
     error: str | None = None
     early_bind: tuple[int, float] | None = None   # (failover epoch, monotonic) of an early bind
     writes_held: tuple[str, int] | None = None    # the Redis whose writes this host holds
+    hold_error: str | None = None                 # why the last hold failed, logged once
 
 
 class VipActor:
@@ -315,9 +316,12 @@ class VipActor:
             error = self.agent.local_redis.hold_writes(*target, HOLD_SLICE_MS)
             if error is not None:
                 # A dead Redis (the kill drill) acknowledges nothing anyway.
-                log.info("%s: cannot hold writes on %s: %s", vip.master,
-                         hostport(*target), error)
+                if error != live.hold_error:
+                    log.info("%s: cannot hold writes on %s: %s", vip.master,
+                             hostport(*target), error)
+                live.hold_error = error
             elif live.writes_held != target:
+                live.hold_error = None
                 live.writes_held = target
                 metrics.write_holds.labels(vip.master).inc()
                 log.info("%s: holding writes on %s (CLIENT PAUSE WRITE, renewed every "
@@ -595,11 +599,12 @@ class Agent:
         if event.channel in PROMOTION_EVENTS and event.replica and event.old_master:
             before, after = self.feed(Promoting(master, index, str(endpoint), *event.replica,
                                                 *event.old_master, event.channel, now))
-            if after.failover(master, now) is not None:
-                if (before.failover(master, now) is None
-                        or before.failovers.get(master) != after.failovers.get(master)):
-                    self.actors[master].submit(Request(Kind.FAILOVER, since=now, event=Event(
-                        role="agent", new_master=hostport(*event.replica))))
+            # Once per failover (its later steps change nothing the actor decides on).
+            old, new = before.failover(master, now), after.failover(master, now)
+            if new is not None and (old is None or (old.leader, old.epoch, old.addr)
+                                    != (new.leader, new.epoch, new.addr)):
+                self.actors[master].submit(Request(Kind.FAILOVER, since=now, event=Event(
+                    role="agent", new_master=new.addr)))
             return
         if event.channel in ABORT_EVENTS:
             before, after = self.feed(Aborted(master, index, now))

@@ -107,6 +107,25 @@ def release(master: MasterOpt, config: ConfigOpt = None) -> None:
 
 
 @app.command()
+def switchover(master: MasterOpt, config: ConfigOpt = None,
+               timeout: Annotated[float, typer.Option(
+                   "--timeout", help="Seconds to wait for the failover to complete.",
+                   min=1.0, max=600.0)] = 30.0) -> None:
+    """A planned failover: check that the Sentinels agree and a replica is in
+    sync, ask for SENTINEL FAILOVER, and print its timeline as it happens.
+
+    Exit 0 when it completed (Sentinel switched, the VIP answers from the new
+    master), 1 when refused, aborted or not done within --timeout, 2 on a config
+    error or an unknown master."""
+    from . import logs
+    from .switchover import run as switch
+
+    logs.setup("vipfloat")
+    cfg = _guard(lambda: config_mod.load(config))
+    raise typer.Exit(_guard(lambda: switch(cfg, master, timeout, typer.echo)))
+
+
+@app.command()
 def watch(config: ConfigOpt = None) -> None:
     """Run the agent: follow every Sentinel and keep each VIP where it belongs."""
     from .agent import main as agent_main

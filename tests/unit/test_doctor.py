@@ -62,6 +62,7 @@ def healthy() -> Facts:
                          (DIR, DIR, (0, 996, stat.S_IFDIR | 0o2770))),
         hook_paths={HOOK: PathFacts(HOOK, True, 0, 0, stat.S_IFREG | 0o755, (DIR, DIR))},
         action_scripts={SCRIPTS: (), PRE: ()},
+        write_hold=2.0,
     )
 
 
@@ -84,8 +85,19 @@ def test_a_healthy_setup_has_no_problem_and_no_warning():
         "sentinel.ckquorum", "sentinel.quorum", "sentinel.script", "redis.reachable",
         "redis.masterauth", "redis.bind", "redis.protected_mode", "redis.link",
         "host.interface", "host.vip", "host.mode", "host.caps.agent", "host.socket",
-        "host.hook_path", "host.scripts"}
+        "host.hook_path", "host.scripts", "redis.write_hold"}
     assert exit_code(findings) == 0
+
+
+def test_a_redis_without_client_pause_write_is_warned_of_when_writes_are_held():
+    old = with_redis(healthy(), 0, version="6.0.16")
+    assert found(old, Level.WARNING) == [("redis.write_hold", "redis 198.51.100.11:6379 "
+                                                           "(mymaster master)")]
+    assert found(with_redis(healthy(), 0, version="6.2.0"), Level.WARNING) == []
+    assert found(replace(old, write_hold=0.0), Level.WARNING) == []
+    assert found(with_redis(healthy(), 0, version="unknown"), Level.WARNING) == []
+    assert not [f for f in run_checks(replace(healthy(), write_hold=0.0))
+                if f.check == "redis.write_hold"]
 
 
 def with_sentinel(facts: Facts, index: int, s: SentinelFacts) -> Facts:

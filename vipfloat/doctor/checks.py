@@ -316,6 +316,37 @@ def redis_protected_mode(facts: Facts) -> Iterator[Finding]:
                          "clients through the VIP")
 
 
+def _version(text: str | None) -> tuple[int, int] | None:
+    parts = (text or "").split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def redis_write_hold(facts: Facts) -> Iterator[Finding]:
+    """The agents hold a master's writes during a planned failover with CLIENT
+    PAUSE WRITE, which Redis has only from 6.2 on."""
+    if facts.write_hold <= 0:
+        return
+    for master, instances in facts.redis.items():
+        for r in instances:
+            version = _version(r.version)
+            if not r.reachable or version is None:
+                continue
+            subject = f"redis {r.addr} ({master} {r.role})"
+            if version < (6, 2):
+                yield warn("redis.write_hold", subject,
+                           f"Redis {r.version} has no CLIENT PAUSE WRITE: a planned failover "
+                           "will lose the writes it acknowledges while the VIP moves",
+                           "Upgrade to Redis 6.2 or later, or set failover_write_hold = 0 to "
+                           "silence this.")
+            else:
+                yield ok("redis.write_hold", subject,
+                         f"CLIENT PAUSE WRITE available (Redis {r.version}): writes are held "
+                         "during a planned failover")
+
+
 def redis_replication(facts: Facts) -> Iterator[Finding]:
     for master, instances in facts.redis.items():
         for r in instances:
@@ -564,6 +595,7 @@ CHECKS: tuple[Callable[[Facts], Iterator[Finding]], ...] = (
     sentinel_count, sentinel_reachable, sentinel_agreement, sentinel_peers, sentinel_ckquorum,
     sentinel_quorum, sentinel_tilt, sentinel_scripts, sentinel_pending, sentinel_version,
     redis_reachable, redis_masterauth, redis_bind, redis_protected_mode, redis_replication,
+    redis_write_hold,
     host_interface, host_vip, vip_wire, host_mode, host_agent_caps, host_socket,
     host_hook_path, host_scripts,
 )

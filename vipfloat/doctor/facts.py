@@ -126,3 +126,4 @@ class Facts:
     agent_unit: UnitFacts | None = None           # vipfloat.service, if installed
     # scripts_dir and pre_release_dir -> the scripts (or the directory) refused in it.
     action_scripts: dict[str, tuple[Refusal, ...]] = field(default_factory=dict)
+    write_hold: float = 0.0                       # [agent] failover_write_hold

@@ -326,4 +326,5 @@ def gather(config: Config) -> Facts:
                  socket=path_facts(str(config.agent.socket)) if live else None,
                  hook_paths={s: path_facts(s) for s in sorted(scripts)},
                  agent_unit=unit,
-                 action_scripts=action_scripts(config, agent_proc, unit, sentinel_proc))
+                 action_scripts=action_scripts(config, agent_proc, unit, sentinel_proc),
+                 write_hold=config.agent.failover_write_hold)

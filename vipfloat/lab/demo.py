@@ -24,8 +24,9 @@ from .netns import Lab, LabError
 from .observe import AddrEvents, SentinelEvents, Writer
 
 VIP = "198.51.100.250"
-SHOWN = ("+sdown", "+odown", "+try-failover", "+elected-leader", "+promoted-slave",
-         "+switch-master", "+failover-end", "-script-error")
+SHOWN = ("+sdown", "+odown", "+try-failover", "+elected-leader", "+selected-slave",
+         "+failover-state-wait-promotion", "+promoted-slave", "+switch-master", "+failover-end",
+         "-script-error")
 
 
 class Timeline:
@@ -103,6 +104,9 @@ def _wait_for_move(cluster: RedisLab, out: Timeline, events: SentinelEvents, add
 def _summary(out: Timeline, lab: Lab, cluster: RedisLab, writer: Writer, events: SentinelEvents,
              addrs: AddrEvents, kill_at: float, new: str) -> None:
     switch = min((e.t for e in events.matching("+switch-master", kill_at)), default=None)
+    promoted = min((e.t for e in events.matching("+promoted-slave", kill_at)), default=None)
+    sent = min((e.t for e in events.matching("+failover-state-wait-promotion", kill_at)),
+               default=None)
     bound = min((e.t for e in addrs.matching(VIP, added=True, after=kill_at)), default=None)
     first = writer.first_ok_after(bound or kill_at)
     gap = writer.gap(kill_at - 1)
@@ -113,9 +117,14 @@ def _summary(out: Timeline, lab: Lab, cluster: RedisLab, writer: Writer, events:
           f"{', '.join(cluster.holders())}")
     print(f"  client's neighbour entry for {VIP}: {mac} "
           f"({'node ' + new if mac == lab.hosts[new].mac else 'not the new master!'})")
+    if sent and bound:
+        print(f"  SLAVEOF NO ONE sent (+failover-state-wait-promotion) -> VIP bound on {new}: "
+              f"{(bound - sent) * 1000:.0f} ms")
+    if promoted and bound:
+        print(f"  +promoted-slave -> VIP bound: {(bound - promoted) * 1000:+.0f} ms (negative: "
+              "the new master's agent saw its Redis promoted before Sentinel did)")
     if switch and bound:
-        print(f"  +switch-master -> VIP bound on {new}: {(bound - switch) * 1000:+.0f} ms "
-              "(negative: the new master acted on +promoted-slave, before +switch-master)")
+        print(f"  +switch-master -> VIP bound on {new}: {(bound - switch) * 1000:+.0f} ms")
     if bound and first:
         print(f"  VIP bound -> first write acknowledged through it: "
               f"{(first.done - bound) * 1000:.0f} ms")
