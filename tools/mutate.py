@@ -3,7 +3,8 @@
 copy of the tree, so that nothing it writes (mutants/, mutated sources) shows up in
 the working tree.
 
-The core: vipfloat/decide.py, vipfloat/authority.py, vipfloat/config.py, and the
+The core: vipfloat/decide.py, vipfloat/authority.py, vipfloat/config.py, the pure
+parsers of vipfloat/subscribe.py and rules of vipfloat/switchover.py, and the
 frame builders of vipfloat/announce.py (not its socket and fork code). The tests:
 the unit tests that exercise them, in two passes (PASSES below), each in its own
 copy: the config's mutants against the config's tests only, so that each of its
@@ -52,12 +53,18 @@ TARGET = 0.90
 FRAME_BUILDERS = ["_ether", "_arp", "garp_request", "garp_reply", "checksum", "unsolicited_na",
                   "arp_probe", "solicited_node", "dad_solicitation", "probe_frame",
                   "round_frames"]
+# Of subscribe and switchover, the pure parsers and rules (not their threads).
+EVENT_PARSERS = ["_digits", "_instance", "parse_event"]
+SWITCHOVER_RULES = ["parse_replicas", "_number", "parse_lags", "preflight", "follow"]
 PASSES = [
-    {"modules": ["decide", "authority", "announce"],
+    {"modules": ["decide", "authority", "announce", "subscribe", "switchover"],
      "globs": ["vipfloat.decide.*", "vipfloat.authority.*"]
-              + [f"vipfloat.announce.x_{name}__mutmut_*" for name in FRAME_BUILDERS],
+              + [f"vipfloat.announce.x_{name}__mutmut_*" for name in FRAME_BUILDERS]
+              + [f"vipfloat.subscribe.x_{name}__mutmut_*" for name in EVENT_PARSERS]
+              + [f"vipfloat.switchover.x_{name}__mutmut_*" for name in SWITCHOVER_RULES],
      "tests": ["test_decide.py", "test_agent_rules.py", "test_agent_hints.py", "test_frames.py",
-               "test_authority_machine.py", "test_vip_actor.py",
+               "test_authority_machine.py", "test_vip_actor.py", "test_early_bind.py",
+               "test_actor_failover.py", "test_switchover.py", "test_events.py",
                "test_mutants_decide.py", "test_mutants_authority.py", "test_mutants_frames.py"]},
     {"modules": ["config"],
      "globs": ["vipfloat.config.*"],

@@ -37,9 +37,9 @@ from .announce import ThreadAnnouncer
 from .apply import Effects, Event, carry_out, execute, gather
 from . import authority
 from .authority import (Aborted, Attempted, Authority, AuthorityEvent, Belief, Checked,
-                        Failover, Heard, Hinted, NewEpoch, Polled, Promoting, Started, Trust,
-                        Unsubscribed)
-from .config import Config, Endpoint, IPAddress, VipConfig, hostport
+                        EarlyBound, Failover, Heard, Hinted, NewEpoch, Polled, Promoting,
+                        Started, Trust, Unsubscribed)
+from .config import PRE_RELEASE_BUDGET, Config, Endpoint, IPAddress, VipConfig, hostport
 from .decide import (Action, Binding, Claim, InFlight, Quorum, Snapshot, Verb, bound_after,
                      candidate_local_addresses, decide, is_new_master_here)
 from .errors import (ConfigError, LockTimeout, PermanentError, ResolveError, TransientError,
@@ -82,10 +82,10 @@ ROLE_POLL_FAST = 0.003
 ROLE_POLL_FAST_FOR = 2.0
 ROLE_POLL_SLOW = 0.1
 FOLLOW_SLICE = 0.25
-# The old holder's write hold: CLIENT PAUSE <HOLD_SLICE> WRITE, renewed every
+# The old holder's write hold: CLIENT PAUSE <HOLD_SLICE s> WRITE, renewed every
 # HOLD_RENEW while it is needed, so that it ends by itself soon after the agent
 # stops renewing it (it released the VIP, or died).
-HOLD_SLICE_MS = 500
+HOLD_SLICE = 0.5
 HOLD_RENEW = 0.1
 # An announcement by another MAC this long before this host heard the leader's
 # step still counts as the new holder's (events reach the hosts at different times).
@@ -131,6 +131,14 @@ class Request:
     reply: Verdict | None = None       # the hook's verdict: exit code and reason
 
 
+@dataclass(frozen=True)
+class WriteHold:
+    """This host paused its Redis's writes (CLIENT PAUSE WRITE) until ``until``."""
+
+    target: tuple[str, int]
+    until: float                       # monotonic: when the pause ends unless renewed
+
+
 @dataclass
 class VipLive:
     """What `vipfloat status` shows of the agent's view of one VIP."""
@@ -145,8 +153,8 @@ class VipLive:
     last_probe: float = 0.0            # monotonic
     error: str | None = None
     early_bind: tuple[int, float] | None = None   # (failover epoch, monotonic) of an early bind
-    writes_held: tuple[str, int] | None = None    # the Redis whose writes this host holds
-    hold_error: str | None = None                 # why the last hold failed, logged once
+    hold: WriteHold | None = None                 # this host's Redis's writes, paused
+    hold_failed: int | None = None                # the failover epoch a hold failed in
 
 
 class VipActor:
@@ -256,6 +264,14 @@ class VipActor:
                 action = decide(snapshot, cfg)[0]
                 decided.append(action)
                 binding = snapshot.vips[0].binding
+                if action.verb is Verb.RELEASE and self.live.hold is not None \
+                        and self.writes_held(time.monotonic()):
+                    # The release may wait for the new holder and run pre-release
+                    # scripts before it resets the connections: the held writes
+                    # must stay held until then, not run out in between.
+                    self._hold(self.live.hold.target, cfg.agent.release_wait
+                               + PRE_RELEASE_BUDGET + HOLD_SLICE,
+                               failover.epoch if failover is not None else None)
                 if action.verb is Verb.NOTHING:
                     return action, False, bound_after(action, binding)
                 try:
@@ -309,33 +325,41 @@ class VipActor:
         live, vip, metrics = self.live, self.vip, self.agent.metrics
         view = snapshot.vips[0]
         if action.verb is Verb.ACQUIRE and view.in_flight is not None and failover is not None:
-            live.early_bind = (failover.epoch, time.monotonic())
+            now = time.monotonic()
+            live.early_bind = (failover.epoch, now)
+            self.agent.feed(EarlyBound(vip.master, failover.epoch, now))
             metrics.early_binds.labels(vip.master).inc()
         if action.hold_writes and failover is not None:
-            target = (failover.old_host, failover.old_port)
-            error = self.agent.local_redis.hold_writes(*target, HOLD_SLICE_MS)
-            if error is not None:
-                # A dead Redis (the kill drill) acknowledges nothing anyway.
-                if error != live.hold_error:
-                    log.info("%s: cannot hold writes on %s: %s", vip.master,
-                             hostport(*target), error)
-                live.hold_error = error
-            elif live.writes_held != target:
-                live.hold_error = None
-                live.writes_held = target
-                metrics.write_holds.labels(vip.master).inc()
-                log.info("%s: holding writes on %s (CLIENT PAUSE WRITE, renewed every "
-                         "%.0f ms) until the new holder announces %s", vip.master,
-                         hostport(*target), HOLD_RENEW * 1000, vip.ip)
-        elif action.hold_writes is False and live.writes_held is not None:
-            error = self.agent.local_redis.hold_writes(*live.writes_held, None)
-            log.info("%s: writes on %s let through again%s", vip.master,
-                     hostport(*live.writes_held), f" (failed: {error})" if error else "")
-            live.writes_held = None
-        elif not bound:
-            # Released: the hold runs out by itself within HOLD_SLICE_MS, after
-            # the connections it blocked were reset.
-            live.writes_held = None
+            self._hold((failover.old_host, failover.old_port), HOLD_SLICE, failover.epoch)
+        elif action.hold_writes is False and live.hold is not None:
+            held, live.hold = live.hold.target, None
+            error = self.agent.local_redis.hold_writes(*held, None)
+            log.info("%s: writes on %s let through again%s", vip.master, hostport(*held),
+                     f" (failed: {error})" if error else "")
+        # Released with writes held: the pause runs out by itself (live.hold.until),
+        # after the connections it blocked were reset.
+
+    def _hold(self, target: tuple[str, int], seconds: float, epoch: int | None) -> None:
+        """Pause (or renew the pause of) ``target``'s writes for ``seconds``."""
+        live, vip = self.live, self.vip
+        if epoch is not None and live.hold_failed == epoch:
+            return      # failed once in this failover: dead or hung, it acknowledges nothing
+        error = self.agent.local_redis.hold_writes(*target, int(seconds * 1000))
+        if error is not None:
+            live.hold_failed = epoch
+            log.info("%s: cannot hold writes on %s (not tried again in this failover): %s",
+                     vip.master, hostport(*target), error)
+            return
+        first = live.hold is None or live.hold.target != target
+        live.hold = WriteHold(target, time.monotonic() + seconds)
+        if first:
+            self.agent.metrics.write_holds.labels(vip.master).inc()
+            log.info("%s: holding writes on %s (CLIENT PAUSE WRITE, renewed every %.0f ms) "
+                     "until the new holder announces %s", vip.master, hostport(*target),
+                     HOLD_RENEW * 1000, vip.ip)
+
+    def writes_held(self, now: float) -> bool:
+        return self.live.hold is not None and self.live.hold.until > now
 
     def follow(self, request: Request) -> None:
         """A failover in flight (Kind.FAILOVER): decide again and again for up to
@@ -387,8 +411,9 @@ class VipActor:
             role = None
             in_flight = None if failover is None else self.agent.in_flight(failover, now)
             absent = view.claim.order is None and view.binding is Binding.ABSENT
-            if (absent and in_flight is not None and in_flight.replica_addrs
+            if (view.claim.order is None and in_flight is not None and in_flight.replica_addrs
                     & candidate_local_addresses(snapshot.local_addresses, self.vip)):
+                # Bound early or not: the early hold lasts while ROLE says master.
                 assert failover is not None
                 role = self.agent.local_redis.role(failover.host, failover.port)
             elif (absent and belief is not None
@@ -403,7 +428,7 @@ class VipActor:
             views.append(replace(view, quorum=quorum, local_role=role,
                                  periodic=request.kind is Kind.PERIODIC, in_flight=in_flight,
                                  new_holder=new_holder,
-                                 writes_held=self.live.writes_held is not None))
+                                 writes_held=self.writes_held(now)))
         return replace(snapshot, vips=tuple(views))
 
     def _note(self, verb: Verb, reason: str, changed: bool, bound: bool) -> None:

@@ -10,7 +10,10 @@ events and holds the current state; tests drive it on a fake clock.
 Inside it: :class:`Belief` follows the newest Sentinel configuration, taking
 event payloads as provisional hints that polls of lagging Sentinels cannot
 undo; :class:`Contacts` measures how long this host has seen fewer than a
-majority of its Sentinels.
+majority of its Sentinels; :class:`Failover` is a failover its leader is
+running, followed from the leader's own steps (+new-epoch, +try-failover,
++selected-slave ...) until Sentinel confirms or abandons it, so that the VIP
+can move when the promotion happens rather than when Sentinel notices it.
 """
 
 from __future__ import annotations
@@ -36,6 +39,13 @@ EPOCH_RESET_AFTER = 30.0
 DEFAULT_GRACE = 30.0
 # Sentinel's own default failover-timeout, until a poll tells us the master's.
 DEFAULT_FAILOVER_TIMEOUT = 180.0
+# After this host bound the VIP early, how long Sentinel has to confirm the
+# promotion before the newest configuration decides again. The leader polls the
+# promoted replica's INFO every second during a failover, so it notices within
+# about 1.1 s; a leader that has not after this long is stuck (TILT, cut off
+# from the replica) and may never: the VIP must not wait failover-timeout (180 s
+# by default) in front of a node Sentinel does not name.
+CONFIRM_WITHIN = 5.0
 
 
 @dataclass(frozen=True)
@@ -164,6 +174,7 @@ class Failover:
     stage: str                   # the last step published (+selected-slave, ...)
     since: float                 # when the replica was first named
     timeout: float               # the master's failover-timeout, seconds
+    bound_at: float | None = None  # when this host bound the VIP early for it
 
     @property
     def addr(self) -> str:
@@ -269,6 +280,16 @@ class Aborted:
 
 
 @dataclass(frozen=True)
+class EarlyBound:
+    """This host bound ``master``'s VIP early for the failover at ``epoch``:
+    from now on Sentinel has CONFIRM_WITHIN to confirm it."""
+
+    master: str
+    epoch: int
+    now: float
+
+
+@dataclass(frozen=True)
 class Unsubscribed:
     """The subscription to Sentinel ``index`` dropped: what it publishes from
     now on is lost, so a failover it leads can no longer be followed."""
@@ -278,7 +299,7 @@ class Unsubscribed:
 
 
 AuthorityEvent = Union[Started, Heard, Polled, Hinted, Checked, NewEpoch, Attempted,
-                       Promoting, Aborted, Unsubscribed]
+                       Promoting, Aborted, EarlyBound, Unsubscribed]
 
 
 @dataclass(frozen=True)
@@ -325,6 +346,8 @@ class Authority:
             return None
         if now - f.since > f.timeout:
             return None
+        if f.bound_at is not None and now - f.bound_at > CONFIRM_WITHIN:
+            return None
         return f
 
 
@@ -340,8 +363,12 @@ def step(state: Authority, event: AuthorityEvent) -> Authority:
     if isinstance(event, Heard):
         return replace(state, contacts=state.contacts.heard(event.index, event.now))
     if isinstance(event, Hinted):
-        # Sentinel has said who the new master is: whatever was in flight is over.
-        state = _end_failover(state, event.master)
+        # Sentinel has confirmed the promotion in flight. A hint naming another
+        # node (a lagging Sentinel's +switch-master of an earlier failover) ends
+        # nothing: the poll at the failover's epoch will.
+        f = state.failovers.get(event.master)
+        if f is not None and (f.host, f.port) == (event.host, event.port):
+            state = _end_failover(state, event.master)
         before = state.beliefs.get(event.master)
         after = on_hint(before, event.host, event.port, event.source, event.now)
         if after is before:
@@ -370,6 +397,12 @@ def step(state: Authority, event: AuthorityEvent) -> Authority:
         if f is None or f.leader != event.index:
             return state          # another Sentinel's attempt ended, not the one followed
         return _end_failover(state, event.master)
+    if isinstance(event, EarlyBound):
+        f = state.failovers.get(event.master)
+        if f is None or f.epoch != event.epoch or f.bound_at is not None:
+            return state
+        return replace(state, failovers=MappingProxyType(
+            {**state.failovers, event.master: replace(f, bound_at=event.now)}))
     if isinstance(event, Unsubscribed):
         return replace(state, failovers=MappingProxyType(
             {m: f for m, f in state.failovers.items() if f.leader != event.index}))
@@ -389,10 +422,12 @@ def _promoting(state: Authority, event: Promoting) -> Authority:
         return state              # a newer failover is followed already
     same = (current is not None and current.epoch == epoch and current.leader == event.index
             and (current.host, current.port) == (event.host, event.port))
-    f = Failover(event.index, event.leader_addr, epoch, event.host, event.port,
-                 event.old_host, event.old_port, event.stage,
-                 current.since if same and current is not None else event.now,
-                 state.failover_timeout.get(event.master, DEFAULT_FAILOVER_TIMEOUT))
+    if same and current is not None:
+        f = replace(current, stage=event.stage)
+    else:
+        f = Failover(event.index, event.leader_addr, epoch, event.host, event.port,
+                     event.old_host, event.old_port, event.stage, event.now,
+                     state.failover_timeout.get(event.master, DEFAULT_FAILOVER_TIMEOUT))
     return replace(state, failovers=MappingProxyType({**state.failovers, event.master: f}))
 
 

@@ -9,7 +9,7 @@ logged and asserted in tests. :mod:`vipfloat.apply` makes the host match.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
@@ -181,9 +181,8 @@ def decide(snapshot: Snapshot, config: Config) -> tuple[Action, ...]:
                 and bound_after(action, view.binding)):
             # The failover that held them is over and the VIP is still here (an
             # abort, a timeout): writes go through again at once.
-            action = Action(action.verb, action.master,
-                            f"{action.reason}; letting the held writes through",
-                            action.graceful, hold_writes=False)
+            action = replace(action, reason=f"{action.reason}; letting the held writes through",
+                             hold_writes=False)
         actions.append(action)
     return tuple(actions)
 
@@ -222,7 +221,12 @@ def _decide_one(view: VipView, vip: VipConfig, local: frozenset[IPAddress],
     if q is not None and q.ok and q.fresh:
         q = None
     if view.in_flight is not None:
-        early = _in_flight(view, view.in_flight, vip, local, agent, q, act)
+        # Fencing comes first: a host cut off from the majority lets go, failover
+        # in flight or not.
+        fenced = _without_quorum(act, q, bound) if q is not None and bound else None
+        if fenced is not None and fenced.verb is Verb.RELEASE:
+            return fenced
+        early = _in_flight(view, view.in_flight, vip, local, agent, q, act, here)
         if early is not None:
             return early
     if bound and named and not here:
@@ -262,17 +266,21 @@ def _decide_one(view: VipView, vip: VipConfig, local: frozenset[IPAddress],
 
 
 def _in_flight(view: VipView, f: InFlight, vip: VipConfig, local: frozenset[IPAddress],
-               agent: AgentConfig, q: Quorum | None, act: Callable[..., Action]
-               ) -> Action | None:
+               agent: AgentConfig, q: Quorum | None, act: Callable[..., Action],
+               believed_here: bool) -> Action | None:
     """A failover its leader is running, before Sentinel confirms it. The
     chosen replica's host binds the VIP as soon as its Redis says ROLE master
-    (hundreds of ms before +promoted-slave); the old holder holds its Redis's
-    writes, then lets go when the new holder announces itself; nobody else
-    takes the VIP while it is in flight. None: the usual rules decide."""
+    (hundreds of ms before +promoted-slave), and keeps it while ROLE says so;
+    the host Sentinel still names (the old holder) holds its Redis's writes,
+    then lets go when the new holder announces itself, and does not take the
+    VIP back meanwhile. None: the usual rules decide (any other host)."""
     mine = candidate_local_addresses(local, vip)
     bound = view.binding is Binding.PRESENT
+    role = view.local_role
     if f.replica_addrs & mine:
         if bound:
+            if role is not None and role.role is not RedisRole.MASTER:
+                return None     # no longer master (converted back, gone): as usual
             return act(Verb.NOTHING, f"{f.leader} is promoting this host's Redis {f.replica}; "
                                      "VIP already bound here")
         if not agent.early_bind:
@@ -280,14 +288,15 @@ def _in_flight(view: VipView, f: InFlight, vip: VipConfig, local: frozenset[IPAd
         if q is not None:
             # Local ROLE and one Sentinel's word never move a VIP without a
             # majority behind them.
-            return _without_quorum(act, q, bound)
-        role = view.local_role
+            return _without_quorum(act, q, False)
         if role is None or role.role is not RedisRole.MASTER:
             return act(Verb.NOTHING, f"{f.leader} is promoting this host's Redis {f.replica}, "
                                      f"but ROLE is still {role or 'unasked'}: waiting for the "
                                      "promotion")
         return act(Verb.ACQUIRE, f"{f.leader} promoted this host's Redis {f.replica}; ROLE is "
                                  "master, ahead of Sentinel's +promoted-slave")
+    if not believed_here:
+        return None
     if not bound:
         return act(Verb.NOTHING, f"{f.leader} is promoting {f.replica}, another host: not "
                                  "acquiring while it is in flight")
@@ -296,10 +305,11 @@ def _in_flight(view: VipView, f: InFlight, vip: VipConfig, local: frozenset[IPAd
         # there, and keeping it here would only answer ARP against it.
         return act(Verb.RELEASE, f"{f.leader} is promoting {f.replica}, another host, and "
                                  f"{view.new_holder} announced the VIP: releasing")
-    if f.old_addrs & mine and f.age < agent.failover_write_hold:
+    if f.old_addrs & mine and f.age < agent.failover_write_hold and agent.reset_connections:
         # Every write this Redis acknowledges from now on would be discarded
         # when Sentinel makes it a replica of the new master: hold them, so that
-        # they fail when the connections are reset at the release instead.
+        # they fail when the connections are reset at the release instead
+        # (without the reset, they would be acknowledged once the pause ends).
         return act(Verb.NOTHING, f"{f.leader} is promoting {f.replica}, another host: "
                                  "holding this host's writes until the new holder announces "
                                  "the VIP", hold_writes=True)

@@ -18,6 +18,11 @@ from .sentinel import connection
 
 log = logging.getLogger(__name__)
 
+# CLIENT PAUSE's own deadline: a Redis that does not answer on loopback within
+# this is hung, and a hung Redis acknowledges nothing anyway; the actor must not
+# wait the usual timeout for it while the VIP moves.
+HOLD_TIMEOUT = 0.1
+
 
 def parse_role(reply: object) -> LocalRole:
     """Pure: ROLE's reply -> master, slave, sentinel, or unknown (with what it said,
@@ -35,6 +40,7 @@ class LocalRedis:
     def __init__(self, cfg: RedisConfig) -> None:
         self.cfg = cfg
         self._conns: dict[tuple[str, int], object] = {}
+        self._holds: dict[tuple[str, int], object] = {}   # CLIENT PAUSE's, short timeout
         self._lock = threading.Lock()
 
     def _conn(self, host: str, port: int) -> object:
@@ -72,7 +78,12 @@ class LocalRedis:
         Renewing extends it. Returns why it failed, or None."""
         import redis
 
-        conn = self._conn(host, port)
+        with self._lock:
+            conn = self._holds.get((host, port))
+            if conn is None:
+                conn = connection(host, port, self.cfg.username, self.cfg.password,
+                                  HOLD_TIMEOUT)
+                self._holds[(host, port)] = conn
         command = ("CLIENT", "PAUSE", str(ms), "WRITE") if ms is not None else (
             "CLIENT", "UNPAUSE")
         for attempt in (1, 2):
@@ -82,7 +93,12 @@ class LocalRedis:
                 return None
             except redis.ResponseError as exc:
                 return escape((str(exc).splitlines() or [type(exc).__name__])[0][:200])
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            except redis.TimeoutError as exc:
+                conn.disconnect()  # type: ignore[attr-defined]
+                return escape(f"no answer within {HOLD_TIMEOUT:g} s: {exc}"[:200])
+            except (redis.ConnectionError, OSError) as exc:
+                # Once more on a fresh connection: the kept one may have been
+                # closed by a CLIENT KILL since its last use.
                 conn.disconnect()  # type: ignore[attr-defined]
                 if attempt == 2:
                     return escape(str(exc)[:200])
@@ -90,6 +106,7 @@ class LocalRedis:
 
     def close(self) -> None:
         with self._lock:
-            for conn in self._conns.values():
+            for conn in [*self._conns.values(), *self._holds.values()]:
                 conn.disconnect()  # type: ignore[attr-defined]
             self._conns.clear()
+            self._holds.clear()

@@ -57,11 +57,16 @@ class SentinelEvent:
         return self.new_host is not None
 
 
+def _digits(text: str) -> bool:
+    """A decimal number int() takes: str.isdigit() alone also accepts "²"."""
+    return text.isascii() and text.isdigit()
+
+
 def _instance(parts: list[str]) -> tuple[tuple[str, int], str, tuple[str, int]] | None:
     """``slave <ip:port> <ip> <port> @ <master> <mip> <mport>``: the replica, the
     master's name and the master's address; None for any other shape."""
     if (len(parts) != 8 or parts[0] != "slave" or parts[4] != "@"
-            or not parts[3].isdigit() or not parts[7].isdigit()):
+            or not _digits(parts[3]) or not _digits(parts[7])):
         return None
     return (parts[2], int(parts[3])), parts[5], (parts[6], int(parts[7]))
 
@@ -77,15 +82,15 @@ def parse_event(channel: str, data: str) -> SentinelEvent | None:
     """
     parts = data.split()
     if channel == "+switch-master":
-        if len(parts) != 5 or not parts[4].isdigit():
+        if len(parts) != 5 or not _digits(parts[4]):
             return None
         return SentinelEvent(channel, parts[0], parts[3], int(parts[4]), data)
     if channel == "+promoted-slave":
-        if len(parts) < 6 or parts[4] != "@" or not parts[3].isdigit():
+        if len(parts) < 6 or parts[4] != "@" or not _digits(parts[3]):
             return None
         return SentinelEvent(channel, parts[5], parts[2], int(parts[3]), data)
     if channel == EPOCH_EVENT:
-        if len(parts) != 1 or not parts[0].isdigit() or len(parts[0]) > 19:
+        if len(parts) != 1 or not _digits(parts[0]) or len(parts[0]) > 19:
             return None
         return SentinelEvent(channel, None, data=data, epoch=int(parts[0]))
     if channel in PROMOTION_EVENTS:

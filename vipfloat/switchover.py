@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence, Union
 
 from .config import Config, VipConfig, hostport, majority
@@ -65,18 +65,21 @@ def parse_replicas(reply: Sequence[Any]) -> tuple[Replica, ...]:
     """Pure: SENTINEL REPLICAS' list of flat [key, value ...] lists (or maps)."""
     out = []
     for item in reply:
-        if isinstance(item, Mapping):
-            f = {str(k): str(v) for k, v in item.items()}
-        else:
-            f = {str(item[i]): str(item[i + 1]) for i in range(0, len(item) - 1, 2)}
-        try:
-            port, priority = int(f.get("port", "")), int(f.get("slave-priority", "100"))
-        except ValueError:
+        pairs = item.items() if isinstance(item, Mapping) else zip(item[::2], item[1::2])
+        f = {str(k): str(v) for k, v in pairs}
+        ip, port = f.get("ip"), _number(f.get("port"))
+        if not ip or port is None:
             continue
-        out.append(Replica(f.get("ip", ""), port, tuple(x for x in f.get("flags", "").split(",")
-                                                         if x),
-                           f.get("master-link-status") == "ok", priority, f.get("run-id", "")))
+        # A priority Sentinel did not report is its default, 100; 0 is never promoted.
+        priority = _number(f.get("slave-priority"))
+        out.append(Replica(ip, port, tuple(x for x in f.get("flags", "").split(",") if x),
+                           f.get("master-link-status") == "ok",
+                           100 if priority is None else priority, f.get("runid", "")))
     return tuple(out)
+
+
+def _number(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isascii() and text.isdigit() else None
 
 
 def parse_lags(info: str) -> dict[tuple[str, int], int]:
@@ -87,8 +90,8 @@ def parse_lags(info: str) -> dict[tuple[str, int], int]:
         name, _, value = line.strip().partition(":")
         if not (name.startswith("slave") and name[5:].isdigit()):
             continue
-        fields = dict(kv.split("=", 1) for kv in value.split(",") if "=" in kv)
         try:
+            fields = dict(kv.split("=", 1) for kv in value.split(",") if "=" in kv)
             if fields.get("state") == "online":
                 lags[(fields["ip"], int(fields["port"]))] = int(fields["lag"])
         except (KeyError, ValueError):
@@ -154,8 +157,8 @@ class Published:
 
 @dataclass(frozen=True)
 class VipAnswered:
-    run_id: str                 # INFO server's run_id behind the VIP
-    role: str                   # ROLE's first word
+    run_id: str                 # INFO server's run_id behind the VIP; "" when none answered
+    role: str                   # ROLE's first word; "unreachable" when none answered
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,8 @@ class Progress:
     master: str
     old: str                                # the old master, host:port
     replicas: Mapping[str, str]             # run_id -> host:port (the old master's too)
-    epoch: int | None = None
+    ready: frozenset[str] = frozenset()     # the replicas the preflight found in sync
+    epochs: Mapping[str, int] = field(default_factory=dict)   # each Sentinel's +new-epoch
     chosen: str | None = None               # the replica Sentinel promotes
     held: bool = False
     promoted: bool = False
@@ -181,7 +185,7 @@ class Progress:
 
     @property
     def done(self) -> bool:
-        return self.failed is not None or (self.switched is not None and self.vip is not None
+        return self.failed is not None or (self.switched is not None
                                            and self.vip == self.switched)
 
 
@@ -194,30 +198,35 @@ def follow(p: Progress, seen: Observed) -> tuple[Progress, list[str]]:
                                        "(CLIENT PAUSE WRITE by its agent)"]
     if isinstance(seen, VipAnswered):
         if seen.role != "master":
-            return p, []
+            # Nobody, or a replica: whoever answered as master before no longer does.
+            return replace(p, vip=None), []
         who = p.replicas.get(seen.run_id, f"run_id {seen.run_id[:12]}")
         if who == p.vip:
             return p, []
         return replace(p, vip=who), [f"VIP answers from {who} (ROLE master)"]
     event = parse_event(seen.channel, seen.data)
     if seen.channel == EPOCH_EVENT and event is not None and event.epoch is not None:
-        return (p, []) if p.epoch is not None else (replace(p, epoch=event.epoch), [])
+        return replace(p, epochs={**p.epochs, seen.source: event.epoch}), []
     if event is None or event.master != p.master:
         return p, []
     if seen.channel == ATTEMPT_EVENT:
+        epoch = p.epochs.get(seen.source)
         return p, [f"Sentinel {seen.source} starts the failover"
-                   + (f" at epoch {p.epoch}" if p.epoch is not None else "")]
-    if seen.channel == "+selected-slave" and event.replica:
+                   + (f" at epoch {epoch}" if epoch is not None else "")]
+    if seen.channel == "+selected-slave" and event.replica and p.chosen is None:
         chosen = hostport(*event.replica)
-        return replace(p, chosen=chosen), [f"Sentinel selected replica {chosen}"]
+        note = "" if chosen in p.ready else " (not one the preflight found in sync)"
+        return replace(p, chosen=chosen), [f"Sentinel selected replica {chosen}{note}"]
     if seen.channel == "+failover-state-wait-promotion" and event.replica:
         return p, [f"Sentinel sent SLAVEOF NO ONE to {hostport(*event.replica)}"]
+    # +promoted-slave and +switch-master always name one (parse_event).
+    new = (hostport(event.new_host, event.new_port)
+           if event.new_host is not None and event.new_port is not None else "")
     if seen.channel == "+promoted-slave" and not p.promoted:
-        return replace(p, promoted=True), [
-            f"Sentinel saw {hostport(event.new_host or '?', event.new_port or 0)} promoted "
-            "(+promoted-slave)"]
+        return replace(p, promoted=True), [f"Sentinel saw {new} promoted (+promoted-slave)"]
     if seen.channel == "+switch-master" and p.switched is None:
-        new = hostport(event.new_host or "?", event.new_port or 0)
+        if new != p.chosen:
+            return p, []        # not this switchover's (a lagging Sentinel's older one)
         return replace(p, switched=new), [f"Sentinel {seen.source} switched {p.master} to "
                                           f"{new} (+switch-master)"]
     if seen.channel in ABORT_EVENTS and p.failed is None and not p.promoted:
@@ -267,7 +276,8 @@ def run(cfg: Config, master: str, timeout: float, echo: Any) -> int:
              f"sync: " + ", ".join(f"{r.addr} (lag {r.lag} s)" for r in plan.ready))
         progress = Progress(master, plan.master.addr,
                             {**{r.run_id: r.addr for r in parse_replicas(replicas)},
-                             old_run_id: plan.master.addr})
+                             old_run_id: plan.master.addr},
+                            ready=frozenset(r.addr for r in plan.ready))
         return _watch(cfg, vip, plan, s, progress, timeout, echo)
     finally:
         s.disconnect()
@@ -304,6 +314,11 @@ def _watch(cfg: Config, vip: VipConfig, plan: Plan, s: Any, progress: Progress, 
             # -INPROG (one is running), -NOGOODSLAVE (no replica it would promote)
             say(f"Sentinel {cfg.sentinel.addresses[plan.sentinel]} refused: "
                 f"{escape(str(exc)[:200])}")
+            return 1
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            say(f"no answer from Sentinel {cfg.sentinel.addresses[plan.sentinel]} "
+                f"({escape(str(exc)[:200])}): the failover may be running; see vipfloat "
+                "status")
             return 1
         say(f"asked Sentinel {cfg.sentinel.addresses[plan.sentinel]} for SENTINEL FAILOVER "
             f"{plan.master.name}: {escape(str(reply)[:40])}")
@@ -390,11 +405,15 @@ def _probe_vip(cfg: Config, vip: VipConfig, port: int, out: queue.Queue[Observed
             finally:
                 conn.disconnect()
             first = str(role[0]) if isinstance(role, list) and role else "?"
-            if (run_id, first) != last:
-                last = (run_id, first)
-                out.put_nowait(VipAnswered(run_id, first))
-        except (redis.RedisError, OSError, queue.Full):
-            pass
+            answer = VipAnswered(run_id, first)
+        except (redis.RedisError, OSError):
+            answer = VipAnswered("", "unreachable")
+        if answer != last:
+            last = answer
+            try:
+                out.put_nowait(answer)
+            except queue.Full:
+                return
         stop.wait(VIP_PROBE_INTERVAL)
 
 
@@ -404,10 +423,22 @@ def _probe_held(cfg: Config, master: MasterInfo, out: queue.Queue[Observed],
     blocks says so; tried every 10 ms for a second."""
     import redis
 
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
     end = time.monotonic() + 1.0
     while not stop.is_set() and time.monotonic() < end:
-        conn = connection(master.host, master.port, cfg.redis.username, cfg.redis.password,
-                          HELD_AFTER)
+        # Connecting may take its time; only the PUBLISH's answer is timed.
+        conn = redis.Connection(host=master.host, port=master.port,
+                                username=cfg.redis.username,
+                                password=cfg.redis.password.value if cfg.redis.password
+                                else None, socket_connect_timeout=cfg.redis.timeout,
+                                socket_timeout=HELD_AFTER, retry=Retry(NoBackoff(), 0))
+        try:
+            conn.connect()      # a slow connect is no hold
+        except (redis.RedisError, OSError):
+            conn.disconnect()
+            return
         try:
             _ask(conn, "PUBLISH", "__vipfloat__:switchover", "probe")
         except redis.TimeoutError:

@@ -101,8 +101,8 @@ def test_a_leaders_step_at_a_newer_epoch_is_followed():
     state = run(polled(0.5), *leading(), step_of(1.1))
     f = state.failover("mymaster", 1.2)
     assert f is not None
-    assert (f.leader, f.epoch, f.host, f.port, f.old_addr, f.since, f.timeout) == (
-        1, 7, C, 6379, f"{A}:6379", 1.1, 4.0)
+    assert (f.leader, f.epoch, f.host, f.port, f.old_addr, f.since, f.timeout, f.stage) == (
+        1, 7, C, 6379, f"{A}:6379", 1.1, 4.0, "+selected-slave")
     assert f.describe() == f"the failover leader (Sentinel {LEADER}, epoch 7)"
 
 
@@ -158,13 +158,16 @@ def test_the_leaders_abort_ends_it_and_another_sentinels_does_not():
     assert ended.failover("mymaster", 1.6) is None and not ended.failovers
     # The aborted attempt's epoch is forgotten: a late step of it is not followed.
     assert step(ended, step_of(1.7)).failover("mymaster", 1.8) is None
+    # Another master's attempt by the same Sentinel is kept.
+    other = run(polled(0.5), *leading(), Attempted("other", 1, 1.0), Aborted("mymaster", 1, 1.5))
+    assert dict(other.attempts) == {("other", 1): 7}
 
 
 def test_failover_timeout_ends_it():
     state = run(polled(0.5, timeout_ms=4000), *leading(), step_of(1.0))
     assert state.failover("mymaster", 5.0) is not None
     assert state.failover("mymaster", 5.01) is None
-    assert not step(state, Checked(5.01)).failovers
+    assert step(state, Checked(5.01)).failovers == {}
     assert step(state, Checked(4.9)).failovers
 
 
@@ -366,3 +369,78 @@ def test_quorum_policy_is_irrelevant_to_the_hold(cfg):
                   policy=QuorumPolicy.KEEP)
     a = one(cfg, HERE_A, Binding.PRESENT, quorum=keep)
     assert a.hold_writes is True
+
+
+# --- after review: the early hold's limits ------------------------------------------------
+
+def test_sentinel_has_confirm_within_to_confirm_an_early_bind():
+    from vipfloat.authority import CONFIRM_WITHIN, EarlyBound
+
+    state = run(polled(0.5, timeout_ms=180_000), *leading(), step_of(1.0))
+    bound = step(state, EarlyBound("mymaster", 7, 1.2))
+    assert bound.failover("mymaster", 1.2 + CONFIRM_WITHIN) is not None
+    assert bound.failover("mymaster", 1.21 + CONFIRM_WITHIN) is None
+    # Not bound early: the failover may take its whole failover-timeout.
+    assert state.failover("mymaster", 1.21 + CONFIRM_WITHIN) is not None
+    # An early bind for another epoch, or a second one, changes nothing.
+    assert step(state, EarlyBound("mymaster", 6, 1.2)) is state
+    assert step(bound, EarlyBound("mymaster", 7, 1.4)) is bound
+    assert not step(bound, Checked(1.21 + CONFIRM_WITHIN)).failovers
+
+
+def test_a_hint_naming_another_node_does_not_end_it():
+    # A lagging Sentinel's +switch-master of an earlier failover, naming the old
+    # master, while the failover to C is in flight.
+    state = run(polled(0.5), *leading(), step_of(1.1))
+    late = step(state, Hinted("mymaster", A, 6379, "+switch-master from Sentinel", 1.3))
+    assert late.failover("mymaster", 1.4) is not None
+
+
+def test_the_early_holder_lets_go_once_role_is_no_longer_master(cfg):
+    # Bound early, then converted back to a replica (Sentinel never confirmed):
+    # the usual rules decide, and Sentinel's newest config names A.
+    a = one(cfg, HERE_C, Binding.PRESENT, local_role=SLAVE)
+    assert a.verb is Verb.RELEASE
+    assert a.reason == f"new master {A} is another host; VIP bound here" + SOURCE
+
+
+def test_fencing_comes_before_a_failover_in_flight(cfg):
+    lost = Quorum(reachable=1, configured=3, below_for=1.5, grace=1.0)
+    a = one(cfg, HERE_A, Binding.PRESENT, quorum=lost)
+    assert a.verb is Verb.RELEASE and not a.graceful
+    assert a.reason.startswith("only 1/3 Sentinels reachable for 1.5 s (majority 2, grace "
+                               "1.0 s): fencing")
+    # Inside the grace, the hold goes on.
+    a = one(cfg, HERE_A, Binding.PRESENT, quorum=replace(lost, below_for=0.5))
+    assert a.verb is Verb.NOTHING and a.hold_writes is True
+    # The early holder is fenced too.
+    a = one(cfg, HERE_C, Binding.PRESENT, local_role=MASTER, quorum=lost)
+    assert a.verb is Verb.RELEASE and "fencing" in a.reason
+
+
+def test_a_host_neither_promoted_nor_believed_follows_the_usual_rules(cfg):
+    # A VIP left on B while Sentinel names A and promotes C: released as usual.
+    here_b = frozenset({ip(B)})
+    a = one(cfg, here_b, Binding.PRESENT)
+    assert a.verb is Verb.RELEASE and a.graceful
+    assert a.reason == f"new master {A} is another host; VIP bound here" + SOURCE
+    assert one(cfg, here_b).reason == f"new master {A} is another host; VIP not bound here" \
+        + SOURCE
+
+
+def test_no_write_hold_without_resetting_connections(write_config):
+    from vipfloat import config as config_mod
+    from tests.unit.conftest import BASE
+
+    cfg = config_mod.load(write_config(BASE.replace('[agent]\n',
+                                                    '[agent]\nreset_connections = false\n')))
+    # The held writes would be acknowledged once the pause ends: pointless.
+    a = one(cfg, HERE_A, Binding.PRESENT)
+    assert a.verb is Verb.NOTHING and a.hold_writes is None
+
+
+def test_non_ascii_digits_in_a_payload_are_dropped_not_raised():
+    assert parse_event("+new-epoch", "\u00b2") is None
+    assert parse_event("+selected-slave", f"slave {C}:6379 {C} \u00b2 @ mymaster {A} 6379") is None
+    assert parse_event("+switch-master", f"mymaster {A} 6379 {B} \u00b2") is None
+    assert parse_event("+promoted-slave", f"slave {C}:6379 {C} \u00b2 @ mymaster {A} 6379") is None

@@ -2,6 +2,9 @@
 start, and what each event adds to the timeline."""
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pytest
 from typer.testing import CliRunner
 
 from vipfloat.cli import app
@@ -22,9 +25,9 @@ def ans(n: int, host: str | None = A, epoch: int = 3,
 
 
 REPLIES = [
-    ["name", f"{B}:6379", "ip", B, "port", "6379", "run-id", "bbbb", "flags", "slave",
+    ["name", f"{B}:6379", "ip", B, "port", "6379", "runid", "bbbb", "flags", "slave",
      "master-link-status", "ok", "slave-priority", "100"],
-    ["name", f"{C}:6379", "ip", C, "port", "6379", "run-id", "cccc", "flags", "slave",
+    ["name", f"{C}:6379", "ip", C, "port", "6379", "runid", "cccc", "flags", "slave",
      "master-link-status", "ok", "slave-priority", "0"],
 ]
 INFO = ("# Replication\r\nrole:master\r\nconnected_slaves:2\r\n"
@@ -110,7 +113,7 @@ EXPECTED = [
 
 def start() -> Progress:
     return Progress("mymaster", f"{A}:6379", {"aaaa": f"{A}:6379", "bbbb": f"{B}:6379"},
-                    )
+                    ready=frozenset({f"{B}:6379"}))
 
 
 def test_the_timeline_of_a_switchover():
@@ -125,21 +128,22 @@ def test_the_timeline_of_a_switchover():
 def test_repeats_and_other_masters_add_nothing():
     p = start()
     p, _ = follow(p, VipAnswered("aaaa", "master"))
-    for seen in (VipAnswered("aaaa", "master"), VipAnswered("bbbb", "slave"),
-                 WritesHeld(f"{A}:6379"), WritesHeld(f"{A}:6379"),
+    p, lines = follow(p, WritesHeld(f"{A}:6379"))
+    assert len(lines) == 1
+    for seen in (VipAnswered("aaaa", "master"), WritesHeld(f"{A}:6379"),
                  Published(LEADER, "+selected-slave", f"slave {B}:6379 {B} 6379 @ other {A} 6379"),
                  Published(LEADER, "+new-epoch", "x")):
         p, lines = follow(p, seen)
-        assert len(lines) <= 1
-        if isinstance(seen, WritesHeld):
-            continue
         assert lines == [], seen
     assert p.chosen is None and p.vip == f"{A}:6379"
+    # A replica, or nobody, behind the VIP: nobody answers as master any more.
+    assert follow(p, VipAnswered("bbbb", "slave"))[0].vip is None
+    assert follow(p, VipAnswered("", "unreachable"))[0].vip is None
 
 
 def test_switched_but_the_vip_still_on_the_old_master_is_not_done():
     p = start()
-    for seen in (VipAnswered("aaaa", "master"),
+    for seen in (VipAnswered("aaaa", "master"), *RUN[:3],
                  Published(LEADER, "+switch-master", f"mymaster {A} 6379 {B} 6379")):
         p, _ = follow(p, seen)
     assert not p.done
@@ -162,3 +166,109 @@ def test_an_unknown_master_is_a_usage_error(cfg):
                                       str(cfg.path)])
     assert result.exit_code == 2
     assert "master 'nope' has no [[vip]] block" in result.output
+
+
+def test_a_switch_to_another_node_than_the_chosen_one_is_not_this_switchover():
+    p = start()
+    # A lagging Sentinel's +switch-master naming the current master, before any
+    # replica is chosen, then one naming a node Sentinel did not choose.
+    for seen in (VipAnswered("aaaa", "master"),
+                 Published(LEADER, "+switch-master", f"mymaster {C} 6379 {A} 6379"),
+                 *RUN[:3], Published(LEADER, "+switch-master", f"mymaster {A} 6379 {C} 6379")):
+        p, _ = follow(p, seen)
+    assert p.switched is None and not p.done
+
+
+def test_the_vip_that_stops_answering_as_master_is_not_done():
+    p = start()
+    for seen in RUN:
+        p, _ = follow(p, seen)
+    assert p.done
+    p, _ = follow(p, VipAnswered("", "unreachable"))
+    assert not p.done
+
+
+def test_a_chosen_replica_the_preflight_did_not_find_in_sync_is_said():
+    p = replace(start(), ready=frozenset())
+    for seen in RUN[:2]:
+        p, _ = follow(p, seen)
+    _, lines = follow(p, RUN[2])
+    assert lines == [f"Sentinel selected replica {B}:6379 (not one the preflight found in sync)"]
+
+
+# --- every rule, row by row (mutation testing found them untested) -----------------------
+
+def test_replies_of_every_shape():
+    (r,) = parse_replicas([{"ip": B, "port": "6379", "runid": "bbbb", "flags": "slave,s_down",
+                            "master-link-status": "err", "slave-priority": "1"}])
+    assert (r.host, r.port, r.run_id, r.flags, r.link_ok, r.priority) == (
+        B, 6379, "bbbb", ("slave", "s_down"), False, 1)
+    # Missing fields: no address, no replica; the priority Sentinel's default.
+    got = parse_replicas([["ip", B], ["port", "6379"], ["ip", B, "port", "x"],
+                          ["ip", C, "port", "6380"]])
+    assert got == (Replica(C, 6380, (), False, 100, ""),)
+
+
+def test_lags_of_every_shape():
+    info = ("slave0:ip=2001:db8::12,port=6379,state=online,offset=1,lag=0\n"
+            "slave1:ip=x=y,port=1,state=online,offset=1,lag=3\n"
+            "slave2:ip=a,port=p,state=online,lag=0\n"
+            "slave3:ip=b,port=2,state=online,offset=1,lag=1\n"
+            "slavefoo:ip=c,port=3,state=online,offset=1,lag=0\n"
+            "slave4:ip=d,port=4,state=online,offset=1\n")
+    assert parse_lags(info) == {("2001:db8::12", 6379): 0, ("x=y", 1): 3, ("b", 2): 1}
+
+
+@pytest.mark.parametrize("flag", ["failover_in_progress", "s_down", "o_down", "disconnected"])
+def test_each_master_flag_refuses(flag):
+    _, problems = preflight([ans(11, flags=("master", flag)), ans(12), ans(13)],
+                            parse_replicas(REPLIES), parse_lags(INFO))
+    assert problems == [f"Sentinel 198.51.100.11:26379 flags the master {flag}"]
+
+
+def test_flags_are_listed_together():
+    _, problems = preflight([ans(11, flags=("master", "s_down", "o_down")), ans(12), ans(13)],
+                            parse_replicas(REPLIES), parse_lags(INFO))
+    assert problems == ["Sentinel 198.51.100.11:26379 flags the master o_down,s_down"]
+
+
+def test_the_edges_of_in_sync():
+    one = [Replica(B, 6379, ("slave",), True, 1, "bbbb")]
+    plan, _ = preflight([ans(11), ans(12), ans(13)], one, {(B, 6379): 1})   # lag 1, priority 1
+    assert plan is not None and plan.ready == (replace(one[0], lag=1),)
+    _, problems = preflight([ans(11), ans(12), ans(13)], one, {})
+    assert problems == [f"no replica is in sync: {B}:6379 flags slave, link ok, priority 1, "
+                        "lag unknown"]
+    _, problems = preflight([ans(11), ans(12), ans(13)], [], {})
+    assert problems == ["no replica is in sync: Sentinel knows none"]
+
+
+def test_each_line_of_the_timeline_is_exact():
+    p = start()
+    p, lines = follow(p, VipAnswered("0123456789abcdef", "master"))
+    assert lines == ["VIP answers from run_id 0123456789ab (ROLE master)"]
+    p, lines = follow(p, Published(LEADER, "+try-failover", f"master mymaster {A} 6379"))
+    assert lines == [f"Sentinel {LEADER} starts the failover"]           # its epoch unseen
+    # SLAVEOF NO ONE before any selection seen: said, but chooses nothing.
+    p, lines = follow(p, RUN[4])
+    assert lines == [f"Sentinel sent SLAVEOF NO ONE to {B}:6379"] and p.chosen is None
+    p, _ = follow(p, RUN[2])
+    again = Published(LEADER, "+selected-slave", f"slave {C}:6379 {C} 6379 @ mymaster {A} 6379")
+    p, lines = follow(p, again)
+    assert lines == [] and p.chosen == f"{B}:6379"                      # the first one holds
+    p, lines = follow(p, RUN[6])
+    assert lines == [f"Sentinel saw {B}:6379 promoted (+promoted-slave)"] and p.promoted is True
+    p, lines = follow(p, RUN[6])
+    assert lines == [] and p.promoted is True
+    # Once promoted, an abort (of another attempt) fails nothing.
+    p, lines = follow(p, Published(LEADER, "-failover-abort-not-elected",
+                                   f"master mymaster {A} 6379"))
+    assert lines == [] and p.failed is None
+
+
+def test_a_second_abort_adds_nothing():
+    p = start()
+    abort = Published(LEADER, "-failover-abort-no-good-slave", f"master mymaster {A} 6379")
+    p, _ = follow(p, abort)
+    p, lines = follow(p, replace(abort, source=f"{B}:26379"))
+    assert lines == [] and p.failed == f"Sentinel {LEADER} aborted: -failover-abort-no-good-slave"
