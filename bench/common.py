@@ -49,7 +49,8 @@ def table(rows: Sequence[Sequence[str]]) -> str:
 
 @contextlib.contextmanager
 def vip_cluster(hook: bool | str, agent: bool, vip: bool = True,
-                agent_options: dict[str, object] | None = None) -> Iterator[RedisLab]:
+                agent_options: dict[str, object] | None = None,
+                vip_options: dict[str, object] | None = None) -> Iterator[RedisLab]:
     """A fresh three-node cluster and a client in the namespace lab, with the VIP on
     a (bound by the agents, or by `vipfloat acquire` where there is none); torn
     down on exit. Yields the RedisLab (its ``.lab`` is the Lab)."""
@@ -58,7 +59,8 @@ def vip_cluster(hook: bool | str, agent: bool, vip: bool = True,
 
     with tempfile.TemporaryDirectory(prefix="vipfloat-bench-") as tmp, \
             Lab(["a", "b", "c", "client"]) as lab, \
-            RedisLab(lab, Path(tmp), hook=hook, agent_options=agent_options or {}) as cluster:
+            RedisLab(lab, Path(tmp), hook=hook, agent_options=agent_options or {},
+                     vip_options=vip_options or {}) as cluster:
         if agent:
             for node in cluster.nodes:
                 cluster.start_agent(node)

@@ -9,6 +9,9 @@ Modes:
   agent+hook       both (the recommended setup)
   agent+hook-late  both, without acting on the promotion itself (early_bind =
                    false, failover_write_hold = 0): vipfloat before issue 13
+  agent+hook+crash both, with crash_failover = true: the agent on the master's
+                   host asks Sentinel to fail over as soon as its Redis refuses
+                   connections
   sentinel-client  no VIP: the client is redis-py's Sentinel-aware client
                    (Sentinel.master_for), the alternative users would pick
 
@@ -49,10 +52,17 @@ MODES: dict[str, dict[str, object]] = {
     "agent+hook": {"hook": True, "agent": True, "vip": True},
     "agent+hook-late": {"hook": True, "agent": True, "vip": True,
                         "options": {"early_bind": False, "failover_write_hold": 0}},
+    "agent+hook+crash": {"hook": True, "agent": True, "vip": True,
+                         "vip_options": {"crash_failover": True}},
     "sentinel-client": {"hook": False, "agent": False, "vip": False},
 }
 KEYS = ("switch_bound", "switch_write", "gap", "wait_bound", "wait_write", "promoted_bound",
         "promoted_write", "lost")
+# From the fault itself (the kill drill): when Sentinel started the failover
+# (+try-failover: its own, after down-after-milliseconds and ODOWN, or at once on
+# the crash-failover agent's SENTINEL FAILOVER), noticed the promotion, and the
+# VIP was bound.
+FROM_FAULT = ("fault_try", "fault_promoted", "fault_bound")
 
 
 def landed_on(cluster: RedisLab, node: str) -> set[int]:
@@ -81,6 +91,7 @@ def one_round(cluster: RedisLab, drill: str, vip: bool, addrs: AddrEvents,
     promoted = min((e.t for e in events.matching("+promoted-slave", t0)), default=None)
     waiting = min((e.t for e in events.matching("+failover-state-wait-promotion", t0)),
                   default=None)
+    tried = min((e.t for e in events.matching("+try-failover", t0)), default=None)
     switch = min((e.t for e in events.matching("+switch-master", t0)), default=None)
     bound = (min((e.t for e in addrs.matching(VIP, added=True, after=t0, host=new)),
                  default=None) if vip else None)
@@ -118,16 +129,18 @@ def one_round(cluster: RedisLab, drill: str, vip: bool, addrs: AddrEvents,
             "gap": gap[1] - gap[0] if gap else None,
             "wait_bound": since(bound, waiting), "wait_write": since(first, waiting),
             "promoted_bound": since(bound, promoted), "promoted_write": since(first, promoted),
-            "lost": float(lost)}
+            "lost": float(lost), "fault_try": since(tried, t0),
+            "fault_promoted": since(promoted, t0), "fault_bound": since(bound, t0)}
 
 
 def run_mode(name: str, rounds: int, drill: str) -> list[dict[str, float | None]]:
     opts = MODES[name]
     results = []
-    options, hook = opts.get("options"), opts["hook"]
+    options, hook, vip_options = opts.get("options"), opts["hook"], opts.get("vip_options")
     assert isinstance(hook, (bool, str))
     with vip_cluster(hook, bool(opts["agent"]), bool(opts["vip"]),
-                     options if isinstance(options, dict) else None) as cluster:
+                     options if isinstance(options, dict) else None,
+                     vip_options if isinstance(vip_options, dict) else None) as cluster:
         lab = cluster.lab
         addrs = AddrEvents(lab, list(cluster.nodes))
         events = SentinelEvents(lab, list(cluster.nodes))
@@ -197,6 +210,19 @@ def main() -> int:
     print(f"\nfailover benchmark: {what}, {args.rounds} round(s) per mode, medians "
           "(negative: before the first +switch-master)\n")
     print(table(rows))
+    if args.drill == "kill":
+        print("\nfrom the kill, ms: Sentinel starts the failover (+try-failover), notices the "
+              "promotion (+promoted-slave), VIP bound; write gap\n")
+        fault = [("mode", "kill->+try-failover", "kill->+promoted-slave", "kill->VIP bound",
+                  "write gap")]
+        for name in results:
+            fault.append((name, *(fmt(med(name, k)) for k in FROM_FAULT), fmt(med(name, "gap"))))
+        if "shell" in results:
+            for name in results:
+                if name != "shell":
+                    fault.append((f"ratio {name}/shell", *(ratio(med(name, k), med("shell", k))
+                                                         for k in (*FROM_FAULT, "gap"))))
+        print(table(fault))
     print()
     for name, got in results.items():
         early = sum(1 for r in got if r["promoted_bound"] is not None and r["promoted_bound"] < 0)

@@ -29,7 +29,7 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import config as config_mod
 from . import logs
@@ -57,6 +57,10 @@ from .sentinel import Poller
 from .subscribe import (ABORT_EVENTS, ATTEMPT_EVENT, EPOCH_EVENT, PROMOTION_EVENTS,
                         SentinelEvent, Subscriber)
 from .wire import WireWatcher
+
+if TYPE_CHECKING:
+    from .crash import CrashView
+    from .crashwatch import CrashWatcher
 
 log = logging.getLogger(__name__)
 
@@ -531,6 +535,7 @@ class Agent:
         self._reload = threading.Event()
         self._wires: dict[str, WireWatcher] = {}
         self.actors: dict[str, VipActor] = {}
+        self.crash_watchers: list[CrashWatcher] = []
         self.subscribers: list[Subscriber] = []
         self.poller: Poller | None = None
         self.server: AgentSocket | None = None
@@ -572,6 +577,43 @@ class Agent:
             except ResolveError as exc:
                 log.warning("%s", exc)
         return authority.claim(belief, addrs), quorum, belief, failover
+
+    def local_master(self, vip: VipConfig) -> tuple[str, int] | None:
+        """The master Sentinel's newest config names for ``vip``, when it is this
+        host's Redis (the crash watcher's target), else None."""
+        belief = self._authority.belief(vip.master)
+        rows = self.kernel.addresses()
+        if belief is None or rows is None:
+            return None
+        try:
+            addrs = resolve_host(belief.host)
+        except ResolveError:
+            return None
+        if addrs & candidate_local_addresses((r.ip for r in rows), vip):
+            return belief.host, belief.port
+        return None
+
+    def crash_view(self, vip: VipConfig, addr: str) -> tuple[CrashView, Any]:
+        """What the Sentinels say, for a crash of this host's Redis at ``addr``:
+        from the agent's state, and SENTINEL REPLICAS from the first Sentinel
+        that answers (its connection returned, for the request that may follow)."""
+        from .crash import CrashView
+        from .crashwatch import ask_replicas
+
+        now = time.monotonic()
+        state = self._authority
+        belief = state.belief(vip.master)
+        here = self.local_master(vip)
+        flight = state.failover(vip.master, now)
+        client, replicas = ask_replicas(self, vip.master)
+        view = CrashView(addr=addr,
+                         believed_here=here is not None and hostport(*here) == addr,
+                         epoch=belief.epoch if belief is not None else -1,
+                         quorum=self._quorum(state, vip.master),
+                         in_flight=None if flight is None else
+                         f"{flight.describe()} promoting {flight.addr}",
+                         replicas=replicas)
+        return view, client
 
     def in_flight(self, f: Failover, now: float) -> InFlight | None:
         """The failover as a decision reads it, its hosts resolved; None when a
@@ -827,6 +869,13 @@ class Agent:
                                    listener=self.kernel)
         for actor in self.actors.values():
             actor.start()
+        from .crashwatch import CrashWatcher
+
+        for vip in cfg.vips:
+            if vip.crash_failover:
+                watcher = CrashWatcher(self, vip)
+                self.crash_watchers.append(watcher)
+                watcher.start()
 
     def stop(self, release: bool = False) -> None:
         t0 = time.monotonic()
@@ -850,6 +899,8 @@ class Agent:
                     log.error("%s: release on stop failed: %s", actor.vip.master, exc)
         if self.netwatch:
             self.netwatch.close()
+        for watcher in self.crash_watchers:
+            watcher.stop()
         for actor in self.actors.values():
             actor.stop()
         log.debug("actors stopped after %.2f s", time.monotonic() - t0)
@@ -906,6 +957,7 @@ class Agent:
         beats = [("main loop", self.beat)]
         beats += [(f"actor of {m}", a.beat) for m, a in self.actors.items()]
         beats += [(f"subscription to {s.endpoint}", s.beat) for s in self.subscribers]
+        beats += [(f"crash watcher of {w.vip.master}", w.beat) for w in self.crash_watchers]
         if self.server is not None:
             beats.append(("agent socket", self.server.beat))
         return [f"{name} ({now - beat:.0f} s)" for name, beat in beats

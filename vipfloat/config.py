@@ -251,6 +251,10 @@ class VipConfig:
     local_addresses: tuple[IPAddress, ...] = ()
     announce_count: int = DEFAULT_ANNOUNCE_COUNT
     announce_interval: float = DEFAULT_ANNOUNCE_INTERVAL
+    # The agent on the master's host asks Sentinel to fail over as soon as its
+    # local Redis refuses connections (vipfloat.crash), instead of waiting for
+    # down-after-milliseconds.
+    crash_failover: bool = False
 
     @property
     def ip(self) -> IPAddress:
@@ -731,7 +735,7 @@ def _vips(p: _Problems, raw: Any) -> tuple[VipConfig, ...]:
             p.add(prefix, f"must be a table ([[vip]]), not {_a(_toml_type(table))}")
             continue
         p.unknown(table, prefix, {"master", "address", "interface", "local_addresses",
-                                  "announce_count", "announce_interval"})
+                                  "announce_count", "announce_interval", "crash_failover"})
         master = _get(p, table, prefix, "master", str)
         if master is not None:
             # Sentinel's own config splits on spaces; a control character can only
@@ -759,10 +763,11 @@ def _vips(p: _Problems, raw: Any) -> tuple[VipConfig, ...]:
         count = _integer(p, table, prefix, "announce_count", DEFAULT_ANNOUNCE_COUNT, 1, 100)
         interval = _number(p, table, prefix, "announce_interval", DEFAULT_ANNOUNCE_INTERVAL,
                            0.01, 60.0)
+        crash_failover = _get(p, table, prefix, "crash_failover", bool, False)
         if master and address is not None and interface:
             vips.append(VipConfig(master=master, address=address, interface=interface,
                                   local_addresses=tuple(locals_), announce_count=count,
-                                  announce_interval=interval))
+                                  announce_interval=interval, crash_failover=crash_failover))
     return tuple(vips)
 
 

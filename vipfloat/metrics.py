@@ -46,6 +46,10 @@ class Metrics:
         self.write_holds = Counter("vipfloat_write_holds_total",
                                    "Failovers during which this host paused its Redis's "
                                    "writes", ["master"], registry=r)
+        self.crash_failovers = Counter("vipfloat_crash_failovers_total",
+                                       "SENTINEL FAILOVER requests after the local Redis "
+                                       "crashed, by Sentinel's answer", ["master", "result"],
+                                       registry=r)
         self.last_reconcile = Gauge("vipfloat_last_reconcile_timestamp_seconds",
                                     "When the last reconcile finished", registry=r)
         ep = parse_endpoint(listen)

@@ -386,10 +386,11 @@ KEYS = {
               "failover_write_hold"],
     "actions": ["scripts_dir", "timeout", "pre_release_dir"],
     "redis": ["username", "password", "password_file", "timeout"],
-    "vip": ["local_addresses", "announce_count", "announce_interval"],
+    "vip": ["local_addresses", "announce_count", "announce_interval", "crash_failover"],
 }
 KINDS = {"addresses": "array", "local_addresses": "array", "reset_connections": "boolean",
-         "release_on_stop": "boolean", "announce_count": "integer", "early_bind": "boolean"}
+         "release_on_stop": "boolean", "announce_count": "integer", "early_bind": "boolean",
+         "crash_failover": "boolean"}
 NUMBERS = {"timeout", "lock_timeout", "retry_timeout", "reconcile_interval", "quorum_loss_grace",
            "release_wait", "conflict_probe_interval", "announce_refresh", "hook_timeout",
            "announce_interval", "failover_write_hold"}
@@ -610,7 +611,8 @@ DEFAULTS = {
     config_mod.ActionsConfig: {"scripts_dir": Path("/etc/vipfloat/actions.d"), "timeout": 10.0,
                                "pre_release_dir": Path("/etc/vipfloat/pre-release.d")},
     config_mod.VipConfig: {"master": REQUIRED, "address": REQUIRED, "interface": REQUIRED,
-                           "local_addresses": (), "announce_count": 5, "announce_interval": 1.1},
+                           "local_addresses": (), "announce_count": 5, "announce_interval": 1.1,
+                           "crash_failover": False},
 }
 
 

@@ -456,3 +456,19 @@ def test_the_ipv6_probe_comes_from_the_interfaces_link_local_address():
     assert link_local_in(table, "eth1") == "fe80::fc:ff:fe00:11"
     assert link_local_in(table, "eth2") == "fe80::fc:ff:fe00:99"
     assert link_local_in(table, "eth3") is None and link_local_in("garbage", "eth1") is None
+
+
+def test_crash_failover_is_reported_and_suggested_for_a_master_without_persistence():
+    facts = healthy()
+    (finding,) = [f for f in run_checks(facts) if f.check == "vip.crash_failover"]
+    assert finding.level is Level.OK and "crash_failover off" in finding.message
+    volatile = with_redis(facts, 0, persistent=False)
+    assert found(volatile, Level.WARNING) == [("vip.crash_failover",
+                                               "vip 198.51.100.250/24 (mymaster)")]
+    # A replica without persistence is no such danger; nor an unknown setting.
+    assert found(with_redis(facts, 1, persistent=False), Level.WARNING) == []
+    assert found(with_redis(facts, 0, persistent=None), Level.WARNING) == []
+    on = replace(volatile, vips=(replace(volatile.vips[0], crash_failover=True),))
+    assert found(on, Level.WARNING) == []
+    (finding,) = [f for f in run_checks(on) if f.check == "vip.crash_failover"]
+    assert "crash_failover on" in finding.message

@@ -161,6 +161,10 @@ def test_the_leaders_abort_ends_it_and_another_sentinels_does_not():
     # Another master's attempt by the same Sentinel is kept.
     other = run(polled(0.5), *leading(), Attempted("other", 1, 1.0), Aborted("mymaster", 1, 1.5))
     assert dict(other.attempts) == {("other", 1): 7}
+    # A Sentinel's attempt for one master leaves its attempt for another.
+    both = run(polled(0.5), NewEpoch(1, 7, 1.0), Attempted("other", 1, 1.0),
+               Attempted("mymaster", 1, 1.1))
+    assert dict(both.attempts) == {("other", 1): 7, ("mymaster", 1): 7}
 
 
 def test_failover_timeout_ends_it():

@@ -60,3 +60,14 @@ def test_the_master_a_poke_event_concerns(data, master):
 def test_events_not_followed_are_dropped():
     assert parse_event("+vote-for-leader", "abc 7") is None
     assert parse_event("+sentinel", f"sentinel abc {A} 26379 @ mymaster {A} 6379") is None
+
+
+def test_tilt_names_no_master_whatever_its_payload():
+    assert parse_event("+tilt", "master mymaster") == SentinelEvent("+tilt", None,
+                                                                   data="master mymaster")
+    assert parse_event("-tilt", "x @ mymaster") == SentinelEvent("-tilt", None,
+                                                                data="x @ mymaster")
+
+
+def test_the_master_right_after_the_last_word_but_one():
+    assert parse_event("+sdown", "slave x @ mymaster").master == "mymaster"

@@ -347,6 +347,32 @@ def redis_write_hold(facts: Facts) -> Iterator[Finding]:
                          "during a planned failover")
 
 
+def crash_failover(facts: Facts) -> Iterator[Finding]:
+    """The crash_failover option, and the danger it closes: a master without
+    persistence that restarts empty before Sentinel notices makes its replicas
+    copy the empty dataset."""
+    for v in facts.vips:
+        masters = [r for r in facts.redis.get(v.master, ()) if r.role == "master"]
+        volatile = [r for r in masters if r.reachable and r.persistent is False]
+        subject = f"vip {v.address} ({v.master})"
+        if v.crash_failover:
+            yield ok("vip.crash_failover", subject,
+                     "crash_failover on: the agent on the master's host asks Sentinel to fail "
+                     "over 50 ms after its Redis stops accepting connections (a restart of "
+                     "that Redis longer than that becomes a failover)")
+        elif volatile:
+            yield warn("vip.crash_failover", subject,
+                       f"master {volatile[0].addr} has no persistence (save \"\", appendonly "
+                       "no): if it crashes and restarts empty before Sentinel notices, its "
+                       "replicas copy the empty dataset",
+                       "Set crash_failover = true in this [[vip]] block (the agent fails over "
+                       "before a restart can complete), or turn persistence on.")
+        else:
+            yield ok("vip.crash_failover", subject,
+                     "crash_failover off: a crashed master waits for Sentinel's "
+                     "down-after-milliseconds")
+
+
 def redis_replication(facts: Facts) -> Iterator[Finding]:
     for master, instances in facts.redis.items():
         for r in instances:
@@ -595,7 +621,7 @@ CHECKS: tuple[Callable[[Facts], Iterator[Finding]], ...] = (
     sentinel_count, sentinel_reachable, sentinel_agreement, sentinel_peers, sentinel_ckquorum,
     sentinel_quorum, sentinel_tilt, sentinel_scripts, sentinel_pending, sentinel_version,
     redis_reachable, redis_masterauth, redis_bind, redis_protected_mode, redis_replication,
-    redis_write_hold,
+    redis_write_hold, crash_failover,
     host_interface, host_vip, vip_wire, host_mode, host_agent_caps, host_socket,
     host_hook_path, host_scripts,
 )

@@ -60,6 +60,7 @@ class RedisFacts:
     protected_mode: bool | None = None
     link_up: bool | None = None           # replicas: master_link_status:up
     lag_bytes: int | None = None          # replicas: master's offset - theirs
+    persistent: bool | None = None        # RDB snapshots (save) or the AOF (appendonly) on
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ class VipFacts:
     # other hosts' MACs, lower case; None when it could not probe (and why).
     answered_by: tuple[str, ...] | None = None
     probe_error: str | None = None
+    crash_failover: bool = False          # the [[vip]] block's option
 
 
 @dataclass(frozen=True)

@@ -195,6 +195,8 @@ def redis_facts(addr: str, role: str, cfg: RedisConfig,
         masterauth = _config_get(conn, "masterauth")
         bind = _config_get(conn, "bind")
         protected = _config_get(conn, "protected-mode")
+        save = _config_get(conn, "save")
+        appendonly = _config_get(conn, "appendonly")
     except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, OSError) as exc:
         return RedisFacts(addr, role, reachable=False, error=str(exc).splitlines()[0]), None
     finally:
@@ -210,7 +212,9 @@ def redis_facts(addr: str, role: str, cfg: RedisConfig,
         bind=None if bind is None else tuple(bind.split()),
         protected_mode=None if protected is None else protected == "yes",
         link_up=(repl.get("master_link_status") == "up") if role == "replica" else None,
-        lag_bytes=lag)
+        lag_bytes=lag,
+        persistent=None if save is None or appendonly is None else bool(save.strip())
+        or appendonly == "yes")
     return facts, _int(repl.get("master_repl_offset"))
 
 
@@ -310,7 +314,8 @@ def gather(config: Config) -> Facts:
                              interface_up=bool(link and link.up), bound_here=st.bound_here,
                              master_addr=st.master_addr, master_is_local=st.master_is_local,
                              consistent=st.consistent, note=st.note,
-                             answered_by=answered_by, probe_error=probe_error))
+                             answered_by=answered_by, probe_error=probe_error,
+                             crash_failover=st.vip.crash_failover))
     mine = next((s for s in sentinels if s.reachable and s.local and s.pid), None)
     sentinel_proc = process_facts(mine.pid, "redis-sentinel") if mine and mine.pid else None
     live = agent_view(str(config.agent.socket))

@@ -48,6 +48,7 @@ class RedisLab:
     down_after_ms: int = 1000
     announce_interval: float | None = 0.3
     agent_options: dict[str, object] = field(default_factory=dict)
+    vip_options: dict[str, object] = field(default_factory=dict)   # every [[vip]] block
     password: str | None = None          # requirepass + masterauth on every Redis
     # The default, least-privilege mode of a real host: Sentinel runs as this
     # unprivileged user (nobody) with no capabilities and VIPFLOAT_HANDOVER_ONLY=1,
@@ -114,7 +115,8 @@ class RedisLab:
             self.vipfloat_config(node).write_text(vipfloat_conf(
                 self.cluster, state_dir=str(d / "state"), socket=str(d / "state" / "agent.sock"),
                 scripts_dir=str(d / "actions.d"), pre_release_dir=str(d / "pre-release.d"),
-                announce_interval=self.announce_interval, agent_options=options))
+                announce_interval=self.announce_interval, agent_options=options,
+                vip_options=self.vip_options))
 
     # --- processes -------------------------------------------------------------------
     @property

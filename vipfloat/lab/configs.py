@@ -80,7 +80,8 @@ def vipfloat_conf(cluster: Cluster, state_dir: str = "/run/vipfloat",
                   scripts_dir: str = "/etc/vipfloat/actions.d",
                   pre_release_dir: str = "/etc/vipfloat/pre-release.d",
                   announce_interval: float | None = None,
-                  agent_options: dict[str, object] | None = None, extra: str = "") -> str:
+                  agent_options: dict[str, object] | None = None, extra: str = "",
+                  vip_options: dict[str, object] | None = None) -> str:
     sentinels = ", ".join(f'"{n}:{cluster.sentinel_port}"' for n in cluster.nodes)
     out = [
         "[sentinel]",
@@ -106,6 +107,7 @@ def vipfloat_conf(cluster: Cluster, state_dir: str = "/run/vipfloat",
                 f'interface = "{cluster.interface}"']
         if announce_interval is not None:
             out.append(f"announce_interval = {announce_interval}")
+        out += [f"{key} = {_toml(value)}" for key, value in (vip_options or {}).items()]
         out.append("")
     return "\n".join(out) + extra
 

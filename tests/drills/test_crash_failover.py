@@ -1,0 +1,130 @@
+"""Crash failover (issue 17) against real redis-server and redis-sentinel: the
+agent on the master's host asks Sentinel to fail over as soon as its Redis
+refuses connections; a quick restart and a paused Redis are left alone.
+
+Every check is over what Sentinel decided."""
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from vipfloat.lab.cluster import RedisLab
+from vipfloat.lab.observe import SentinelEvents, Writer
+
+VIP = "198.51.100.250"
+# A write acknowledged this long before the kill had reached the replicas
+# (replication on the lab's bridge takes well under a millisecond).
+REPLICATED_AFTER = 0.1
+
+
+@pytest.fixture
+def cluster(lab, tmp_path):
+    """The recommended setup, with crash_failover on the VIP."""
+    with RedisLab(lab, tmp_path, vip_options={"crash_failover": True}) as running:
+        for node in running.nodes:
+            running.start_agent(node)
+        running.wait(lambda: running.holders() == ["a"], "the agents to put the VIP on a")
+        # The watcher holds its connection once the agent believes a is master.
+        running.wait(lambda: "__vipfloat__:crash-watch" in running.redis(
+            "a", "PUBSUB", "CHANNELS"), "the crash watcher on a", timeout=10)
+        yield running
+
+
+def holds_only(cluster: RedisLab, master: str, timeout: float = 10) -> None:
+    cluster.wait(lambda: cluster.holders() == [master], f"the VIP on {master} only",
+                 timeout=timeout)
+
+
+def landed_on(cluster: RedisLab, node: str) -> set[int]:
+    return {int(v) for v in cluster.redis(node, "LRANGE", "vipfloat:log", "0", "-1").split()}
+
+
+def test_a_crashed_master_is_failed_over_at_once(cluster):
+    lab = cluster.lab
+    events = SentinelEvents(lab, list(cluster.nodes))
+    writer = Writer(lab, "client", VIP, interval=0.01)
+    try:
+        time.sleep(1.0)
+        kill_at = time.monotonic()
+        cluster.stop("redis:a", sig=signal.SIGKILL)
+        cluster.wait(lambda: cluster.master_addr("b") not in (None, lab.hosts["a"].ip),
+                     "Sentinel to name a new master", timeout=20)
+        final = cluster.until_settled(lambda m: holds_only(cluster, m), timeout=45)
+        cluster.wait(lambda: any(w.ok and w.t > kill_at and w.value in landed_on(cluster, final)
+                                 for w in writer.snapshot()[-20:]),
+                     f"writes through the VIP landing on {final}", timeout=15)
+        time.sleep(0.5)
+        read_at = time.monotonic()
+        landed = landed_on(cluster, final)
+        writes = [w for w in writer.snapshot() if w.done < read_at]
+        tried = events.matching("+try-failover", kill_at)
+        odown = events.matching("+odown", kill_at)
+    finally:
+        writer.close()
+        events.close()
+    log = cluster.agent_log("a")
+    assert "crashed; replica(s)" in log and "SENTINEL FAILOVER mymaster: OK" in log, log[-2000:]
+    # The failover Sentinel ran was the one the agent asked for: it started
+    # before Sentinel itself could agree the master was down.
+    assert tried, "no +try-failover"
+    assert not odown or tried[0].t < odown[0].t, (tried[0], odown[0])
+    lost = [w for w in writes if w.ok and w.value not in landed]
+    assert all(w.done >= kill_at - REPLICATED_AFTER for w in lost), \
+        [(w.value, round(w.done - kill_at, 3)) for w in lost]
+
+
+def test_a_restart_inside_the_window_is_no_failover(cluster):
+    """SIGKILL and an immediate restart. When the agent saw the Redis answer
+    again inside the confirmation window, there is no failover at all; when
+    this machine restarted it more slowly than that, the agent asked (as it
+    should for a Redis down longer than the window) and the VIP follows what
+    Sentinel did."""
+    lab = cluster.lab
+    events = SentinelEvents(lab, list(cluster.nodes))
+    try:
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        cluster.stop("redis:a", sig=signal.SIGKILL)
+        cluster.start_redis("a")
+        cluster.wait(lambda: "no crash" in cluster.agent_log("a")
+                     or "SENTINEL FAILOVER mymaster:" in cluster.agent_log("a"),
+                     "the crash watcher's verdict", timeout=10)
+        time.sleep(3.0)       # three times Sentinel's down-after-milliseconds
+        tried = events.matching("+try-failover", t0)
+    finally:
+        events.close()
+    log = cluster.agent_log("a")
+    if "then answered again: no crash" in log:
+        assert "SENTINEL FAILOVER" not in log
+        assert not tried, [e.data for e in tried]
+        holds_only(cluster, "a", timeout=1)
+        assert cluster.master_addr("b") == lab.hosts["a"].ip
+    else:
+        print("\n  the restart took longer than the confirmation window on this machine: "
+              "the agent asked for a failover")
+        cluster.until_settled(lambda m: holds_only(cluster, m), timeout=45)
+
+
+def test_a_paused_master_is_left_to_sentinel(cluster):
+    lab = cluster.lab
+    events = SentinelEvents(lab, list(cluster.nodes))
+    try:
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        cluster.procs["redis:a"].send_signal(signal.SIGSTOP)
+        cluster.wait(lambda: cluster.master_addr("b") not in (None, lab.hosts["a"].ip),
+                     "Sentinel's own failover", timeout=30)
+        cluster.procs["redis:a"].send_signal(signal.SIGCONT)
+        final = cluster.until_settled(lambda m: holds_only(cluster, m), timeout=45)
+        odown = events.matching("+odown", t0)
+        tried = events.matching("+try-failover", t0)
+    finally:
+        cluster.procs["redis:a"].send_signal(signal.SIGCONT)
+        events.close()
+    assert "SENTINEL FAILOVER" not in cluster.agent_log("a")
+    # Sentinel's own detection: the master was objectively down before any
+    # failover started.
+    assert odown and tried and odown[0].t <= tried[0].t, (odown, tried)
+    assert final in cluster.nodes

@@ -1,0 +1,135 @@
+"""The crash watcher's I/O on loopback (no root): a listener that plays the
+local Redis, dies and comes back; the agent and the Sentinel are fakes."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from vipfloat.config import hostport
+from vipfloat.crash import CrashView, ReplicaHealth
+from vipfloat.crashwatch import CrashWatcher, probe
+from vipfloat.crash import Probe
+from vipfloat.decide import Quorum
+from vipfloat.metrics import Metrics
+
+
+class FakeRedis:
+    """Accepts connections and keeps them until ``die()`` closes everything."""
+
+    def __init__(self, port: int = 0) -> None:
+        # SO_REUSEPORT: a successor can listen before this one dies.
+        self.listener = socket.create_server(("127.0.0.1", port), reuse_port=True)
+        self.port = self.listener.getsockname()[1]
+        self.clients: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.clients.append(conn)
+
+    def die(self) -> None:
+        # shutdown wakes the accepting thread; close alone would leave the
+        # listener alive under it.
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
+        self._thread.join(timeout=2)
+        for c in self.clients:
+            c.close()
+
+
+class Client:
+    def __init__(self, answer: object) -> None:
+        self.answer = answer
+        self.sent: list[tuple[str, ...]] = []
+        self.closed = False
+
+    def send_command(self, *args: str) -> None:
+        self.sent.append(args)
+
+    def read_response(self) -> object:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+    def disconnect(self) -> None:
+        self.closed = True
+
+
+class Agent:
+    def __init__(self, cfg, port: int, client: Client) -> None:
+        self.config = cfg
+        self.port = port
+        self.client = client
+        self.metrics = Metrics(None)
+        self.views = 0
+
+    def local_master(self, vip):
+        return ("127.0.0.1", self.port)
+
+    def crash_view(self, vip, addr):
+        self.views += 1
+        return CrashView(addr=addr, believed_here=True, epoch=3, quorum=Quorum(3, 3),
+                         replicas=(ReplicaHealth("198.51.100.12:6379", ("slave",), True, 100,
+                                                 500),)), self.client
+
+
+def test_probe_tells_refused_from_up():
+    redis = FakeRedis()
+    assert probe("127.0.0.1", redis.port) is Probe.UP
+    redis.die()
+    assert probe("127.0.0.1", redis.port) is Probe.REFUSED
+
+
+@pytest.fixture
+def watched(cfg):
+    redis = FakeRedis()
+    client = Client("OK")
+    agent = Agent(cfg, redis.port, client)
+    watcher = CrashWatcher(agent, cfg.vips[0])   # type: ignore[arg-type]
+    watcher.start()
+    deadline = time.monotonic() + 5
+    while not redis.clients and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert redis.clients, "the watcher never connected"
+    yield redis, agent, client, watcher
+    watcher.stop()
+    redis.die()
+
+
+def test_a_crash_asks_sentinel_once(watched, caplog):
+    redis, agent, client, watcher = watched
+    redis.die()
+    deadline = time.monotonic() + 5
+    while not client.sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert client.sent == [("SENTINEL", "FAILOVER", "mymaster")] and client.closed
+    assert watcher.watch.asked_epoch == 3
+    assert f"{hostport('127.0.0.1', redis.port)} refused" in caplog.text
+    assert "SENTINEL FAILOVER mymaster: OK" in caplog.text
+
+
+def test_a_drop_while_redis_still_listens_asks_nothing(watched, caplog):
+    """What Sentinel's own reconfiguration looks like (CLIENT KILL TYPE pubsub),
+    or a restart that was quicker than the first probe."""
+    redis, agent, client, watcher = watched
+    successor = FakeRedis(redis.port)        # listening before the old one goes
+    try:
+        redis.die()
+        deadline = time.monotonic() + 5
+        while not successor.clients and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert successor.clients, "the watcher did not come back"
+        assert client.sent == [] and agent.views == 0
+    finally:
+        successor.die()
