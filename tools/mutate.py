@@ -3,9 +3,10 @@
 copy of the tree, so that nothing it writes (mutants/, mutated sources) shows up in
 the working tree.
 
-The core: vipfloat/decide.py, vipfloat/authority.py, vipfloat/config.py, the pure
-parsers of vipfloat/subscribe.py and rules of vipfloat/switchover.py, and the
-frame builders of vipfloat/announce.py (not its socket and fork code). The tests:
+The core: vipfloat/decide.py, vipfloat/authority.py, vipfloat/crash.py,
+vipfloat/config.py, the pure parsers of vipfloat/subscribe.py and vipfloat/sentinel.py (replicas) and rules of
+vipfloat/switchover.py, and the frame builders of vipfloat/announce.py (not its
+socket and fork code). The tests:
 the unit tests that exercise them, in two passes (PASSES below), each in its own
 copy: the config's mutants against the config's tests only, so that each of its
 ~1,600 mutants does not first load a config from disk for every decide and agent
@@ -55,16 +56,20 @@ FRAME_BUILDERS = ["_ether", "_arp", "garp_request", "garp_reply", "checksum", "u
                   "round_frames"]
 # Of subscribe and switchover, the pure parsers and rules (not their threads).
 EVENT_PARSERS = ["_digits", "_instance", "parse_event"]
-SWITCHOVER_RULES = ["parse_replicas", "_number", "parse_lags", "preflight", "follow"]
+SWITCHOVER_RULES = ["parse_lags", "preflight", "follow"]
+SENTINEL_PARSERS = ["parse_replicas", "_number"]
 PASSES = [
-    {"modules": ["decide", "authority", "announce", "subscribe", "switchover"],
-     "globs": ["vipfloat.decide.*", "vipfloat.authority.*"]
+    {"modules": ["decide", "authority", "announce", "subscribe", "switchover", "crash",
+                 "sentinel"],
+     "globs": ["vipfloat.decide.*", "vipfloat.authority.*", "vipfloat.crash.*"]
               + [f"vipfloat.announce.x_{name}__mutmut_*" for name in FRAME_BUILDERS]
               + [f"vipfloat.subscribe.x_{name}__mutmut_*" for name in EVENT_PARSERS]
-              + [f"vipfloat.switchover.x_{name}__mutmut_*" for name in SWITCHOVER_RULES],
+              + [f"vipfloat.switchover.x_{name}__mutmut_*" for name in SWITCHOVER_RULES]
+              + [f"vipfloat.sentinel.x_{name}__mutmut_*" for name in SENTINEL_PARSERS],
      "tests": ["test_decide.py", "test_agent_rules.py", "test_agent_hints.py", "test_frames.py",
                "test_authority_machine.py", "test_vip_actor.py", "test_early_bind.py",
                "test_actor_failover.py", "test_switchover.py", "test_events.py",
+               "test_crash.py",
                "test_mutants_decide.py", "test_mutants_authority.py", "test_mutants_frames.py"]},
     {"modules": ["config"],
      "globs": ["vipfloat.config.*"],

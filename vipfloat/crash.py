@@ -15,13 +15,12 @@ detection, which can tell them apart.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Sequence
 
-from .config import hostport
 from .decide import Quorum
+from .sentinel import Replica
 
 # The confirmation window. A Redis restarted under its supervisor listens again
 # only after exec, loading its config and its data: 100 ms at the very least
@@ -78,27 +77,16 @@ def asked(w: Watch, epoch: int) -> Watch:
     return replace(w, asked_epoch=epoch)
 
 
-@dataclass(frozen=True)
-class ReplicaHealth:
-    """A replica as `SENTINEL REPLICAS` shows it, the fields Sentinel itself
-    selects on."""
-
-    addr: str
-    flags: tuple[str, ...]
-    link_ok: bool               # master-link-status ok at Sentinel's last INFO
-    priority: int               # 0: never promoted
-    info_age_ms: int            # info-refresh: ms since Sentinel's last INFO of it
-
-
 # Sentinel refuses a replica whose INFO is older than 3 info periods (30 s)
 # when the master is not yet down (sentinelSelectSlave).
 INFO_VALID_MS = 30_000
 
 
-def healthy(r: ReplicaHealth) -> bool:
-    """A replica Sentinel would promote, streaming from the master when last seen."""
+def healthy(r: Replica) -> bool:
+    """A replica Sentinel would promote (the fields sentinelSelectSlave reads),
+    streaming from the master when last seen."""
     return (set(r.flags) == {"slave"} and r.link_ok and r.priority > 0
-            and r.info_age_ms <= INFO_VALID_MS)
+            and r.info_age_ms is not None and r.info_age_ms <= INFO_VALID_MS)
 
 
 @dataclass(frozen=True)
@@ -110,7 +98,7 @@ class CrashView:
     epoch: int                               # that config's epoch
     quorum: Quorum
     in_flight: str | None = None             # a failover in progress, described
-    replicas: Sequence[ReplicaHealth] = ()
+    replicas: Sequence[Replica] = ()
 
 
 class Verdict(StrEnum):
@@ -148,24 +136,3 @@ def judge(w: Watch, view: CrashView, now: float) -> tuple[Verdict, str]:
                                     or "Sentinel knows none") + "): leaving it to Sentinel")
     return Verdict.ASK, (f"{seen}: crashed; replica(s) {', '.join(ready)} in sync, asking "
                          f"Sentinel to fail over now (config-epoch {view.epoch})")
-
-
-def parse_health(reply: Sequence[object]) -> tuple[ReplicaHealth, ...]:
-    """Pure: SENTINEL REPLICAS' list of flat [key, value ...] lists (or maps)."""
-    out = []
-    for item in reply:
-        if isinstance(item, Mapping):
-            pairs = list(item.items())
-        elif isinstance(item, (list, tuple)):
-            pairs = list(zip(item[::2], item[1::2]))
-        else:
-            continue
-        f = {str(k): str(v) for k, v in pairs}
-        ip, port = f.get("ip"), f.get("port", "")
-        priority, age = f.get("slave-priority", "100"), f.get("info-refresh", "")
-        if not ip or not all(x.isascii() and x.isdigit() for x in (port, priority, age)):
-            continue
-        out.append(ReplicaHealth(hostport(ip, int(port)),
-                                 tuple(x for x in f.get("flags", "").split(",") if x),
-                                 f.get("master-link-status") == "ok", int(priority), int(age)))
-    return tuple(out)

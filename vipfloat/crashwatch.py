@@ -25,7 +25,7 @@ from . import crash
 from .config import VipConfig, hostport
 from .crash import CrashView, Probe, Verdict, Watch
 from .logs import escape
-from .sentinel import connection
+from .sentinel import Replica, connection, parse_replicas
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -192,7 +192,7 @@ def _failover(client: Any, master: str) -> str:
         return escape(f"unanswered: {exc}"[:200])
 
 
-def ask_replicas(agent: Agent, master: str) -> tuple[Any, tuple[crash.ReplicaHealth, ...]]:
+def ask_replicas(agent: Agent, master: str) -> tuple[Any, tuple[Replica, ...]]:
     """The first Sentinel that answers SENTINEL REPLICAS, its connection kept
     open for the request that may follow (None when none answered)."""
     import redis
@@ -203,7 +203,7 @@ def ask_replicas(agent: Agent, master: str) -> tuple[Any, tuple[crash.ReplicaHea
                             cfg.timeout)
         try:
             client.send_command("SENTINEL", "REPLICAS", master)
-            return client, crash.parse_health(client.read_response())
+            return client, parse_replicas(client.read_response())
         except (redis.RedisError, OSError) as exc:
             log.info("%s: Sentinel %s: %s", master, endpoint, escape(str(exc)[:200]))
             client.disconnect()

@@ -82,6 +82,48 @@ def parse_master_reply(reply: Sequence[Any]) -> MasterInfo:
     )
 
 
+@dataclass(frozen=True)
+class Replica:
+    """One replica as `SENTINEL REPLICAS` lists it."""
+
+    host: str
+    port: int
+    flags: tuple[str, ...]
+    link_ok: bool               # master-link-status ok
+    priority: int               # slave-priority; 0 never promoted
+    run_id: str
+    info_age_ms: int | None = None  # info-refresh: ms since Sentinel's last INFO of it
+    # Seconds since its last acknowledgement, per the master's INFO replication
+    # (vipfloat switchover asks); None: not known.
+    lag: int | None = None
+
+    @property
+    def addr(self) -> str:
+        return hostport(self.host, self.port)
+
+
+def parse_replicas(reply: Sequence[Any]) -> tuple[Replica, ...]:
+    """Pure: SENTINEL REPLICAS' list of flat [key, value ...] lists (or maps)."""
+    out = []
+    for item in reply:
+        pairs = item.items() if isinstance(item, Mapping) else zip(item[::2], item[1::2])
+        f = {str(k): str(v) for k, v in pairs}
+        ip, port = f.get("ip"), _number(f.get("port"))
+        if not ip or port is None:
+            continue
+        # A priority Sentinel did not report is its default, 100; 0 is never promoted.
+        priority = _number(f.get("slave-priority"))
+        out.append(Replica(ip, port, tuple(x for x in f.get("flags", "").split(",") if x),
+                           f.get("master-link-status") == "ok",
+                           100 if priority is None else priority, f.get("runid", ""),
+                           _number(f.get("info-refresh"))))
+    return tuple(out)
+
+
+def _number(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isascii() and text.isdigit() else None
+
+
 def connection(host: str, port: int, username: str | None, password: Secret | None,
                timeout: float) -> Any:
     """A bare redis-py Connection: one socket, no retries, raw replies.

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence, Union
 from .config import Config, VipConfig, hostport, majority
 from .errors import PermanentError, TransientError
 from .logs import escape
-from .sentinel import MasterInfo, SentinelAnswer, ask_all, connection
+from .sentinel import MasterInfo, Replica, SentinelAnswer, ask_all, connection, parse_replicas
 from .subscribe import ABORT_EVENTS, ATTEMPT_EVENT, EPOCH_EVENT, parse_event
 
 log = logging.getLogger(__name__)
@@ -43,44 +43,6 @@ CHANNELS = ("+new-epoch", "+try-failover", "+selected-slave", "+failover-state-w
 
 
 # --- before: is it safe to ask? -----------------------------------------------------------
-
-@dataclass(frozen=True)
-class Replica:
-    """One replica as `SENTINEL REPLICAS` and the master's INFO see it."""
-
-    host: str
-    port: int
-    flags: tuple[str, ...]
-    link_ok: bool               # master-link-status ok
-    priority: int               # slave-priority; 0 never promoted
-    run_id: str
-    lag: int | None = None      # seconds since its last ack, per the master; None: not listed
-
-    @property
-    def addr(self) -> str:
-        return hostport(self.host, self.port)
-
-
-def parse_replicas(reply: Sequence[Any]) -> tuple[Replica, ...]:
-    """Pure: SENTINEL REPLICAS' list of flat [key, value ...] lists (or maps)."""
-    out = []
-    for item in reply:
-        pairs = item.items() if isinstance(item, Mapping) else zip(item[::2], item[1::2])
-        f = {str(k): str(v) for k, v in pairs}
-        ip, port = f.get("ip"), _number(f.get("port"))
-        if not ip or port is None:
-            continue
-        # A priority Sentinel did not report is its default, 100; 0 is never promoted.
-        priority = _number(f.get("slave-priority"))
-        out.append(Replica(ip, port, tuple(x for x in f.get("flags", "").split(",") if x),
-                           f.get("master-link-status") == "ok",
-                           100 if priority is None else priority, f.get("runid", "")))
-    return tuple(out)
-
-
-def _number(text: str | None) -> int | None:
-    return int(text) if text is not None and text.isascii() and text.isdigit() else None
-
 
 def parse_lags(info: str) -> dict[tuple[str, int], int]:
     """Pure: the master's `INFO replication` -> {(ip, port): lag} of its online

@@ -6,14 +6,14 @@ from dataclasses import replace
 
 import pytest
 
-from vipfloat.crash import (CONFIRM_PROBES, CONFIRM_WINDOW, CrashView, Probe, ReplicaHealth,
-                            Verdict, Watch, asked, confirmed, healthy, judge, observe,
-                            parse_health)
+from vipfloat.crash import (CONFIRM_PROBES, CONFIRM_WINDOW, CrashView, Probe, Verdict, Watch,
+                            asked, confirmed, healthy, judge, observe)
 from vipfloat.decide import Quorum
+from vipfloat.sentinel import Replica, parse_replicas
 
 ADDR = "198.51.100.11:6379"
-B = ReplicaHealth("198.51.100.12:6379", ("slave",), True, 100, 800)
-C = ReplicaHealth("198.51.100.13:6379", ("slave",), True, 100, 5000)
+B = Replica("198.51.100.12", 6379, ("slave",), True, 100, "bbbb", info_age_ms=800)
+C = Replica("198.51.100.13", 6379, ("slave",), True, 100, "cccc", info_age_ms=5000)
 VIEW = CrashView(addr=ADDR, believed_here=True, epoch=3, quorum=Quorum(3, 3), replicas=(B, C))
 SEEN = f"{ADDR} refused 5 connection(s) over 52 ms"
 
@@ -96,8 +96,8 @@ def test_never_twice_for_one_configuration():
 
 def test_not_without_a_replica_in_sync():
     bad = (replace(B, flags=("slave", "s_down")), replace(C, link_ok=False),
-           replace(B, addr="198.51.100.14:6379", priority=0),
-           replace(C, addr="198.51.100.15:6379", info_age_ms=30_001))
+           replace(B, host="198.51.100.14", priority=0),
+           replace(C, host="198.51.100.15", info_age_ms=30_001))
     verdict, reason = judge(crashed(), replace(VIEW, replicas=bad), 10.052)
     assert verdict is Verdict.NOTHING
     assert reason == (f"{SEEN}, but no replica is in sync (198.51.100.12:6379 flags slave,s_down, "
@@ -111,12 +111,29 @@ def test_not_without_a_replica_in_sync():
 
 
 def test_sentinel_replicas_is_parsed():
-    reply = [["name", "x", "ip", "198.51.100.12", "port", "6379", "flags", "slave",
-              "master-link-status", "ok", "slave-priority", "100", "info-refresh", "812"],
+    reply = [["name", "x", "ip", "198.51.100.14", "port", "x", "info-refresh", "1"],
+             ["ip", "198.51.100.16", "info-refresh", "1"],
+             ["name", "x", "ip", "198.51.100.12", "port", "6379", "flags", "slave",
+              "master-link-status", "ok", "slave-priority", "100", "info-refresh", "812",
+              "runid", "bbbb"],
              {"ip": "2001:db8::13", "port": "6379", "flags": "slave,disconnected",
               "master-link-status": "err", "slave-priority": "0", "info-refresh": "5"},
-             ["ip", "198.51.100.14", "port", "x", "info-refresh", "1"],
-             ["port", "6379", "info-refresh", "1"], "junk"]
-    assert parse_health(reply) == (
-        ReplicaHealth("198.51.100.12:6379", ("slave",), True, 100, 812),
-        ReplicaHealth("[2001:db8::13]:6379", ("slave", "disconnected"), False, 0, 5))
+             ["ip", "198.51.100.15", "port", "6380"],
+             ["port", "6379", "info-refresh", "1"]]
+    assert parse_replicas(reply) == (
+        Replica("198.51.100.12", 6379, ("slave",), True, 100, "bbbb", info_age_ms=812),
+        Replica("2001:db8::13", 6379, ("slave", "disconnected"), False, 0, "", info_age_ms=5),
+        Replica("198.51.100.15", 6380, (), False, 100, "", info_age_ms=None))
+    assert parse_replicas(reply)[1].addr == "[2001:db8::13]:6379"
+
+
+def test_the_edges_of_the_window():
+    w = Watch()
+    for t in (0.0, 0.02, 0.04):
+        w = observe(w, Probe.REFUSED, t)
+    assert w.refusals == CONFIRM_PROBES and confirmed(w, CONFIRM_WINDOW)
+    assert not confirmed(w, CONFIRM_WINDOW - 1e-9)
+    verdict, reason = judge(w, VIEW, 0.999)
+    assert verdict is Verdict.ASK and reason.startswith(
+        f"{ADDR} refused 3 connection(s) over 999 ms: crashed")
+    assert not healthy(replace(B, info_age_ms=None))

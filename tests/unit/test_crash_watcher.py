@@ -9,11 +9,12 @@ import time
 import pytest
 
 from vipfloat.config import hostport
-from vipfloat.crash import CrashView, ReplicaHealth
+from vipfloat.crash import CrashView
 from vipfloat.crashwatch import CrashWatcher, probe
 from vipfloat.crash import Probe
 from vipfloat.decide import Quorum
 from vipfloat.metrics import Metrics
+from vipfloat.sentinel import Replica
 
 
 class FakeRedis:
@@ -80,8 +81,8 @@ class Agent:
     def crash_view(self, vip, addr):
         self.views += 1
         return CrashView(addr=addr, believed_here=True, epoch=3, quorum=Quorum(3, 3),
-                         replicas=(ReplicaHealth("198.51.100.12:6379", ("slave",), True, 100,
-                                                 500),)), self.client
+                         replicas=(Replica("198.51.100.12", 6379, ("slave",), True, 100, "",
+                                           info_age_ms=500),)), self.client
 
 
 def test_probe_tells_refused_from_up():

@@ -10,8 +10,9 @@ from typer.testing import CliRunner
 from vipfloat.cli import app
 from vipfloat.config import Endpoint
 from vipfloat.sentinel import MasterInfo, SentinelAnswer
-from vipfloat.switchover import (Progress, Published, Replica, VipAnswered, WritesHeld,
-                                 follow, parse_lags, parse_replicas, preflight)
+from vipfloat.sentinel import Replica, parse_replicas
+from vipfloat.switchover import (Progress, Published, VipAnswered, WritesHeld, follow,
+                                 parse_lags, preflight)
 
 A, B, C = "198.51.100.11", "198.51.100.12", "198.51.100.13"
 
@@ -206,7 +207,7 @@ def test_replies_of_every_shape():
     # Missing fields: no address, no replica; the priority Sentinel's default.
     got = parse_replicas([["ip", B], ["port", "6379"], ["ip", B, "port", "x"],
                           ["ip", C, "port", "6380"]])
-    assert got == (Replica(C, 6380, (), False, 100, ""),)
+    assert got == (Replica(C, 6380, (), False, 100, "", info_age_ms=None),)
 
 
 def test_lags_of_every_shape():
