@@ -4,10 +4,10 @@ copy of the tree, so that nothing it writes (mutants/, mutated sources) shows up
 the working tree.
 
 The core: vipfloat/decide.py, vipfloat/authority.py, vipfloat/crash.py,
-vipfloat/config.py, the pure parsers of vipfloat/subscribe.py and vipfloat/sentinel.py (replicas) and rules of
-vipfloat/switchover.py, and the frame builders of vipfloat/announce.py (not its
-socket and fork code). The tests:
-the unit tests that exercise them, in two passes (PASSES below), each in its own
+vipfloat/config.py, the pure parsers of vipfloat/subscribe.py and of
+vipfloat/sentinel.py (replicas), the rules of vipfloat/switchover.py, and the
+frame builders of vipfloat/announce.py (not its socket and fork code). The
+tests: the unit tests that exercise them, in two passes (PASSES below), each in its own
 copy: the config's mutants against the config's tests only, so that each of its
 ~1,600 mutants does not first load a config from disk for every decide and agent
 test that has one as a fixture.
