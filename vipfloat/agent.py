@@ -593,27 +593,22 @@ class Agent:
             return belief.host, belief.port
         return None
 
-    def crash_view(self, vip: VipConfig, addr: str) -> tuple[CrashView, Any]:
-        """What the Sentinels say, for a crash of this host's Redis at ``addr``:
-        from the agent's state, and SENTINEL REPLICAS from the first Sentinel
-        that answers (its connection returned, for the request that may follow)."""
+    def crash_view(self, vip: VipConfig, addr: str) -> CrashView:
+        """What the agent's state says, for a crash of this host's Redis at
+        ``addr`` (the Sentinel to ask is consulted only if this allows it)."""
         from .crash import CrashView
-        from .crashwatch import ask_replicas
 
         now = time.monotonic()
         state = self._authority
         belief = state.belief(vip.master)
         here = self.local_master(vip)
         flight = state.failover(vip.master, now)
-        client, replicas = ask_replicas(self, vip.master)
-        view = CrashView(addr=addr,
+        return CrashView(addr=addr,
                          believed_here=here is not None and hostport(*here) == addr,
                          epoch=belief.epoch if belief is not None else -1,
                          quorum=self._quorum(state, vip.master),
                          in_flight=None if flight is None else
-                         f"{flight.describe()} promoting {flight.addr}",
-                         replicas=replicas)
-        return view, client
+                         f"{flight.describe()} promoting {flight.addr}")
 
     def in_flight(self, f: Failover, now: float) -> InFlight | None:
         """The failover as a decision reads it, its hosts resolved; None when a
@@ -882,6 +877,9 @@ class Agent:
         # Also ends this agent's watchdog thread: after a reload it would watch
         # threads that no longer run, and complain of them.
         self._stop.set()
+        # First: a watcher must not act on a state that stops changing.
+        for watcher in self.crash_watchers:
+            watcher.stop()
         if self.server:
             self.server.close()
         for sub in self.subscribers:
@@ -899,8 +897,6 @@ class Agent:
                     log.error("%s: release on stop failed: %s", actor.vip.master, exc)
         if self.netwatch:
             self.netwatch.close()
-        for watcher in self.crash_watchers:
-            watcher.stop()
         for actor in self.actors.values():
             actor.stop()
         log.debug("actors stopped after %.2f s", time.monotonic() - t0)

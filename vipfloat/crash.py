@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Sequence
 
 from .decide import Quorum
-from .sentinel import Replica
+from .sentinel import MasterInfo, Replica
 
 # The confirmation window. A Redis restarted under its supervisor listens again
 # only after exec, loading its config and its data: 100 ms at the very least
@@ -73,19 +73,25 @@ def confirmed(w: Watch, now: float) -> bool:
 
 def asked(w: Watch, epoch: int) -> Watch:
     """A SENTINEL FAILOVER was sent at ``epoch``, whatever its answer: never again
-    for that configuration."""
+    for that configuration during this crash (the watcher forgets it once the
+    Redis is back up: a later crash is another one)."""
     return replace(w, asked_epoch=epoch)
 
 
 # Sentinel refuses a replica whose INFO is older than 3 info periods (30 s)
 # when the master is not yet down (sentinelSelectSlave).
 INFO_VALID_MS = 30_000
+# A replica whose link Sentinel last saw down for at most this long went down
+# with the crash itself (Sentinel's INFO of it came in between): still in sync.
+LINK_DOWN_OK_MS = 2_000
 
 
 def healthy(r: Replica) -> bool:
     """A replica Sentinel would promote (the fields sentinelSelectSlave reads),
-    streaming from the master when last seen."""
-    return (set(r.flags) == {"slave"} and r.link_ok and r.priority > 0
+    streaming from the master when Sentinel last looked, or cut from it only by
+    the crash."""
+    streaming = r.link_ok or (r.link_down_ms is not None and r.link_down_ms <= LINK_DOWN_OK_MS)
+    return (set(r.flags) == {"slave"} and streaming and r.priority > 0
             and r.info_age_ms is not None and r.info_age_ms <= INFO_VALID_MS)
 
 
@@ -98,11 +104,15 @@ class CrashView:
     epoch: int                               # that config's epoch
     quorum: Quorum
     in_flight: str | None = None             # a failover in progress, described
-    replicas: Sequence[Replica] = ()
+    # Asked of one Sentinel only when everything above allows asking (None: not
+    # yet): its replicas, and its own SENTINEL MASTER, which must agree.
+    replicas: Sequence[Replica] | None = None
+    sentinel_view: MasterInfo | None = None
 
 
 class Verdict(StrEnum):
     ASK = "ask"                # send SENTINEL FAILOVER now
+    CHECK = "check"            # all else allows it: ask a Sentinel its view, judge again
     WAIT = "wait"              # refused, not yet for long enough: probe again
     NOTHING = "nothing"        # not a crash, or not ours to act on
 
@@ -127,6 +137,15 @@ def judge(w: Watch, view: CrashView, now: float) -> tuple[Verdict, str]:
     if w.asked_epoch == view.epoch:
         return Verdict.NOTHING, (f"{seen}; SENTINEL FAILOVER already asked at config-epoch "
                                  f"{view.epoch}: not again")
+    if view.replicas is None or view.sentinel_view is None:
+        return Verdict.CHECK, f"{seen}: asking a Sentinel for its view"
+    m = view.sentinel_view
+    if m.addr != view.addr or m.config_epoch < view.epoch or "failover_in_progress" in m.flags:
+        # The Sentinel about to be asked must itself name this Redis, at the
+        # configuration believed: it fails over whatever it thinks is master.
+        return Verdict.NOTHING, (f"{seen}, but the Sentinel to ask names {m.addr} at "
+                                 f"config-epoch {m.config_epoch} ({','.join(m.flags)}): "
+                                 "leaving it to Sentinel")
     ready = [r.addr for r in view.replicas if healthy(r)]
     if not ready:
         return Verdict.NOTHING, (f"{seen}, but no replica is in sync ("

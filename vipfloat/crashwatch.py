@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import select
 import socket
 import threading
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from . import crash
 from .config import VipConfig, hostport
 from .crash import CrashView, Probe, Verdict, Watch
 from .logs import escape
-from .sentinel import Replica, connection, parse_replicas
+from .sentinel import MasterInfo, Replica, connection, parse_master_reply, parse_replicas
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -35,8 +37,13 @@ log = logging.getLogger(__name__)
 # How long one probe may take: loopback answers in microseconds.
 PROBE_TIMEOUT = 0.1
 # A burst of probes after a drop ends after this long without a verdict (a
-# Redis that keeps refusing but that Sentinel does not let us act on).
+# bound: a burst reaches its verdict within the confirmation window).
 BURST_LIMIT = 2.0
+# Asking the Sentinels for their view before SENTINEL FAILOVER, all of them
+# together: a watcher must never hang on silent Sentinels.
+ASK_LIMIT = 2.0
+# A watched connection that lived less than this is not reopened sooner.
+MIN_HELD = 0.5
 
 
 def probe(host: str, port: int) -> Probe:
@@ -67,6 +74,7 @@ class CrashWatcher:
         self.watch = Watch()
         self.beat = time.monotonic()
         self._stop = threading.Event()
+        self._churn_logged = False
         self._thread = threading.Thread(target=self._run, name=f"crash-{vip.master}",
                                         daemon=True)
 
@@ -76,34 +84,47 @@ class CrashWatcher:
     def stop(self) -> None:
         self._stop.set()
         if self._thread.ident is not None:
-            self._thread.join(timeout=3)
+            self._thread.join(timeout=BURST_LIMIT + ASK_LIMIT + 1)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self.beat = time.monotonic()
-            target = self.agent.local_master(self.vip)
-            if target is None:
-                self._stop.wait(0.5)
-                continue
             try:
-                dropped = self._hold_open(*target)
+                self._turn()
             except Exception:  # noqa: BLE001 - the watcher must outlive any surprise
                 log.exception("%s: crash watcher", self.vip.master)
-                dropped = False
-            if dropped and not self._stop.is_set():
-                self._burst(*target)
-            elif not self._stop.is_set():
-                self._stop.wait(0.5)
+                self._stop.wait(1.0)
+
+    def _turn(self) -> None:
+        target = self.agent.local_master(self.vip)
+        if target is None:
+            self._stop.wait(0.5)
+            return
+        opened = time.monotonic()
+        dropped = self._hold_open(*target)
+        if dropped and not self._stop.is_set():
+            self._burst(*target)
+        if time.monotonic() - opened < MIN_HELD:
+            # Closed as soon as opened (a TLS port, a proxy, Redis refusing us):
+            # no busy loop; crash failover cannot watch it.
+            if dropped and not self._churn_logged:
+                log.warning("%s: %s closes the crash watcher's connection at once; "
+                            "retrying every %.1f s", self.vip.master, hostport(*target),
+                            MIN_HELD)
+                self._churn_logged = True
+            self._stop.wait(MIN_HELD)
 
     def _hold_open(self, host: str, port: int) -> bool:
         """Keep one connection open while the target stays the same; True when
-        Redis closed it (or it broke), False when it never opened or the target
-        changed."""
+        Redis closed it (or it broke), or its process exited (a fork child
+        saving keeps the connection open); False when it never opened or the
+        target changed."""
         cfg = self.agent.config.redis
         try:
             sock = socket.create_connection((host, port), timeout=cfg.timeout)
         except OSError:
             return False
+        pidfd = _pidfd(self.agent.local_redis.process_id(host, port))
         try:
             hello = b""
             if cfg.password is not None:
@@ -111,11 +132,16 @@ class CrashWatcher:
                                cfg.password.value)
             sock.sendall(hello + _resp("SUBSCRIBE", "__vipfloat__:crash-watch"))
             sock.setblocking(False)
+            # Up again: a crash after this one is another crash.
+            self.watch = Watch()
+            watched: list[Any] = [sock] if pidfd is None else [sock, pidfd]
             while not self._stop.is_set():
                 self.beat = time.monotonic()
                 if self.agent.local_master(self.vip) != (host, port):
                     return False
-                ready, _, _ = select.select([sock], [], [], 1.0)
+                ready, _, _ = select.select(watched, [], [], 1.0)
+                if pidfd is not None and pidfd in ready:
+                    return True          # the process exited
                 if not ready:
                     continue
                 try:
@@ -134,12 +160,14 @@ class CrashWatcher:
             return False
         finally:
             sock.close()
+            if pidfd is not None:
+                os.close(pidfd)
 
     def _burst(self, host: str, port: int) -> None:
         """Probe until Redis answers, times out, or a verdict is reached."""
         addr = hostport(host, port)
         end = time.monotonic() + BURST_LIMIT
-        w = Watch(asked_epoch=self.watch.asked_epoch)
+        w = self.watch
         while not self._stop.is_set() and time.monotonic() < end:
             self.beat = time.monotonic()
             before = w
@@ -147,7 +175,10 @@ class CrashWatcher:
             w = crash.observe(w, seen, time.monotonic())
             if w.down_since is None:
                 # Up again, or not refused: no crash.
-                if before.down_since is not None:
+                if before.down_since is None:
+                    log.info("%s: connection to %s dropped, and it %s: no crash", self.vip.master,
+                             addr, "answers" if seen is Probe.UP else seen.value)
+                else:
                     log.info("%s: %s refused %d connection(s) over %.0f ms, then %s: no crash",
                              self.vip.master, addr, before.refusals,
                              (time.monotonic() - before.down_since) * 1000,
@@ -162,52 +193,82 @@ class CrashWatcher:
 
     def _decide(self, addr: str, now: float) -> None:
         agent, vip = self.agent, self.vip
-        view, client = agent.crash_view(vip, addr)
+        view = agent.crash_view(vip, addr)
+        verdict, reason = crash.judge(self.watch, view, now)
+        client = None
         try:
-            verdict, reason = crash.judge(self.watch, view, now)
-            log_at = log.warning if verdict is Verdict.ASK else log.info
-            log_at("%s: %s", vip.master, reason)
-            if verdict is not Verdict.ASK or client is None:
+            if verdict is Verdict.CHECK:
+                client, replicas, master = ask_sentinel(agent, vip.master, self._beat)
+                view = replace(view, replicas=replicas, sentinel_view=master)
+                verdict, reason = crash.judge(self.watch, view, now)
+            (log.warning if verdict is Verdict.ASK else log.info)("%s: %s", vip.master, reason)
+            if verdict is not Verdict.ASK or client is None or self._stop.is_set():
                 return
             self.watch = crash.asked(self.watch, view.epoch)
-            answer = _failover(client, vip.master)
-            agent.metrics.crash_failovers.labels(vip.master, answer.split()[0]).inc()
+            result, answer = _failover(client, vip.master)
+            agent.metrics.crash_failovers.labels(vip.master, result).inc()
             log.warning("%s: SENTINEL FAILOVER %s: %s", vip.master, vip.master, answer)
         finally:
             if client is not None:
                 client.disconnect()
 
+    def _beat(self) -> None:
+        self.beat = time.monotonic()
 
-def _failover(client: Any, master: str) -> str:
-    """Sentinel's answer to SENTINEL FAILOVER, as one line: OK, or its error
-    (-INPROG: one is running; -NOGOODSLAVE: no replica it would promote)."""
+
+def _pidfd(pid: int | None) -> int | None:
+    """A pidfd for Redis's process (readable when it exits), when its pid is
+    this namespace's: a Redis in a container reports a pid of its own."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/comm", encoding="ascii", errors="replace") as f:
+            if not f.read().startswith(("redis", "valkey")):
+                return None
+        return os.pidfd_open(pid)
+    except OSError:
+        return None
+
+
+def _failover(client: Any, master: str) -> tuple[str, str]:
+    """Sentinel's answer to SENTINEL FAILOVER: (ok | refused | unanswered, the
+    answer as one line). Refused: -INPROG (one is running), -NOGOODSLAVE (no
+    replica it would promote)."""
     import redis
 
     try:
         client.send_command("SENTINEL", "FAILOVER", master)
-        return escape(str(client.read_response())[:120])
+        return "ok", escape(str(client.read_response())[:120])
     except redis.ResponseError as exc:
-        return escape(str(exc)[:200])
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        return escape(f"unanswered: {exc}"[:200])
+        return "refused", escape(str(exc)[:200])
+    except Exception as exc:  # noqa: BLE001 - a lost answer is logged, never raised
+        return "unanswered", escape(f"{type(exc).__name__}: {exc}"[:200])
 
 
-def ask_replicas(agent: Agent, master: str) -> tuple[Any, tuple[Replica, ...]]:
-    """The first Sentinel that answers SENTINEL REPLICAS, its connection kept
-    open for the request that may follow (None when none answered)."""
-    import redis
-
+def ask_sentinel(agent: Agent, master: str, beat: Any = lambda: None
+                 ) -> tuple[Any, tuple[Replica, ...] | None, MasterInfo | None]:
+    """The first Sentinel (in the config's order) that answers SENTINEL REPLICAS
+    and SENTINEL MASTER, within ASK_LIMIT in all: its connection (kept open for
+    the request that may follow), its replicas and its view of the master.
+    (None, None, None) when none did."""
     cfg = agent.config.sentinel
+    deadline = time.monotonic() + ASK_LIMIT
     for endpoint in cfg.addresses:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        beat()
         client = connection(endpoint.host, endpoint.port, cfg.username, cfg.password,
-                            cfg.timeout)
+                            min(cfg.timeout, left))
         try:
             client.send_command("SENTINEL", "REPLICAS", master)
-            return client, parse_replicas(client.read_response())
-        except (redis.RedisError, OSError) as exc:
+            replicas = parse_replicas(client.read_response())
+            client.send_command("SENTINEL", "MASTER", master)
+            return client, replicas, parse_master_reply(client.read_response())
+        except Exception as exc:  # noqa: BLE001 - any failure: the next Sentinel
             log.info("%s: Sentinel %s: %s", master, endpoint, escape(str(exc)[:200]))
             client.disconnect()
-    return None, ()
+    return None, None, None
 
 
-__all__ = ["CrashView", "CrashWatcher", "ask_replicas", "probe"]
+__all__ = ["CrashView", "CrashWatcher", "ask_sentinel", "probe"]

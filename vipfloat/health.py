@@ -72,6 +72,24 @@ class LocalRedis:
                     return LocalRole(RedisRole.UNREACHABLE, escape(str(exc)[:200]))
         return LocalRole(RedisRole.UNKNOWN)
 
+    def process_id(self, host: str, port: int) -> int | None:
+        """INFO server's process_id, or None when it cannot be asked."""
+        import redis
+
+        conn = self._conn(host, port)
+        try:
+            conn.send_command("INFO", "server")  # type: ignore[attr-defined]
+            info = str(conn.read_response())  # type: ignore[attr-defined]
+        except (redis.RedisError, OSError):
+            conn.disconnect()  # type: ignore[attr-defined]
+            return None
+        for line in info.splitlines():
+            if line.startswith("process_id:"):
+                value = line.split(":", 1)[1].strip()
+                return int(value) if value.isascii() and value.isdigit() and len(value) < 10 \
+                    else None
+        return None
+
     def hold_writes(self, host: str, port: int, ms: int | None) -> str | None:
         """``CLIENT PAUSE <ms> WRITE`` (Redis >= 6.2): writes block until the
         pause ends by itself, ``ms`` later; None lifts it (``CLIENT UNPAUSE``).

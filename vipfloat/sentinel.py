@@ -93,6 +93,7 @@ class Replica:
     priority: int               # slave-priority; 0 never promoted
     run_id: str
     info_age_ms: int | None = None  # info-refresh: ms since Sentinel's last INFO of it
+    link_down_ms: int | None = None  # master-link-down-time at that INFO
     # Seconds since its last acknowledgement, per the master's INFO replication
     # (vipfloat switchover asks); None: not known.
     lag: int | None = None
@@ -106,7 +107,12 @@ def parse_replicas(reply: Sequence[Any]) -> tuple[Replica, ...]:
     """Pure: SENTINEL REPLICAS' list of flat [key, value ...] lists (or maps)."""
     out = []
     for item in reply:
-        pairs = item.items() if isinstance(item, Mapping) else zip(item[::2], item[1::2])
+        if isinstance(item, Mapping):
+            pairs: Any = item.items()
+        elif isinstance(item, (list, tuple)):
+            pairs = zip(item[::2], item[1::2])
+        else:
+            continue            # not a replica's fields: skipped, never raised on
         f = {str(k): str(v) for k, v in pairs}
         ip, port = f.get("ip"), _number(f.get("port"))
         if not ip or port is None:
@@ -116,12 +122,17 @@ def parse_replicas(reply: Sequence[Any]) -> tuple[Replica, ...]:
         out.append(Replica(ip, port, tuple(x for x in f.get("flags", "").split(",") if x),
                            f.get("master-link-status") == "ok",
                            100 if priority is None else priority, f.get("runid", ""),
-                           _number(f.get("info-refresh"))))
+                           _number(f.get("info-refresh")),
+                           _number(f.get("master-link-down-time"))))
     return tuple(out)
 
 
 def _number(text: str | None) -> int | None:
-    return int(text) if text is not None and text.isascii() and text.isdigit() else None
+    """A non-negative decimal of at most 18 digits, else None (int() refuses more
+    than 4300, and no field Sentinel sends needs more than 18)."""
+    if text is None or not (text.isascii() and text.isdigit()) or len(text) > 18:
+        return None
+    return int(text)
 
 
 def connection(host: str, port: int, username: str | None, password: Secret | None,

@@ -9,12 +9,14 @@ import pytest
 from vipfloat.crash import (CONFIRM_PROBES, CONFIRM_WINDOW, CrashView, Probe, Verdict, Watch,
                             asked, confirmed, healthy, judge, observe)
 from vipfloat.decide import Quorum
-from vipfloat.sentinel import Replica, parse_replicas
+from vipfloat.sentinel import MasterInfo, Replica, parse_replicas
 
 ADDR = "198.51.100.11:6379"
 B = Replica("198.51.100.12", 6379, ("slave",), True, 100, "bbbb", info_age_ms=800)
 C = Replica("198.51.100.13", 6379, ("slave",), True, 100, "cccc", info_age_ms=5000)
-VIEW = CrashView(addr=ADDR, believed_here=True, epoch=3, quorum=Quorum(3, 3), replicas=(B, C))
+SENTINEL = MasterInfo("mymaster", "198.51.100.11", 6379, 3, ("master",))
+VIEW = CrashView(addr=ADDR, believed_here=True, epoch=3, quorum=Quorum(3, 3), replicas=(B, C),
+                 sentinel_view=SENTINEL)
 SEEN = f"{ADDR} refused 5 connection(s) over 52 ms"
 
 
@@ -89,7 +91,8 @@ def test_never_twice_for_one_configuration():
     assert (verdict, reason) == (Verdict.NOTHING, f"{SEEN}; SENTINEL FAILOVER already asked at "
                                                   "config-epoch 3: not again")
     # A new configuration (Sentinel failed over meanwhile, and back): may ask again.
-    assert judge(w, replace(VIEW, epoch=4), 10.052)[0] is Verdict.ASK
+    assert judge(w, replace(VIEW, epoch=4, sentinel_view=replace(SENTINEL, config_epoch=4)),
+                 10.052)[0] is Verdict.ASK
     # The asked epoch survives the runs of probes.
     assert observe(observe(w, Probe.UP, 11.0), Probe.REFUSED, 11.1).asked_epoch == 3
 
@@ -137,3 +140,34 @@ def test_the_edges_of_the_window():
     assert verdict is Verdict.ASK and reason.startswith(
         f"{ADDR} refused 3 connection(s) over 999 ms: crashed")
     assert not healthy(replace(B, info_age_ms=None))
+
+
+def test_a_sentinel_is_consulted_only_when_all_else_allows_it():
+    bare = replace(VIEW, replicas=None, sentinel_view=None)
+    assert judge(crashed(), bare, 10.052) == (Verdict.CHECK, f"{SEEN}: asking a Sentinel for "
+                                                             "its view")
+    # Cheap refusals come first: no Sentinel is asked for them.
+    assert judge(crashed(), replace(bare, believed_here=False), 10.052)[0] is Verdict.NOTHING
+    assert judge(crashed(), replace(bare, sentinel_view=SENTINEL), 10.052)[0] is Verdict.CHECK
+    assert judge(crashed(), replace(bare, replicas=(B,)), 10.052)[0] is Verdict.CHECK
+
+
+@pytest.mark.parametrize("view, shown", [
+    (replace(SENTINEL, host="198.51.100.12"), "198.51.100.12:6379 at config-epoch 3 (master)"),
+    (replace(SENTINEL, config_epoch=2), "198.51.100.11:6379 at config-epoch 2 (master)"),
+    (replace(SENTINEL, flags=("master", "failover_in_progress")),
+     "198.51.100.11:6379 at config-epoch 3 (master,failover_in_progress)"),
+])
+def test_the_sentinel_to_ask_must_name_this_redis(view, shown):
+    verdict, reason = judge(crashed(), replace(VIEW, sentinel_view=view), 10.052)
+    assert (verdict, reason) == (Verdict.NOTHING, f"{SEEN}, but the Sentinel to ask names "
+                                                  f"{shown}: leaving it to Sentinel")
+    # A newer epoch than believed is fine (it names this Redis all the same).
+    assert judge(crashed(), replace(VIEW, sentinel_view=replace(SENTINEL, config_epoch=4)),
+                 10.052)[0] is Verdict.ASK
+
+
+def test_a_replica_cut_off_only_by_the_crash_is_in_sync():
+    down = replace(B, link_ok=False, link_down_ms=2000)
+    assert healthy(down) and not healthy(replace(down, link_down_ms=2001))
+    assert not healthy(replace(down, link_down_ms=None))

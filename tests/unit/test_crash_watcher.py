@@ -14,7 +14,7 @@ from vipfloat.crashwatch import CrashWatcher, probe
 from vipfloat.crash import Probe
 from vipfloat.decide import Quorum
 from vipfloat.metrics import Metrics
-from vipfloat.sentinel import Replica
+from vipfloat.sentinel import MasterInfo, Replica
 
 
 class FakeRedis:
@@ -75,14 +75,17 @@ class Agent:
         self.metrics = Metrics(None)
         self.views = 0
 
+        self.local_redis = self
+
+    def process_id(self, host, port):
+        return None
+
     def local_master(self, vip):
         return ("127.0.0.1", self.port)
 
     def crash_view(self, vip, addr):
         self.views += 1
-        return CrashView(addr=addr, believed_here=True, epoch=3, quorum=Quorum(3, 3),
-                         replicas=(Replica("198.51.100.12", 6379, ("slave",), True, 100, "",
-                                           info_age_ms=500),)), self.client
+        return CrashView(addr=addr, believed_here=True, epoch=3, quorum=Quorum(3, 3))
 
 
 def test_probe_tells_refused_from_up():
@@ -93,10 +96,17 @@ def test_probe_tells_refused_from_up():
 
 
 @pytest.fixture
-def watched(cfg):
+def watched(cfg, monkeypatch):
     redis = FakeRedis()
     client = Client("OK")
     agent = Agent(cfg, redis.port, client)
+    replica = Replica("198.51.100.12", 6379, ("slave",), True, 100, "", info_age_ms=500)
+
+    def ask_sentinel(agent_, master, beat):
+        beat()
+        return client, (replica,), MasterInfo(master, "127.0.0.1", redis.port, 3, ("master",))
+
+    monkeypatch.setattr("vipfloat.crashwatch.ask_sentinel", ask_sentinel)
     watcher = CrashWatcher(agent, cfg.vips[0])   # type: ignore[arg-type]
     watcher.start()
     deadline = time.monotonic() + 5
@@ -112,8 +122,9 @@ def test_a_crash_asks_sentinel_once(watched, caplog):
     redis, agent, client, watcher = watched
     redis.die()
     deadline = time.monotonic() + 5
-    while not client.sent and time.monotonic() < deadline:
+    while not client.closed and time.monotonic() < deadline:
         time.sleep(0.01)
+    time.sleep(0.3)           # a second request would come by now
     assert client.sent == [("SENTINEL", "FAILOVER", "mymaster")] and client.closed
     assert watcher.watch.asked_epoch == 3
     assert f"{hostport('127.0.0.1', redis.port)} refused" in caplog.text

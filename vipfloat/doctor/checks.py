@@ -366,7 +366,8 @@ def crash_failover(facts: Facts) -> Iterator[Finding]:
                        "no): if it crashes and restarts empty before Sentinel notices, its "
                        "replicas copy the empty dataset",
                        "Set crash_failover = true in this [[vip]] block (the agent fails over "
-                       "before a restart can complete), or turn persistence on.")
+                       "50 ms after the crash, before most restarts complete), or turn "
+                       "persistence on.")
         else:
             yield ok("vip.crash_failover", subject,
                      "crash_failover off: a crashed master waits for Sentinel's "
