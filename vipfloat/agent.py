@@ -340,8 +340,6 @@ class VipActor:
             error = self.agent.local_redis.hold_writes(*held, None)
             log.info("%s: writes on %s let through again%s", vip.master, hostport(*held),
                      f" (failed: {error})" if error else "")
-        # Released with writes held: the pause runs out by itself (live.hold.until),
-        # after the connections it blocked were reset.
 
     def _hold(self, target: tuple[str, int], seconds: float, epoch: int | None) -> None:
         """Pause (or renew the pause of) ``target``'s writes for ``seconds``."""
@@ -413,7 +411,8 @@ class VipActor:
         now = time.monotonic()
         for view in snapshot.vips:
             role = None
-            in_flight = None if failover is None else self.agent.in_flight(failover, now)
+            in_flight = None if failover is None else self.agent.in_flight(self.vip.master,
+                                                                          failover, now)
             absent = view.claim.order is None and view.binding is Binding.ABSENT
             if (view.claim.order is None and in_flight is not None and in_flight.replica_addrs
                     & candidate_local_addresses(snapshot.local_addresses, self.vip)):
@@ -610,7 +609,7 @@ class Agent:
                          in_flight=None if flight is None else
                          f"{flight.describe()} promoting {flight.addr}")
 
-    def in_flight(self, f: Failover, now: float) -> InFlight | None:
+    def in_flight(self, master: str, f: Failover, now: float) -> InFlight | None:
         """The failover as a decision reads it, its hosts resolved; None when a
         name does not resolve (the usual rules then decide)."""
         try:
@@ -619,7 +618,8 @@ class Agent:
             log.warning("%s", exc)
             return None
         return InFlight(leader=f.describe(), replica=f.addr, replica_addrs=replica,
-                        old_addrs=old, age=now - f.since)
+                        old_addrs=old, age=now - f.since,
+                        down_after=self._authority.down_after.get(master))
 
     def quorum(self, master: str) -> Quorum:
         return self._quorum(self._authority, master)

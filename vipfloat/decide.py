@@ -98,6 +98,9 @@ class InFlight:
     replica_addrs: frozenset[IPAddress]
     old_addrs: frozenset[IPAddress]               # the master it replaces, resolved
     age: float = 0.0                              # seconds since the replica was first named
+    # The master's down-after-milliseconds, in seconds, as its Sentinels report
+    # it (None: not known yet): the write hold ends by half of it.
+    down_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -177,10 +180,14 @@ def decide(snapshot: Snapshot, config: Config) -> tuple[Action, ...]:
             actions.append(Action(Verb.NOTHING, view.master, "master not in config"))
             continue
         action = _decide_one(view, vip, snapshot.local_addresses, config.agent)
-        if (view.writes_held and action.hold_writes is None
-                and bound_after(action, view.binding)):
+        if view.writes_held and action.hold_writes is None and (
+                bound_after(action, view.binding) or action.verb is Verb.RELEASE):
             # The failover that held them is over and the VIP is still here (an
-            # abort, a timeout): writes go through again at once.
+            # abort, a timeout), or the VIP goes now (its connections reset):
+            # writes go through again at once. A hold left to run out would
+            # also hold Sentinel's own link to this Redis (its hello PUBLISH
+            # blocks, and the PINGs queued behind it), and Sentinel would take
+            # this master for down: a second failover.
             action = replace(action, reason=f"{action.reason}; letting the held writes through",
                              hold_writes=False)
         actions.append(action)
@@ -305,7 +312,7 @@ def _in_flight(view: VipView, f: InFlight, vip: VipConfig, local: frozenset[IPAd
         # there, and keeping it here would only answer ARP against it.
         return act(Verb.RELEASE, f"{f.leader} is promoting {f.replica}, another host, and "
                                  f"{view.new_holder} announced the VIP: releasing")
-    if f.old_addrs & mine and f.age < agent.failover_write_hold and agent.reset_connections:
+    if f.old_addrs & mine and f.age < hold_limit(agent, f) and agent.reset_connections:
         # Every write this Redis acknowledges from now on would be discarded
         # when Sentinel makes it a replica of the new master: hold them, so that
         # they fail when the connections are reset at the release instead
@@ -315,6 +322,16 @@ def _in_flight(view: VipView, f: InFlight, vip: VipConfig, local: frozenset[IPAd
                                  "the VIP", hold_writes=True)
     return act(Verb.NOTHING, f"{f.leader} is promoting {f.replica}, another host: keeping "
                              "the VIP until the new holder announces it")
+
+
+def hold_limit(agent: AgentConfig, f: InFlight) -> float:
+    """How long the old holder may hold its writes: failover_write_hold, and
+    less than half of down-after-milliseconds, after which Sentinel, whose
+    commands to this Redis wait behind its blocked hello PUBLISH, would find
+    it down and start a failover of its own."""
+    if f.down_after is None:
+        return agent.failover_write_hold
+    return min(agent.failover_write_hold, f.down_after / 2)
 
 
 def _quorum_note(q: Quorum) -> str:

@@ -167,13 +167,16 @@ def test_the_old_holder_holds_writes_then_releases_on_the_announcement(setup):
     failover_starts(agent, OTHER, HERE)
     actor.follow(drain(actor)[0])
     holds = agent.local_redis.holds
-    # Paused and renewed, never lifted; just before the release, renewed for as
-    # long as the release may take before it resets the connections (release_wait
-    # 1 s, pre-release scripts 2 s, and one slice), so the hold cannot lapse first.
-    assert len(holds) >= 3 and set(holds[:-1]) == {(HERE, 6379, 500)}
-    assert holds[-1] == (HERE, 6379, 3500)
+    # Paused and renewed; just before the release, renewed for as long as the
+    # release may take before it resets the connections (release_wait 1 s,
+    # pre-release scripts 2 s, and one slice), so the hold cannot lapse first.
+    assert len(holds) >= 4 and set(holds[:-2]) == {(HERE, 6379, 500)}
+    assert holds[-2] == (HERE, 6379, 3500)
+    # Released (its connections reset): the hold is lifted, not left to hold
+    # Sentinel's own link to this Redis.
+    assert holds[-1] == (HERE, 6379, None)
     assert kernel.calls == ["remove 198.51.100.250/24"]
-    assert not actor.live.held and actor.live.hold is not None      # runs out by itself
+    assert not actor.live.held and actor.live.hold is None
     assert actor.live.last_reason.startswith(
         "the failover leader (Sentinel 198.51.100.12:26379, epoch 4) is promoting "
         f"{OTHER}:6379, another host, and 02:00:00:00:00:0d announced the VIP: releasing")
