@@ -65,10 +65,6 @@ KEYS = ("switch_bound", "switch_write", "gap", "wait_bound", "wait_write", "prom
 FROM_FAULT = ("fault_try", "fault_promoted", "fault_bound")
 
 
-def landed_on(cluster: RedisLab, node: str) -> set[int]:
-    return {int(v) for v in cluster.redis(node, "LRANGE", "vipfloat:log", "0", "-1").split()}
-
-
 def one_round(cluster: RedisLab, drill: str, vip: bool, addrs: AddrEvents,
               events: SentinelEvents, writer: Writer) -> dict[str, float | None]:
     lab = cluster.lab
@@ -84,7 +80,7 @@ def one_round(cluster: RedisLab, drill: str, vip: bool, addrs: AddrEvents,
     new = cluster.node_of(cluster.master_addr(ask))
     if vip:
         cluster.wait(lambda: new in cluster.holders(), f"the VIP on {new}", timeout=30)
-    cluster.wait(lambda: any(w.ok and w.t > t0 and w.value in landed_on(cluster, new)
+    cluster.wait(lambda: any(w.ok and w.t > t0 and w.value in cluster.logged_writes(new)
                              for w in writer.snapshot()[-20:]),
                  f"writes landing on {new}", timeout=30)
     time.sleep(1.0)  # every Sentinel publishes +switch-master; the old holder lets go
@@ -96,7 +92,7 @@ def one_round(cluster: RedisLab, drill: str, vip: bool, addrs: AddrEvents,
     bound = (min((e.t for e in addrs.matching(VIP, added=True, after=t0, host=new)),
                  default=None) if vip else None)
     read_at = time.monotonic()
-    landed = landed_on(cluster, new)
+    landed = cluster.logged_writes(new)
     # Acknowledged after LRANGE was sent: maybe not in its answer, yet not lost.
     writes = [w for w in writer.snapshot() if w.t >= t0 - 0.5 and w.done < read_at]
     # The first write sent after SLAVEOF NO ONE was sent that the new master

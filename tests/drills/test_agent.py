@@ -30,16 +30,11 @@ def new_master(cluster: RedisLab, old: str = "198.51.100.11") -> str:
     return cluster.node_of(cluster.master_addr("b"))
 
 
-def holds_only(cluster: RedisLab, master: str, timeout: float = 10) -> None:
-    cluster.wait(lambda: cluster.holders() == [master], f"the VIP on {master} only",
-                 timeout=timeout)
-
-
 def test_agent_alone_moves_the_vip_after_a_failover(agents):
     cluster = agents
     cluster.stop("redis:a", sig=signal.SIGKILL)
     new_master(cluster)
-    new = cluster.until_settled(lambda m: holds_only(cluster, m))
+    new = cluster.until_settled(lambda m: cluster.holds_only(m))
     assert "action=acquire" in cluster.agent_log(new)
     assert cluster.redis("client", "SET", "k", "v", host=VIP) == "OK"
 
@@ -52,12 +47,12 @@ def test_lagging_sentinel_does_not_make_the_agent_flap(agents):
         cluster.procs["sentinel:c"].send_signal(signal.SIGSTOP)
         cluster.failover("b")
         new_master(cluster)
-        new = cluster.until_settled(lambda m: holds_only(cluster, m), among=["a", "b"])
+        new = cluster.until_settled(lambda m: cluster.holds_only(m), among=["a", "b"])
         cluster.procs["sentinel:c"].send_signal(signal.SIGCONT)
         # Until its next hello, c still names the old master at the old epoch.
         stale = cluster.master_field("c", "ip")
         time.sleep(4)
-        final = cluster.until_settled(lambda m: holds_only(cluster, m))
+        final = cluster.until_settled(lambda m: cluster.holds_only(m))
         epoch = int(cluster.master_field("b", "config-epoch") or 0)
         moves = [(e.host, e.added) for e in events.matching(VIP)]
     finally:
@@ -148,7 +143,7 @@ def test_partial_partition_then_heal(agents):
         lab.heal()
         # a's Sentinel learns the new config (or, should Sentinel fail over
         # again, every Sentinel settles on a master): the VIP is there only.
-        final = cluster.until_settled(lambda m: holds_only(cluster, m, timeout=15))
+        final = cluster.until_settled(lambda m: cluster.holds_only(m, timeout=15))
         time.sleep(3)
         late = [e for e in events.matching(VIP, added=True, after=healed) if e.host == "a"]
         read_at = time.monotonic()

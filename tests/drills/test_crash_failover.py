@@ -35,15 +35,6 @@ def cluster(lab, tmp_path):
         yield running
 
 
-def holds_only(cluster: RedisLab, master: str, timeout: float = 10) -> None:
-    cluster.wait(lambda: cluster.holders() == [master], f"the VIP on {master} only",
-                 timeout=timeout)
-
-
-def landed_on(cluster: RedisLab, node: str) -> set[int]:
-    return {int(v) for v in cluster.redis(node, "LRANGE", "vipfloat:log", "0", "-1").split()}
-
-
 def test_a_crashed_master_is_failed_over_at_once(cluster):
     lab = cluster.lab
     events = SentinelEvents(lab, list(cluster.nodes))
@@ -54,13 +45,13 @@ def test_a_crashed_master_is_failed_over_at_once(cluster):
         cluster.stop("redis:a", sig=signal.SIGKILL)
         cluster.wait(lambda: cluster.master_addr("b") not in (None, lab.hosts["a"].ip),
                      "Sentinel to name a new master", timeout=20)
-        final = cluster.until_settled(lambda m: holds_only(cluster, m), timeout=45)
-        cluster.wait(lambda: any(w.ok and w.t > kill_at and w.value in landed_on(cluster, final)
+        final = cluster.until_settled(lambda m: cluster.holds_only(m), timeout=45)
+        cluster.wait(lambda: any(w.ok and w.t > kill_at and w.value in cluster.logged_writes(final)
                                  for w in writer.snapshot()[-20:]),
                      f"writes through the VIP landing on {final}", timeout=15)
         time.sleep(0.5)
         read_at = time.monotonic()
-        landed = landed_on(cluster, final)
+        landed = cluster.logged_writes(final)
         writes = [w for w in writer.snapshot() if w.done < read_at]
         tried = events.matching("+try-failover", kill_at)
         odown = events.matching("+odown", kill_at)
@@ -132,12 +123,12 @@ def test_a_restart_inside_the_window_is_no_failover(cluster):
     if refused_for < CONFIRM_WINDOW * 0.8:
         assert "SENTINEL FAILOVER" not in log, log[-1500:]
         assert not tried, [e.data for e in tried]
-        holds_only(cluster, "a", timeout=1)
+        cluster.holds_only("a", timeout=1)
         assert cluster.master_addr("b") == lab.hosts["a"].ip
     else:
         print(f"\n  the restart refused connections for {refused_for * 1000:.0f} ms on this "
               "machine, not clearly inside the window: following Sentinel")
-        cluster.until_settled(lambda m: holds_only(cluster, m), timeout=45)
+        cluster.until_settled(lambda m: cluster.holds_only(m), timeout=45)
 
 
 def test_a_paused_master_is_left_to_sentinel(cluster):
@@ -150,7 +141,7 @@ def test_a_paused_master_is_left_to_sentinel(cluster):
         cluster.wait(lambda: cluster.master_addr("b") not in (None, lab.hosts["a"].ip),
                      "Sentinel's own failover", timeout=30)
         cluster.procs["redis:a"].send_signal(signal.SIGCONT)
-        final = cluster.until_settled(lambda m: holds_only(cluster, m), timeout=45)
+        final = cluster.until_settled(lambda m: cluster.holds_only(m), timeout=45)
         odown = events.matching("+odown", t0)
         tried = events.matching("+try-failover", t0)
     finally:

@@ -33,15 +33,6 @@ def cluster(lab, tmp_path):
         yield running
 
 
-def holds_only(cluster: RedisLab, master: str, timeout: float = 10) -> None:
-    cluster.wait(lambda: cluster.holders() == [master], f"the VIP on {master} only",
-                 timeout=timeout)
-
-
-def landed_on(cluster: RedisLab, node: str) -> set[int]:
-    return {int(v) for v in cluster.redis(node, "LRANGE", "vipfloat:log", "0", "-1").split()}
-
-
 def promotions(cluster: RedisLab, events: SentinelEvents, t0: float) -> list[tuple[str, float,
                                                                                   float | None]]:
     """Each promotion Sentinel made since t0: (node, +promoted-slave seen, the
@@ -79,8 +70,8 @@ def test_a_killed_masters_vip_moves_when_the_promotion_happens(cluster):
         time.sleep(0.5)
         t0 = time.monotonic()
         cluster.stop("redis:a", sig=signal.SIGKILL)
-        final = cluster.until_settled(lambda m: holds_only(cluster, m), timeout=45)
-        cluster.wait(lambda: any(w.ok and w.t > t0 and w.value in landed_on(cluster, final)
+        final = cluster.until_settled(lambda m: cluster.holds_only(m), timeout=45)
+        cluster.wait(lambda: any(w.ok and w.t > t0 and w.value in cluster.logged_writes(final)
                                  for w in writer.snapshot()[-20:]),
                      f"writes through the VIP landing on {final}", timeout=15)
         made = promotions(cluster, events, t0)
@@ -114,13 +105,13 @@ def test_a_planned_failover_loses_no_acknowledged_write(cluster):
         cluster.failover("b")
         cluster.wait(lambda: cluster.master_addr("b") not in (None, lab.hosts["a"].ip),
                      "Sentinel to name a new master", timeout=20)
-        final = cluster.until_settled(lambda m: holds_only(cluster, m), timeout=45)
-        cluster.wait(lambda: any(w.ok and w.t > t0 and w.value in landed_on(cluster, final)
+        final = cluster.until_settled(lambda m: cluster.holds_only(m), timeout=45)
+        cluster.wait(lambda: any(w.ok and w.t > t0 and w.value in cluster.logged_writes(final)
                                  for w in writer.snapshot()[-20:]),
                      f"writes through the VIP landing on {final}", timeout=15)
         time.sleep(0.5)
         read_at = time.monotonic()
-        landed = landed_on(cluster, final)
+        landed = cluster.logged_writes(final)
         writes = [w for w in writer.snapshot() if w.done < read_at]
     finally:
         writer.close()
@@ -175,10 +166,10 @@ def test_a_promotion_that_times_out_leaves_the_vip_where_sentinel_says(cluster):
                  else "aborted")
         print(f"\n  {stopped} stopped when selected; Sentinel {ended} the promotion")
         cluster.procs[f"redis:{stopped}"].send_signal(signal.SIGCONT)
-        final = cluster.until_settled(lambda m: holds_only(cluster, m), timeout=45)
+        final = cluster.until_settled(lambda m: cluster.holds_only(m), timeout=45)
         # Long enough for an early holder to have let go, and for a flap to show.
         time.sleep(3)
-        holds_only(cluster, final, timeout=1)
+        cluster.holds_only(final, timeout=1)
         moves = addrs.matching(VIP, after=t0)
     except LabError:
         if stopped is not None:
@@ -230,4 +221,4 @@ def test_vipfloat_switchover_completes_and_prints_the_timeline(cluster):
     assert f"VIP answers from {new} (ROLE master)" in out
     if promoted_at - sent_at >= NOTICED_LATE:
         assert vip < promoted, out      # the client saw the move before Sentinel noticed
-    cluster.until_settled(lambda m: holds_only(cluster, m), timeout=45)
+    cluster.until_settled(lambda m: cluster.holds_only(m), timeout=45)

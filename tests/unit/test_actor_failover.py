@@ -17,9 +17,16 @@ from vipfloat.netlink import AddrRow
 from vipfloat.subscribe import parse_event
 from vipfloat.wire import Sighting
 
-from .test_vip_actor import HERE, Announcer, Kernel, sentinels_name
+from .test_vip_actor import HERE, Kernel, sentinels_name
+from .test_vip_actor import actor_on_fakes
 
 OTHER = "198.51.100.13"
+
+
+@pytest.fixture
+def on_fakes(cfg):
+    with actor_on_fakes(cfg) as made:
+        yield made
 VIP = ipaddress.ip_address("198.51.100.250")
 
 
@@ -66,17 +73,6 @@ class Wire:
         pass
 
 
-@pytest.fixture
-def setup(cfg):
-    agent = Agent(cfg)
-    kernel = Kernel()
-    agent.announcer = Announcer()
-    actor = VipActor(agent, cfg.vips[0], host=kernel)
-    agent.actors = {"mymaster": actor}
-    yield agent, actor, kernel
-    agent.actors = {}
-    agent._wires = {}
-    agent.stop()
 
 
 LEADER = 1     # the second Sentinel in the config leads
@@ -101,8 +97,8 @@ def drain(actor: VipActor) -> list[Request]:
     return out
 
 
-def test_the_chosen_replica_binds_when_role_says_master(setup, caplog):
-    agent, actor, kernel = setup
+def test_the_chosen_replica_binds_when_role_says_master(on_fakes, caplog):
+    agent, actor, kernel = on_fakes
     agent.local_redis = Redis("slave", "slave", "slave", "master")
     sentinels_name(agent, OTHER, epoch=3)
     failover_starts(agent, HERE, OTHER)
@@ -125,8 +121,8 @@ def test_the_chosen_replica_binds_when_role_says_master(setup, caplog):
     assert actor.live.early_bind is None and not agent._authority.failovers
 
 
-def test_a_slow_promotion_is_followed_in_slices(setup, monkeypatch):
-    agent, actor, kernel = setup
+def test_a_slow_promotion_is_followed_in_slices(on_fakes, monkeypatch):
+    agent, actor, kernel = on_fakes
     monkeypatch.setattr("vipfloat.agent.FOLLOW_SLICE", 0.02)
     agent.local_redis = Redis("slave")
     sentinels_name(agent, OTHER, epoch=3)
@@ -136,8 +132,8 @@ def test_a_slow_promotion_is_followed_in_slices(setup, monkeypatch):
     assert [r.kind for r in drain(actor)] == [Kind.FAILOVER]   # its successor
 
 
-def test_a_replica_not_chosen_does_not_follow(setup):
-    agent, actor, kernel = setup
+def test_a_replica_not_chosen_does_not_follow(on_fakes):
+    agent, actor, kernel = on_fakes
     agent.local_redis = Redis("slave")
     sentinels_name(agent, OTHER, epoch=3)
     failover_starts(agent, "198.51.100.12", OTHER)
@@ -145,8 +141,8 @@ def test_a_replica_not_chosen_does_not_follow(setup):
     assert kernel.calls == [] and agent.local_redis.asked == 0 and drain(actor) == []
 
 
-def test_a_stale_epoch_is_not_followed(setup):
-    agent, actor, kernel = setup
+def test_a_stale_epoch_is_not_followed(on_fakes):
+    agent, actor, kernel = on_fakes
     agent.local_redis = Redis("master")
     sentinels_name(agent, OTHER, epoch=4)
     failover_starts(agent, HERE, OTHER, epoch=4)
@@ -157,8 +153,8 @@ def holding(kernel: Kernel) -> None:
     kernel.rows.append(AddrRow(2, VIP, 24))
 
 
-def test_the_old_holder_holds_writes_then_releases_on_the_announcement(setup):
-    agent, actor, kernel = setup
+def test_the_old_holder_holds_writes_then_releases_on_the_announcement(on_fakes):
+    agent, actor, kernel = on_fakes
     holding(kernel)
     actor.live.held = True
     agent.local_redis = Redis("master")
@@ -182,8 +178,8 @@ def test_the_old_holder_holds_writes_then_releases_on_the_announcement(setup):
         f"{OTHER}:6379, another host, and 02:00:00:00:00:0d announced the VIP: releasing")
 
 
-def test_an_abort_lets_the_held_writes_through(setup):
-    agent, actor, kernel = setup
+def test_an_abort_lets_the_held_writes_through(on_fakes):
+    agent, actor, kernel = on_fakes
     holding(kernel)
     actor.live.held = True
     agent.local_redis = Redis("master")
@@ -200,8 +196,8 @@ def test_an_abort_lets_the_held_writes_through(setup):
     assert actor.live.hold is None and kernel.calls == []  # the VIP stays
 
 
-def test_another_sentinels_abort_changes_nothing(setup):
-    agent, actor, kernel = setup
+def test_another_sentinels_abort_changes_nothing(on_fakes):
+    agent, actor, kernel = on_fakes
     agent.local_redis = Redis("master")
     sentinels_name(agent, HERE, epoch=3)
     failover_starts(agent, OTHER, HERE)
@@ -210,8 +206,8 @@ def test_another_sentinels_abort_changes_nothing(setup):
     assert drain(actor) == [] and agent._authority.failovers
 
 
-def test_losing_the_leader_ends_the_failover_and_decides_again(setup):
-    agent, actor, kernel = setup
+def test_losing_the_leader_ends_the_failover_and_decides_again(on_fakes):
+    agent, actor, kernel = on_fakes
     agent.local_redis = Redis("master")
     sentinels_name(agent, HERE, epoch=3)
     failover_starts(agent, OTHER, HERE)
@@ -223,8 +219,8 @@ def test_losing_the_leader_ends_the_failover_and_decides_again(setup):
     assert [r.kind for r in drain(actor)] == [Kind.EVENT]
 
 
-def test_a_hold_that_fails_is_not_tried_again_in_that_failover(setup):
-    agent, actor, kernel = setup
+def test_a_hold_that_fails_is_not_tried_again_in_that_failover(on_fakes):
+    agent, actor, kernel = on_fakes
     holding(kernel)
     actor.live.held = True
 

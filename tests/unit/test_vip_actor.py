@@ -3,6 +3,7 @@ Redis): what it asks before acting, and that it takes the VIP's lock only to
 act. No root, no network."""
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import threading
@@ -94,16 +95,25 @@ class Redis:
         pass
 
 
-@pytest.fixture
-def setup(cfg):
+@contextlib.contextmanager
+def actor_on_fakes(cfg):
+    """An agent whose one VIP actor works on the fake kernel and announcer."""
     agent = Agent(cfg)
     kernel = Kernel()
     agent.announcer = Announcer()
     actor = VipActor(agent, cfg.vips[0], host=kernel)
     agent.actors = {"mymaster": actor}
-    yield agent, actor, kernel
-    agent.actors = {}
-    agent.stop()
+    try:
+        yield agent, actor, kernel
+    finally:
+        agent.actors = {}
+        agent.stop()
+
+
+@pytest.fixture
+def setup(cfg):
+    with actor_on_fakes(cfg) as made:
+        yield made
 
 
 def sentinels_name(agent: Agent, host: str, epoch: int = 3) -> None:

@@ -177,6 +177,15 @@ class RedisLab:
         """The nodes (of ``among``, default all) that have the VIP bound now."""
         return [n for n in among or self.nodes if self.lab.has_address(n, self.cluster.vip)]
 
+    def holds_only(self, master: str, timeout: float = 10) -> None:
+        """Wait until ``master`` alone holds the VIP (LabError otherwise)."""
+        self.wait(lambda: self.holders() == [master], f"the VIP on {master} only",
+                  timeout=timeout)
+
+    def logged_writes(self, node: str) -> set[int]:
+        """The values observe.Writer's writes left in ``node``'s Redis."""
+        return {int(v) for v in self.redis(node, "LRANGE", "vipfloat:log", "0", "-1").split()}
+
     def agent_log(self, node: str) -> str:
         return (self.dir(node) / "agent.log").read_text()
 
