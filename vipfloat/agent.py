@@ -592,6 +592,11 @@ class Agent:
             return belief.host, belief.port
         return None
 
+    def believes(self, master: str, host: str, port: int) -> bool:
+        """Whether the newest config known names ``host:port`` as ``master``'s master."""
+        belief = self._authority.belief(master)
+        return belief is not None and (belief.host, belief.port) == (host, port)
+
     def crash_view(self, vip: VipConfig, addr: str) -> CrashView:
         """What the agent's state says, for a crash of this host's Redis at
         ``addr`` (the Sentinel to ask is consulted only if this allows it)."""

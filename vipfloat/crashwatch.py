@@ -75,6 +75,10 @@ class CrashWatcher:
         self.beat = time.monotonic()
         self._stop = threading.Event()
         self._churn_logged = False
+        # The Redis this watcher held a connection to since the target last
+        # changed: a refused connect to it is a drop too (it may have died while
+        # the watcher was between two connections). Never set at a boot.
+        self._armed: tuple[str, int] | None = None
         self._thread = threading.Thread(target=self._run, name=f"crash-{vip.master}",
                                         daemon=True)
 
@@ -100,8 +104,12 @@ class CrashWatcher:
         if target is None:
             self._stop.wait(0.5)
             return
+        if target != self._armed:
+            self._armed = None
         opened = time.monotonic()
         dropped = self._hold_open(*target)
+        if not dropped and self._armed == target and probe(*target) is Probe.REFUSED:
+            dropped = True
         if dropped and not self._stop.is_set():
             self._burst(*target)
         if time.monotonic() - opened < MIN_HELD:
@@ -134,10 +142,14 @@ class CrashWatcher:
             sock.setblocking(False)
             # Up again: a crash after this one is another crash.
             self.watch = Watch()
+            self._armed = (host, port)
             watched: list[Any] = [sock] if pidfd is None else [sock, pidfd]
             while not self._stop.is_set():
                 self.beat = time.monotonic()
-                if self.agent.local_master(self.vip) != (host, port):
+                # Sentinel moved on (not a kernel cache reset by a netlink
+                # overrun, which local_master would see as "not local").
+                if not self.agent.believes(self.vip.master, host, port):
+                    self._armed = None
                     return False
                 ready, _, _ = select.select(watched, [], [], 1.0)
                 if pidfd is not None and pidfd in ready:

@@ -25,6 +25,7 @@ class FakeRedis:
         self.listener = socket.create_server(("127.0.0.1", port), reuse_port=True)
         self.port = self.listener.getsockname()[1]
         self.clients: list[socket.socket] = []
+        self.slam = False                     # close every new connection at once
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
 
@@ -34,7 +35,10 @@ class FakeRedis:
                 conn, _ = self.listener.accept()
             except OSError:
                 return
-            self.clients.append(conn)
+            if self.slam:
+                conn.close()
+            else:
+                self.clients.append(conn)
 
     def die(self) -> None:
         # shutdown wakes the accepting thread; close alone would leave the
@@ -82,6 +86,9 @@ class Agent:
 
     def local_master(self, vip):
         return ("127.0.0.1", self.port)
+
+    def believes(self, master, host, port):
+        return (host, port) == ("127.0.0.1", self.port)
 
     def crash_view(self, vip, addr):
         self.views += 1
@@ -145,3 +152,41 @@ def test_a_drop_while_redis_still_listens_asks_nothing(watched, caplog):
         assert client.sent == [] and agent.views == 0
     finally:
         successor.die()
+
+
+def test_a_crash_between_two_connections_is_still_seen(watched, caplog):
+    """Redis dies while the watcher waits between two connections (this one
+    closes every connection at once): a refused reconnect to the Redis it held
+    is a drop too."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    redis, agent, client, watcher = watched
+    redis.slam = True
+    for c in redis.clients:
+        c.close()
+    deadline = time.monotonic() + 5
+    while "closes the crash watcher's connection at once" not in caplog.text \
+            and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "closes the crash watcher's connection at once" in caplog.text
+    redis.die()                                    # while the watcher waits MIN_HELD
+    deadline = time.monotonic() + 5
+    while not client.closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert client.sent == [("SENTINEL", "FAILOVER", "mymaster")]
+
+
+def test_a_redis_never_seen_up_is_no_crash(cfg, monkeypatch):
+    """At a boot: nothing listens yet, and nothing was ever held."""
+    dead = FakeRedis()
+    dead.die()
+    client = Client("OK")
+    agent = Agent(cfg, dead.port, client)
+    watcher = CrashWatcher(agent, cfg.vips[0])   # type: ignore[arg-type]
+    watcher.start()
+    try:
+        time.sleep(1.0)
+        assert agent.views == 0 and client.sent == []
+    finally:
+        watcher.stop()
