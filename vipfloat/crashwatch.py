@@ -108,14 +108,17 @@ class CrashWatcher:
             self._armed = None
         opened = time.monotonic()
         dropped = self._hold_open(*target)
-        if not dropped and self._armed == target and probe(*target) is Probe.REFUSED:
+        # A crash already judged (not seen up since) is not judged again: its
+        # verdict was logged, and a request is never repeated in a loop.
+        judged = self.watch.down_since is not None
+        if (not dropped and not judged and self._armed == target
+                and probe(*target) is Probe.REFUSED):
             dropped = True
-        if dropped and not self._stop.is_set():
-            self._burst(*target)
+        last = self._burst(*target) if dropped and not self._stop.is_set() else None
         if time.monotonic() - opened < MIN_HELD:
-            # Closed as soon as opened (a TLS port, a proxy, Redis refusing us):
+            # Opened and closed at once while Redis listens (a TLS port, a proxy):
             # no busy loop; crash failover cannot watch it.
-            if dropped and not self._churn_logged:
+            if last is Probe.UP and not self._churn_logged:
                 log.warning("%s: %s closes the crash watcher's connection at once; "
                             "retrying every %.1f s", self.vip.master, hostport(*target),
                             MIN_HELD)
@@ -138,7 +141,10 @@ class CrashWatcher:
             if cfg.password is not None:
                 hello += _resp("AUTH", *([cfg.username] if cfg.username else []),
                                cfg.password.value)
-            sock.sendall(hello + _resp("SUBSCRIBE", "__vipfloat__:crash-watch"))
+            try:
+                sock.sendall(hello + _resp("SUBSCRIBE", "__vipfloat__:crash-watch"))
+            except OSError:
+                return True              # reset as it opened: dying, or killed us
             sock.setblocking(False)
             # Up again: a crash after this one is another crash.
             self.watch = Watch()
@@ -175,11 +181,13 @@ class CrashWatcher:
             if pidfd is not None:
                 os.close(pidfd)
 
-    def _burst(self, host: str, port: int) -> None:
-        """Probe until Redis answers, times out, or a verdict is reached."""
+    def _burst(self, host: str, port: int) -> Probe | None:
+        """Probe until Redis answers, times out, or a verdict is reached; the
+        last probe's result."""
         addr = hostport(host, port)
         end = time.monotonic() + BURST_LIMIT
         w = self.watch
+        seen = None
         while not self._stop.is_set() and time.monotonic() < end:
             self.beat = time.monotonic()
             before = w
@@ -195,13 +203,14 @@ class CrashWatcher:
                              self.vip.master, addr, before.refusals,
                              (time.monotonic() - before.down_since) * 1000,
                              "answered again" if seen is Probe.UP else seen.value)
-                return
+                return seen
             now = time.monotonic()
             if crash.confirmed(w, now):
                 self.watch = w
                 self._decide(addr, now)
-                return
+                return seen
             self._stop.wait(crash.PROBE_INTERVAL)
+        return seen
 
     def _decide(self, addr: str, now: float) -> None:
         agent, vip = self.agent, self.vip
