@@ -721,3 +721,25 @@ def test_the_example_config_documents_every_default(cls, section):
             value = documented[(section, name)]
             assert value == (str(default) if isinstance(default, Path) else default), \
                 f"{section}.{name}: example says {value!r}, the code {default!r}"
+
+
+def test_early_bind_write_hold_and_crash_failover(write_config):
+    from tests.unit.conftest import BASE
+
+    cfg = config_mod.load(write_config())
+    assert (cfg.agent.early_bind, cfg.agent.failover_write_hold) == (True, 2.0)
+    assert [v.crash_failover for v in cfg.vips] == [False, False]
+    text = BASE.replace("[agent]\n", "[agent]\nearly_bind = false\nfailover_write_hold = 0\n")
+    text = text.replace('interface = "eth1"\n', 'interface = "eth1"\ncrash_failover = true\n', 1)
+    cfg = config_mod.load(write_config(text))
+    assert (cfg.agent.early_bind, cfg.agent.failover_write_hold) == (False, 0.0)
+    assert [v.crash_failover for v in cfg.vips] == [True, False]
+    for ok in ("0.1", "30"):
+        assert config_mod.load(write_config(BASE.replace(
+            "[agent]\n", f"[agent]\nfailover_write_hold = {ok}\n"))).agent.failover_write_hold \
+            == float(ok)
+    for bad in ("0.09", "30.5"):
+        with pytest.raises(config_mod.ConfigError) as err:
+            config_mod.load(write_config(BASE.replace(
+                "[agent]\n", f"[agent]\nfailover_write_hold = {bad}\n")))
+        assert "agent.failover_write_hold: must be 0 (off) or between 0.1 and 30" in str(err.value)

@@ -114,18 +114,21 @@ def test_not_without_a_replica_in_sync():
 
 
 def test_sentinel_replicas_is_parsed():
-    reply = [["name", "x", "ip", "198.51.100.14", "port", "x", "info-refresh", "1"],
+    reply = [None, 5, "junk",                      # not a replica's fields: skipped
+             ["name", "x", "ip", "198.51.100.14", "port", "x", "info-refresh", "1"],
              ["ip", "198.51.100.16", "info-refresh", "1"],
              ["name", "x", "ip", "198.51.100.12", "port", "6379", "flags", "slave",
               "master-link-status", "ok", "slave-priority", "100", "info-refresh", "812",
               "runid", "bbbb"],
              {"ip": "2001:db8::13", "port": "6379", "flags": "slave,disconnected",
-              "master-link-status": "err", "slave-priority": "0", "info-refresh": "5"},
+              "master-link-status": "err", "slave-priority": "0", "info-refresh": "5",
+              "master-link-down-time": "1500"},
              ["ip", "198.51.100.15", "port", "6380"],
              ["port", "6379", "info-refresh", "1"]]
     assert parse_replicas(reply) == (
         Replica("198.51.100.12", 6379, ("slave",), True, 100, "bbbb", info_age_ms=812),
-        Replica("2001:db8::13", 6379, ("slave", "disconnected"), False, 0, "", info_age_ms=5),
+        Replica("2001:db8::13", 6379, ("slave", "disconnected"), False, 0, "", info_age_ms=5,
+                link_down_ms=1500),
         Replica("198.51.100.15", 6380, (), False, 100, "", info_age_ms=None))
     assert parse_replicas(reply)[1].addr == "[2001:db8::13]:6379"
 
@@ -171,3 +174,10 @@ def test_a_replica_cut_off_only_by_the_crash_is_in_sync():
     down = replace(B, link_ok=False, link_down_ms=2000)
     assert healthy(down) and not healthy(replace(down, link_down_ms=2001))
     assert not healthy(replace(down, link_down_ms=None))
+
+
+def test_numbers_of_up_to_18_digits():
+    big = "9" * 18
+    (r,) = parse_replicas([["ip", "198.51.100.12", "port", "6379", "info-refresh", big,
+                            "master-link-down-time", "9" * 19]])
+    assert r.info_age_ms == int(big) and r.link_down_ms is None
