@@ -43,16 +43,7 @@ def test_a_crashed_master_is_failed_over_at_once(cluster):
         time.sleep(1.0)
         kill_at = time.monotonic()
         cluster.stop("redis:a", sig=signal.SIGKILL)
-        cluster.wait(lambda: cluster.master_addr("b") not in (None, lab.hosts["a"].ip),
-                     "Sentinel to name a new master", timeout=20)
-        final = cluster.until_settled(lambda m: cluster.holds_only(m), timeout=45)
-        cluster.wait(lambda: any(w.ok and w.t > kill_at and w.value in cluster.logged_writes(final)
-                                 for w in writer.snapshot()[-20:]),
-                     f"writes through the VIP landing on {final}", timeout=15)
-        time.sleep(0.5)
-        read_at = time.monotonic()
-        landed = cluster.logged_writes(final)
-        writes = [w for w in writer.snapshot() if w.done < read_at]
+        final, landed, writes = cluster.after_failover(writer, kill_at)
         tried = events.matching("+try-failover", kill_at)
         odown = events.matching("+odown", kill_at)
     finally:

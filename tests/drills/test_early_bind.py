@@ -103,16 +103,7 @@ def test_a_planned_failover_loses_no_acknowledged_write(cluster):
         time.sleep(1.0)
         t0 = time.monotonic()
         cluster.failover("b")
-        cluster.wait(lambda: cluster.master_addr("b") not in (None, lab.hosts["a"].ip),
-                     "Sentinel to name a new master", timeout=20)
-        final = cluster.until_settled(lambda m: cluster.holds_only(m), timeout=45)
-        cluster.wait(lambda: any(w.ok and w.t > t0 and w.value in cluster.logged_writes(final)
-                                 for w in writer.snapshot()[-20:]),
-                     f"writes through the VIP landing on {final}", timeout=15)
-        time.sleep(0.5)
-        read_at = time.monotonic()
-        landed = cluster.logged_writes(final)
-        writes = [w for w in writer.snapshot() if w.done < read_at]
+        final, landed, writes = cluster.after_failover(writer, t0)
     finally:
         writer.close()
     acked = [w for w in writes if w.ok]

@@ -186,6 +186,25 @@ class RedisLab:
         """The values observe.Writer's writes left in ``node``'s Redis."""
         return {int(v) for v in self.redis(node, "LRANGE", "vipfloat:log", "0", "-1").split()}
 
+    def after_failover(self, writer: Any, since: float, old: str = "a"
+                       ) -> tuple[str, set[int], list[Any]]:
+        """Once Sentinel names a master other than ``old``, the VIP is on the one
+        it settled on only, and ``writer``'s writes through the VIP land there:
+        (that master, the values its Redis holds, the writes done before they
+        were read). Acknowledged writes missing from those values are lost."""
+        old_ip = self.lab.hosts[old].ip
+        asked = next(n for n in self.nodes if n != old)
+        self.wait(lambda: self.master_addr(asked) not in (None, old_ip),
+                  "Sentinel to name a new master", timeout=20)
+        final = self.until_settled(self.holds_only, timeout=45)
+        self.wait(lambda: any(w.ok and w.t > since and w.value in self.logged_writes(final)
+                              for w in writer.snapshot()[-20:]),
+                  f"writes through the VIP landing on {final}", timeout=15)
+        time.sleep(0.5)
+        read_at = time.monotonic()
+        landed = self.logged_writes(final)
+        return final, landed, [w for w in writer.snapshot() if w.done < read_at]
+
     def agent_log(self, node: str) -> str:
         return (self.dir(node) / "agent.log").read_text()
 
