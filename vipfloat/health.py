@@ -76,13 +76,17 @@ class LocalRedis:
         """INFO server's process_id, or None when it cannot be asked."""
         import redis
 
-        conn = self._conn(host, port)
+        # A connection of its own: the kept ones belong to the actors' ROLE
+        # checks, and two threads on one connection would read each other's
+        # replies.
+        conn = connection(host, port, self.cfg.username, self.cfg.password, self.cfg.timeout)
         try:
-            conn.send_command("INFO", "server")  # type: ignore[attr-defined]
-            info = str(conn.read_response())  # type: ignore[attr-defined]
+            conn.send_command("INFO", "server")
+            info = str(conn.read_response())
         except (redis.RedisError, OSError):
-            conn.disconnect()  # type: ignore[attr-defined]
             return None
+        finally:
+            conn.disconnect()
         for line in info.splitlines():
             if line.startswith("process_id:"):
                 value = line.split(":", 1)[1].strip()
