@@ -57,7 +57,7 @@ FRAME_BUILDERS = ["_ether", "_arp", "garp_request", "garp_reply", "checksum", "u
 # Of subscribe and switchover, the pure parsers and rules (not their threads).
 EVENT_PARSERS = ["_digits", "_instance", "parse_event"]
 SWITCHOVER_RULES = ["parse_lags", "preflight", "follow"]
-SENTINEL_PARSERS = ["parse_replicas", "_number"]
+SENTINEL_PARSERS = ["parse_replicas", "uint"]
 PASSES = [
     {"modules": ["decide", "authority", "announce", "subscribe", "switchover", "crash",
                  "sentinel"],

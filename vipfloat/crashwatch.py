@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import crash
 from .config import VipConfig, hostport
-from .crash import CrashView, Probe, Verdict, Watch
+from .crash import Probe, Verdict, Watch
 from .logs import escape
 from .sentinel import MasterInfo, Replica, connection, parse_master_reply, parse_replicas
 
@@ -291,5 +291,3 @@ def ask_sentinel(agent: Agent, master: str, beat: Any = lambda: None
             client.disconnect()
     return None, None, None
 
-
-__all__ = ["CrashView", "CrashWatcher", "ask_sentinel", "probe"]

@@ -14,7 +14,7 @@ import threading
 from .config import RedisConfig
 from .decide import LocalRole, RedisRole
 from .logs import escape
-from .sentinel import connection
+from .sentinel import connection, uint
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +89,7 @@ class LocalRedis:
             conn.disconnect()
         for line in info.splitlines():
             if line.startswith("process_id:"):
-                value = line.split(":", 1)[1].strip()
-                return int(value) if value.isascii() and value.isdigit() and len(value) < 10 \
-                    else None
+                return uint(line.split(":", 1)[1].strip())
         return None
 
     def hold_writes(self, host: str, port: int, ms: int | None) -> str | None:

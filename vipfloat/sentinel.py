@@ -114,20 +114,20 @@ def parse_replicas(reply: Sequence[Any]) -> tuple[Replica, ...]:
         else:
             continue            # not a replica's fields: skipped, never raised on
         f = {str(k): str(v) for k, v in pairs}
-        ip, port = f.get("ip"), _number(f.get("port"))
+        ip, port = f.get("ip"), uint(f.get("port"))
         if not ip or port is None:
             continue
         # A priority Sentinel did not report is its default, 100; 0 is never promoted.
-        priority = _number(f.get("slave-priority"))
+        priority = uint(f.get("slave-priority"))
         out.append(Replica(ip, port, tuple(x for x in f.get("flags", "").split(",") if x),
                            f.get("master-link-status") == "ok",
                            100 if priority is None else priority, f.get("runid", ""),
-                           _number(f.get("info-refresh")),
-                           _number(f.get("master-link-down-time"))))
+                           uint(f.get("info-refresh")),
+                           uint(f.get("master-link-down-time"))))
     return tuple(out)
 
 
-def _number(text: str | None) -> int | None:
+def uint(text: str | None) -> int | None:
     """A non-negative decimal of at most 18 digits, else None (int() refuses more
     than 4300, and no field Sentinel sends needs more than 18)."""
     if text is None or not (text.isascii() and text.isdigit()) or len(text) > 18:

@@ -25,7 +25,8 @@ from .config import Config, VipConfig, hostport, majority
 from .errors import PermanentError, TransientError
 from .logs import escape
 from .sentinel import MasterInfo, Replica, SentinelAnswer, ask_all, connection, parse_replicas
-from .subscribe import ABORT_EVENTS, ATTEMPT_EVENT, EPOCH_EVENT, parse_event
+from .subscribe import (ABORT_EVENTS, ATTEMPT_EVENT, EPOCH_EVENT, HINT_EVENTS, PROMOTION_EVENTS,
+                        parse_event)
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,8 @@ VIP_PROBE_TIMEOUT = 0.2
 # A PUBLISH to the old master that takes longer than this is held (CLIENT PAUSE
 # WRITE blocks PUBLISH, which changes no data).
 HELD_AFTER = 0.05
-CHANNELS = ("+new-epoch", "+try-failover", "+selected-slave", "+failover-state-wait-promotion",
-            "+promoted-slave", "+switch-master", "+failover-end", *ABORT_EVENTS)
+CHANNELS = (EPOCH_EVENT, ATTEMPT_EVENT, *PROMOTION_EVENTS, *HINT_EVENTS, "+failover-end",
+            *ABORT_EVENTS)
 
 
 # --- before: is it safe to ask? -----------------------------------------------------------

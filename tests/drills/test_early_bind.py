@@ -70,10 +70,7 @@ def test_a_killed_masters_vip_moves_when_the_promotion_happens(cluster):
         time.sleep(0.5)
         t0 = time.monotonic()
         cluster.stop("redis:a", sig=signal.SIGKILL)
-        final = cluster.until_settled(lambda m: cluster.holds_only(m), timeout=45)
-        cluster.wait(lambda: any(w.ok and w.t > t0 and w.value in cluster.logged_writes(final)
-                                 for w in writer.snapshot()[-20:]),
-                     f"writes through the VIP landing on {final}", timeout=15)
+        final, _, _ = cluster.after_failover(writer, t0)
         made = promotions(cluster, events, t0)
         gains = addrs.matching(VIP, added=True, after=t0)
     finally:
