@@ -46,6 +46,17 @@ def check_config(config: ConfigOpt = None) -> None:
                ", ".join(f"{v.master}={v.address} on {v.interface}" for v in cfg.vips))
 
 
+@app.command("is-configured")
+def is_configured(config: ConfigOpt = None) -> None:
+    """Exit 1 when the config names no [[vip]] yet (the Debian package's commented
+    template), else 0: vipfloat.service's ExecCondition, so an unconfigured agent
+    is skipped, not failed. A config it cannot read or parse exits 0: the agent
+    then reports the real problem."""
+    from .configured import run
+
+    raise typer.Exit(run(config))
+
+
 @app.command()
 def status(config: ConfigOpt = None,
            as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")]

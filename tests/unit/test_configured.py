@@ -1,0 +1,92 @@
+"""`vipfloat is-configured` (vipfloat.service's ExecCondition) and the Debian
+package's commented config it judges."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from vipfloat.cli import app
+from vipfloat.configured import CONFIGURED, NOT_CONFIGURED, main, verdict
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "vipfloat.toml"
+
+
+def commented() -> str:
+    return subprocess.run([sys.executable, str(REPO / "tools" / "commented-config"),
+                           str(EXAMPLE)], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture
+def template(tmp_path: Path) -> Path:
+    path = tmp_path / "vipfloat.toml"
+    path.write_text(commented())
+    return path
+
+
+def test_the_packaged_template_is_every_line_of_the_example_commented():
+    text = commented()
+    assert all(not line.strip() or line.startswith("#") for line in text.splitlines())
+    example = EXAMPLE.read_text().splitlines()
+    active = [line for line in example if line.strip() and not line.lstrip().startswith("#")]
+    assert active and all(f"#{line}" in text.splitlines() for line in active)
+    # Uncommenting exactly those lines gives the example back, after the header.
+    body = text.splitlines()[-len(example):]
+    assert [line[1:] if line[1:] in active else line for line in body] == example
+
+
+def test_the_template_is_not_configured_and_the_example_is(template):
+    assert verdict(template)[0] == NOT_CONFIGURED
+    assert "names no [[vip]] yet" in verdict(template)[1]
+    assert verdict(EXAMPLE)[0] == CONFIGURED
+
+
+@pytest.mark.parametrize("text, code", [
+    ("", NOT_CONFIGURED),
+    ("[sentinel]\naddresses = ['198.51.100.11:26379']\n", NOT_CONFIGURED),
+    ("vip = []\n", NOT_CONFIGURED),
+    # Anything the agent can judge better starts it, so that it says what is wrong.
+    ("vip = 'eth1'\n", CONFIGURED),
+    ("[[vip]]\nmaster = 'm'\n", CONFIGURED),
+    ("[[vip\n", CONFIGURED),
+    ("\xff", CONFIGURED),
+], ids=["empty", "no-vip", "empty-list", "malformed-vip", "vip", "bad-toml", "not-utf8"])
+def test_only_a_file_without_vips_is_unconfigured(tmp_path, text, code):
+    path = tmp_path / "c.toml"
+    path.write_bytes(text.encode("latin-1"))
+    assert verdict(path)[0] == code
+
+
+def test_a_file_that_cannot_be_read_starts_the_agent(tmp_path):
+    assert verdict(tmp_path / "missing.toml")[0] == CONFIGURED
+    assert verdict(tmp_path)[0] == CONFIGURED               # a directory
+
+
+def test_arguments(template, monkeypatch, capsys):
+    assert main(["--config", str(template)]) == NOT_CONFIGURED
+    assert main(["-c", str(EXAMPLE)]) == CONFIGURED
+    assert main([f"--config={template}"]) == NOT_CONFIGURED
+    monkeypatch.setenv("VIPFLOAT_CONFIG", str(template))
+    assert main([]) == NOT_CONFIGURED
+    assert main(["--help"]) == 0
+    assert main(["--config"]) == 2 and main(["extra", "x"]) == 2
+    assert "usage: vipfloat is-configured" in capsys.readouterr().err
+
+
+def test_the_command_line_says_the_same(template):
+    result = CliRunner().invoke(app, ["is-configured", "--config", str(template)])
+    assert result.exit_code == NOT_CONFIGURED
+    assert CliRunner().invoke(app, ["is-configured", "-c", str(EXAMPLE)]).exit_code == 0
+
+
+def test_the_console_script_answers_without_importing_the_command_line(template):
+    code = ("import sys\nfrom vipfloat.entry import main\n"
+            f"sys.argv = ['vipfloat', 'is-configured', '--config', {str(template)!r}]\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n"
+            "    print(exc.code, 'typer' in sys.modules, 'vipfloat.cli' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.split() == ["1", "False", "False"], out.stderr

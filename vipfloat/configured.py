@@ -1,0 +1,57 @@
+"""Has the operator filled in the config yet? (`vipfloat is-configured`)
+
+The Debian package ships /etc/vipfloat/vipfloat.toml with every line commented
+and enables vipfloat.service, whose ExecCondition= runs this: exit 1 (systemd
+skips the start, it does not fail it) only when the file is read and names no
+[[vip]], which is the shipped template. Anything else, including a file that
+cannot be read or parsed, exits 0 so that the agent starts and reports the real
+problem (exit 2, one line per problem) instead of being silently skipped.
+
+It runs on every start of the agent, a crash's restart included, so it imports
+only the config module's reader, not the command line (typer: about 0.2 s).
+"""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from pathlib import Path
+
+from .config import MAX_CONFIG_BYTES, _read_regular, config_path
+
+CONFIGURED, NOT_CONFIGURED = 0, 1
+
+
+def verdict(path: Path) -> tuple[int, str]:
+    """(exit code, the line to print) for the config at ``path``."""
+    try:
+        data = tomllib.loads(_read_regular(path, MAX_CONFIG_BYTES).decode("utf-8"))
+    except (OSError, ValueError) as exc:   # unreadable, not UTF-8, not TOML
+        return CONFIGURED, f"{path}: cannot judge ({type(exc).__name__}): the agent reports it"
+    vips = data.get("vip")
+    if vips is not None and vips != []:   # a malformed one too: the agent says what is wrong
+        return CONFIGURED, f"{path}: [[vip]] present"
+    return NOT_CONFIGURED, (f"{path} names no [[vip]] yet: the agent does not start until it "
+                            "does (fill it in, then: vipfloat check-config && "
+                            "systemctl restart vipfloat)")
+
+
+def run(explicit: str | None) -> int:
+    code, line = verdict(config_path(explicit))
+    print(f"vipfloat: {line}", file=sys.stderr if code else sys.stdout)
+    return code
+
+
+def main(argv: list[str]) -> int:
+    """`is-configured [--config PATH | -c PATH]`, parsed without typer."""
+    if argv == ["--help"]:
+        print("usage: vipfloat is-configured [--config PATH]")
+        return 0
+    if not argv:
+        return run(None)
+    if len(argv) == 2 and argv[0] in ("--config", "-c"):
+        return run(argv[1])
+    if len(argv) == 1 and argv[0].startswith("--config="):
+        return run(argv[0].split("=", 1)[1])
+    print("usage: vipfloat is-configured [--config PATH]", file=sys.stderr)
+    return 2
