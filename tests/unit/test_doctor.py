@@ -225,7 +225,10 @@ def findings(facts: Facts, check: str) -> list[tuple[Level, str, str, str]]:
 
 
 SUBJECT = "redis-sentinel (pid 101, uid 106)"
-DROPIN = "systemd/redis-sentinel.service.d/vipfloat.conf"
+DROPIN = "/lib/systemd/system/redis-sentinel.service.d/vipfloat.conf"
+DIRECT_FIX = ("Unless the hook must move the VIP with no agent running, remove "
+              "/etc/systemd/system/redis-sentinel.service.d/vipfloat.conf so that the default "
+              f"drop-in {DROPIN} (no capabilities) applies, and restart redis-sentinel.")
 
 
 @pytest.mark.parametrize("name,plant,expected", [
@@ -241,13 +244,11 @@ DROPIN = "systemd/redis-sentinel.service.d/vipfloat.conf"
     ("direct", direct, [
         (Level.WARNING, SUBJECT, "direct mode (opt-in): Sentinel holds CAP_NET_ADMIN and "
          "CAP_NET_RAW, so a compromised Sentinel can change this host's addresses",
-         f"Unless the hook must move the VIP with no agent running, install the default "
-         f"drop-in {DROPIN} (no capabilities) in its place and restart redis-sentinel.")]),
+         DIRECT_FIX)]),
     ("direct without agent", lambda f: replace(direct(f), agent_process=None), [
         (Level.WARNING, SUBJECT, "direct mode (opt-in): Sentinel holds CAP_NET_ADMIN and "
          "CAP_NET_RAW, so a compromised Sentinel can change this host's addresses",
-         f"Unless the hook must move the VIP with no agent running, install the default "
-         f"drop-in {DROPIN} (no capabilities) in its place and restart redis-sentinel.")]),
+         DIRECT_FIX)]),
     ("half: admin only", lambda f: replace(f, sentinel_process=replace(
         f.sentinel_process, cap_eff=ADMIN, cap_amb=ADMIN)), [
         (Level.PROBLEM, SUBJECT, "half-configured: Sentinel holds CAP_NET_ADMIN but not "

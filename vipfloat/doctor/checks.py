@@ -82,7 +82,7 @@ def sentinel_reachable(facts: Facts) -> Iterator[Finding]:
     for s in facts.sentinels:
         if s.reachable:
             yield ok("sentinel.reachable", f"sentinel {s.endpoint}",
-                     f"reachable (Redis {s.version or '?'})")
+                     f"reachable ({s.server} {s.version or '?'})")
         else:
             yield problem("sentinel.reachable", f"sentinel {s.endpoint}",
                           f"unreachable: {s.error}",
@@ -212,7 +212,7 @@ def sentinel_pending(facts: Facts) -> Iterator[Finding]:
 
 def sentinel_version(facts: Facts) -> Iterator[Finding]:
     for s in _reachable(facts):
-        if s.version and s.version.startswith("5.0."):
+        if s.server == "Redis" and s.version and s.version.startswith("5.0."):
             yield warn("sentinel.version", f"sentinel {s.endpoint}",
                        f"Redis {s.version}: Sentinel leaks a running-script slot on "
                        "every script that times out",
@@ -257,7 +257,7 @@ def redis_reachable(facts: Facts) -> Iterator[Finding]:
         for r in instances:
             subject = f"redis {r.addr} ({master} {r.role})"
             if r.reachable:
-                yield ok("redis.reachable", subject, f"reachable (Redis {r.version or '?'})")
+                yield ok("redis.reachable", subject, f"reachable ({r.server} {r.version or '?'})")
             else:
                 yield problem("redis.reachable", subject, f"cannot check: {r.error}",
                               "Start it, or give vipfloat its credentials in [redis].")
@@ -337,13 +337,13 @@ def redis_write_hold(facts: Facts) -> Iterator[Finding]:
             subject = f"redis {r.addr} ({master} {r.role})"
             if version < (6, 2):
                 yield warn("redis.write_hold", subject,
-                           f"Redis {r.version} has no CLIENT PAUSE WRITE: a planned failover "
+                           f"{r.server} {r.version} has no CLIENT PAUSE WRITE: a planned failover "
                            "will lose the writes it acknowledges while the VIP moves",
                            "Upgrade to Redis 6.2 or later, or set failover_write_hold = 0 to "
                            "silence this.")
             else:
                 yield ok("redis.write_hold", subject,
-                         f"CLIENT PAUSE WRITE available (Redis {r.version}): writes are held "
+                         f"CLIENT PAUSE WRITE available ({r.server} {r.version}): writes are held "
                          "during a planned failover")
 
 
@@ -479,7 +479,10 @@ def _mode(facts: Facts) -> str | None:
     return None if facts.sentinel_process is None else privilege_mode(facts.sentinel_process)
 
 
-DEFAULT_DROPIN = "systemd/redis-sentinel.service.d/vipfloat.conf"
+def default_dropin(unit: str) -> str:
+    """Where the vipfloat package installs the least-privilege drop-in for the
+    Sentinel's unit (source: systemd/redis-sentinel.service.d/vipfloat.conf)."""
+    return f"/lib/systemd/system/{unit}.service.d/vipfloat.conf"
 
 
 def host_mode(facts: Facts) -> Iterator[Finding]:
@@ -488,7 +491,8 @@ def host_mode(facts: Facts) -> Iterator[Finding]:
         yield warn("host.mode", "this host", "no Sentinel found on this host",
                    "Run doctor on a Sentinel host to check which privilege mode it is in.")
         return
-    subject = f"redis-sentinel (pid {s.pid}, uid {s.uid})"
+    subject = f"{s.name} (pid {s.pid}, uid {s.uid})"
+    dropin = default_dropin(s.name)
     mode = privilege_mode(s)
     if mode == LEAST:
         yield ok("host.mode", subject, "least-privilege mode: Sentinel and its hook hold no "
@@ -501,17 +505,17 @@ def host_mode(facts: Facts) -> Iterator[Finding]:
         yield warn("host.mode", subject,
                    "direct mode (opt-in): Sentinel holds CAP_NET_ADMIN and CAP_NET_RAW, so a "
                    "compromised Sentinel can change this host's addresses",
-                   f"Unless the hook must move the VIP with no agent running, install the "
-                   f"default drop-in {DEFAULT_DROPIN} (no capabilities) in its place and "
-                   "restart redis-sentinel.")
+                   f"Unless the hook must move the VIP with no agent running, remove "
+                   f"/etc/systemd/system/{s.name}.service.d/vipfloat.conf so that the default "
+                   f"drop-in {dropin} (no capabilities) applies, and restart {s.name}.")
     else:
         has, lacks = (("CAP_NET_ADMIN", "CAP_NET_RAW")
                       if held_caps(s) & (1 << CAP_NET_ADMIN) else ("CAP_NET_RAW", "CAP_NET_ADMIN"))
         yield problem("host.mode", subject,
                       f"half-configured: Sentinel holds {has} but not {lacks}, neither "
                       "least-privilege (none) nor direct mode (both)",
-                      f"Install the default drop-in {DEFAULT_DROPIN} (no capabilities), or "
-                      "the direct-mode one (both), and restart redis-sentinel.")
+                      f"Install the default drop-in {dropin} (no capabilities), or "
+                      f"the direct-mode one (both), and restart {s.name}.")
 
 
 def host_agent_caps(facts: Facts) -> Iterator[Finding]:

@@ -37,7 +37,8 @@ class SentinelFacts:
     endpoint: str
     reachable: bool
     error: str | None = None
-    version: str | None = None            # redis_version
+    version: str | None = None            # valkey_version, else redis_version
+    server: str = "Redis"                 # or "Valkey" (server_info)
     tilt: bool | None = None
     pid: int | None = None                # process_id, meaningful when local
     local: bool = False                   # its address is one of this host's
@@ -54,6 +55,7 @@ class RedisFacts:
     reachable: bool
     error: str | None = None
     version: str | None = None
+    server: str = "Redis"
     requirepass: bool | None = None       # set or not; the value is never kept
     masterauth: bool | None = None
     bind: tuple[str, ...] | None = None
@@ -67,7 +69,8 @@ class RedisFacts:
 class ProcessFacts:
     """A local process's identity and capabilities (/proc/PID/status)."""
 
-    name: str                             # "redis-sentinel", "vipfloat watch"
+    name: str                             # its unit: "redis-sentinel", "valkey-sentinel";
+                                          # or "vipfloat watch"
     pid: int
     uid: int
     gids: tuple[int, ...]                 # primary group first

@@ -44,6 +44,26 @@ def pairs(reply: Any) -> dict[str, Any]:
     return {str(reply[i]): reply[i + 1] for i in range(0, len(reply) - 1, 2)}
 
 
+def server_info(info: dict[str, str]) -> tuple[str, str | None]:
+    """INFO server -> (server, version). Valkey keeps a frozen redis_version
+    (7.2.4) for old clients and reports its own as valkey_version, with
+    server_name:valkey."""
+    if "valkey_version" in info or info.get("server_name") == "valkey":
+        return "Valkey", info.get("valkey_version") or info.get("redis_version")
+    return "Redis", info.get("redis_version")
+
+
+def sentinel_unit(cgroup: str | None, server: str) -> str:
+    """The systemd unit a local Sentinel runs in, from /proc/PID/cgroup
+    ("0::/system.slice/valkey-sentinel.service"); without one (not under
+    systemd), the Debian unit of its server: redis-sentinel or valkey-sentinel."""
+    for line in (cgroup or "").splitlines():
+        unit = line.rpartition("/")[2]
+        if unit.endswith(".service"):
+            return unit.removesuffix(".service")
+    return "valkey-sentinel" if server == "Valkey" else "redis-sentinel"
+
+
 def parse_proc_status(text: str, name: str, pid: int) -> ProcessFacts:
     """/proc/PID/status -> ProcessFacts (real uid; primary group, then the others)."""
     f = {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
@@ -147,7 +167,8 @@ def sentinel_facts(endpoint: Endpoint, config: Config, local: frozenset[Any]) ->
             ipaddress.ip_address(endpoint.host).is_loopback
     except ValueError:
         is_local = False
-    return SentinelFacts(str(endpoint), reachable=True, version=server.get("redis_version"),
+    kind, version = server_info(server)
+    return SentinelFacts(str(endpoint), reachable=True, version=version, server=kind,
                          tilt=sentinel.get("sentinel_tilt") == "1",
                          pid=_int(server.get("process_id")), local=is_local,
                          pending=tuple(pending), masters=masters)
@@ -205,8 +226,9 @@ def redis_facts(addr: str, role: str, cfg: RedisConfig,
     lag = None
     if role == "replica" and offset is not None and master_offset is not None:
         lag = max(0, master_offset - offset)
+    kind, version = server_info(server)
     facts = RedisFacts(
-        addr, role, reachable=True, version=server.get("redis_version"),
+        addr, role, reachable=True, version=version, server=kind,
         requirepass=None if requirepass is None else bool(requirepass),
         masterauth=None if masterauth is None else bool(masterauth),
         bind=None if bind is None else tuple(bind.split()),
@@ -317,7 +339,13 @@ def gather(config: Config) -> Facts:
                              answered_by=answered_by, probe_error=probe_error,
                              crash_failover=st.vip.crash_failover))
     mine = next((s for s in sentinels if s.reachable and s.local and s.pid), None)
-    sentinel_proc = process_facts(mine.pid, "redis-sentinel") if mine and mine.pid else None
+    sentinel_proc = None
+    if mine and mine.pid:
+        try:
+            cgroup: str | None = Path(f"/proc/{mine.pid}/cgroup").read_text()
+        except OSError:
+            cgroup = None
+        sentinel_proc = process_facts(mine.pid, sentinel_unit(cgroup, mine.server))
     live = agent_view(str(config.agent.socket))
     agent_proc = None
     if live and isinstance(live.get("pid"), int):
