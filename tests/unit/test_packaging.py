@@ -198,3 +198,41 @@ def test_scapy_is_a_dependency_exactly_while_the_product_imports_it():
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     assert any(d.startswith("scapy") for d in deps) == bool(users)
     assert users == {"vipfloat/doctor/probe.py"}
+
+
+DEBIAN = REPO / "debian"
+
+
+def test_the_debian_version_is_the_projects():
+    import vipfloat
+
+    first = (DEBIAN / "changelog").read_text().splitlines()[0]
+    assert first.startswith(f"vipfloat ({vipfloat.__version__}) ")
+    assert f'version = "{vipfloat.__version__}"' in (REPO / "pyproject.toml").read_text()
+
+
+def test_every_lintian_override_says_why_in_the_line_before():
+    lines = (DEBIAN / "vipfloat.lintian-overrides").read_text().splitlines()
+    tags = [i for i, line in enumerate(lines) if line and not line.startswith("#")]
+    assert tags
+    for i in tags:
+        # A run of tags shares the comment above its first line.
+        j = i
+        while j > 0 and lines[j - 1] and not lines[j - 1].startswith("#"):
+            j -= 1
+        assert j > 0 and lines[j - 1].startswith("# ") and len(lines[j - 1]) > 20, lines[i]
+
+
+def test_the_venv_interpreter_is_the_one_the_package_depends_on():
+    rules = (DEBIAN / "rules").read_text()
+    control = (DEBIAN / "control").read_text()
+    assert "--python /usr/bin/python3.11" in rules
+    depends = control.split("Package: vipfloat", 1)[1]
+    assert "python3.11," in depends and "Recommends: redis-sentinel | valkey-sentinel" in depends
+
+
+def test_the_packaged_unit_skips_an_unconfigured_host_and_stops_on_a_bad_config():
+    unit = keys_of(REPO / "systemd" / "vipfloat.service")
+    assert unit["ExecCondition"] == ("/usr/bin/vipfloat is-configured --config "
+                                     "/etc/vipfloat/vipfloat.toml")
+    assert unit["RestartPreventExitStatus"] == "2"
