@@ -1,7 +1,9 @@
 # On a fresh Debian 12 machine, as root:
 #   make demo   a real Redis Sentinel failover in network namespaces, narrated
-#   make test   lint (ruff, mypy), then unit, namespace and drill tests (real kernel,
-#               real redis-sentinel)
+#   make test   lint (ruff, mypy, promtool), then unit, namespace and drill tests
+#               (real kernel, real redis-sentinel), then the Debian package built,
+#               installed, tested as installed and purged
+#   make deb    dist/vipfloat_<version>_<arch>.deb (dh-virtualenv), lintian-clean
 # Both install what they need first (apt packages, a virtualenv in .venv).
 
 PYTHON ?= python3
@@ -9,9 +11,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := redis-server redis-sentinel redis-tools iproute2 iputils-arping iputils-ping \
                 gcc libc6-dev vagrant vagrant-libvirt shellcheck \
-                tcpdump conntrack nftables procps util-linux time systemd
+                tcpdump conntrack nftables procps util-linux time systemd \
+                build-essential debhelper dh-virtualenv python3.11-venv lintian prometheus
 
-.PHONY: install deps venv fast-hook lint test unit demo bench chaos mutate clean
+.PHONY: install deps venv fast-hook lint test unit deb package-test demo bench chaos mutate clean
 
 install: deps venv fast-hook
 
@@ -59,13 +62,28 @@ fast-hook: fasthook/vipfloat-hook-fast.c
 
 # Static checks, first in `make test` so that a finding fails it in seconds:
 # ruff over all the Python, mypy (strict) over the package. Both are pinned in
-# pyproject's test extra and configured there ([tool.ruff], [tool.mypy]).
+# pyproject's test extra and configured there ([tool.ruff], [tool.mypy]). Then
+# the Prometheus alerting rules: promtool's syntax check and its unit tests.
 lint: venv
 	$(VENV)/bin/ruff check vipfloat tests bench tools
 	$(VENV)/bin/mypy vipfloat
+	cd examples/prometheus && promtool check rules vipfloat-alerts.yml && \
+	  promtool test rules vipfloat-alerts.test.yml
 
+# The package is built and tested last: it needs the lab's tests to pass anyway.
 test: install lint
 	$(PY) -m pytest -q
+	$(MAKE) deb package-test
+
+# The Debian package (debian/, tools/build-deb): a copy of the tree built with
+# dpkg-buildpackage, then lintian (no error allowed).
+deb: deps
+	tools/build-deb
+
+# Install it, test it as installed (tests/package, the namespace tests and two
+# drills against /usr/bin), purge it, check nothing is left (tools/package-test).
+package-test: venv
+	tools/package-test
 
 unit: venv
 	$(PY) -m pytest -q tests/unit
@@ -92,4 +110,4 @@ mutate: venv
 	$(PY) tools/mutate.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
+from vipfloat.lab.cluster import tool
 from vipfloat.lab.netns import Lab
 
-HOOK = str(Path(sys.executable).parent / "vipfloat-hook")
-VIPFLOAT = str(Path(sys.executable).parent / "vipfloat")
+HOOK = tool("vipfloat-hook")
+VIPFLOAT = tool("vipfloat")
 VIP4 = "198.51.100.250"
 VIP6 = "2001:db8:100::250"
 

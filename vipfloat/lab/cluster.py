@@ -23,9 +23,14 @@ BIN = Path(sys.executable).parent
 
 
 def tool(name: str) -> str:
-    """A vipfloat console script next to this Python, else on PATH."""
-    local = BIN / name
-    return str(local) if local.exists() else (shutil.which(name) or name)
+    """A vipfloat command: in $VIPFLOAT_BIN when it is set (``/usr/bin`` to test
+    the installed Debian package, whose vipfloat-hook is the C fast hook), else
+    next to this Python, else on PATH."""
+    installed = os.environ.get("VIPFLOAT_BIN")
+    local = Path(installed) / name if installed else BIN / name
+    if installed or local.exists():
+        return str(local)
+    return shutil.which(name) or name
 
 
 def require_redis() -> None:
