@@ -13,42 +13,37 @@ NODES=${2:?every node, comma-separated; the first is the initial master}
 VIP=${3:?VIP with prefix, e.g. 198.51.100.250/24}
 DOWN_AFTER=${4:-5000}
 SRC=/vagrant
-PREFIX=/opt/vipfloat
 
 export DEBIAN_FRONTEND=noninteractive
 # Extra CA certificates uploaded by the Vagrantfile (VIPFLOAT_EXTRA_CA): trusted
-# system-wide and by pip, which otherwise uses its own bundle.
+# system-wide (apt through a TLS-intercepting proxy).
 if [ -f /tmp/vipfloat-extra-ca.crt ]; then
   install -m 0644 /tmp/vipfloat-extra-ca.crt /usr/local/share/ca-certificates/vipfloat-extra-ca.crt
   update-ca-certificates >/dev/null
-  export PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
-    redis-server redis-sentinel redis-tools python3-venv iproute2 conntrack gcc libc6-dev >/dev/null
+    redis-server redis-sentinel redis-tools conntrack >/dev/null
 
-# vipfloat, from the repository synced into /vagrant.
-[ -x "$PREFIX/bin/python" ] || python3 -m venv "$PREFIX"
-"$PREFIX/bin/pip" install -q --upgrade "$SRC"
-# Sentinel's script is the C fast hook, which hands over to the agent without
-# starting Python and falls back to the Python hook when no agent answers.
-cc -O2 -Wall -DVIPFLOAT_HOOK="\"$PREFIX/bin/vipfloat-hook\"" \
-    -o /usr/bin/vipfloat-hook.new "$SRC/fasthook/vipfloat-hook-fast.c"
-mv -f /usr/bin/vipfloat-hook.new /usr/bin/vipfloat-hook
-ln -sf "$PREFIX/bin/vipfloat" /usr/bin/vipfloat
-
-getent group vipfloat >/dev/null || groupadd --system vipfloat
-getent passwd vipfloat >/dev/null ||
-    useradd --system --gid vipfloat --no-create-home --shell /usr/sbin/nologin vipfloat
-
-install -D -m 0644 "$SRC/systemd/tmpfiles.d/vipfloat.conf" /etc/tmpfiles.d/vipfloat.conf
-systemd-tmpfiles --create /etc/tmpfiles.d/vipfloat.conf
-install -D -m 0644 "$SRC/systemd/redis-sentinel.service.d/vipfloat.conf" \
-    /etc/systemd/system/redis-sentinel.service.d/vipfloat.conf
-install -D -m 0644 "$SRC/systemd/vipfloat.service" /etc/systemd/system/vipfloat.service
-install -d -m 0755 /etc/vipfloat/actions.d /etc/vipfloat/pre-release.d
-install -m 0755 "$SRC"/actions/actions.d/* /etc/vipfloat/actions.d/
-install -m 0755 "$SRC"/actions/pre-release.d/* /etc/vipfloat/pre-release.d/
+# vipfloat: the Debian package built on the host (make deb), synced with the
+# repository. It brings the agent's unit, the user and group, /run/vipfloat, the
+# Sentinel drop-in and the C hook; nothing is compiled or pip-installed here.
+# --force-confold: the config below replaces the package's commented one, and a
+# re-provision with a newer package keeps it without asking.
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$SRC/pyproject.toml")
+deb="$SRC/dist/vipfloat_${version}_$(dpkg --print-architecture).deb"
+if [ ! -f "$deb" ]; then
+  echo "provision: $deb is missing: run 'make deb' in the repository on the host first" >&2
+  exit 1
+fi
+apt-get install -y -qq -o Dpkg::Options::=--force-confold "$deb" >/dev/null
+# Files an earlier, pre-package provisioning put in /etc would override the package's.
+rm -f /etc/systemd/system/vipfloat.service /etc/tmpfiles.d/vipfloat.conf \
+      /etc/systemd/system/redis-sentinel.service.d/vipfloat.conf
+PREFIX=/opt/venvs/vipfloat
+EXAMPLES=/usr/share/doc/vipfloat/examples
+install -m 0755 "$EXAMPLES"/actions.d/* /etc/vipfloat/actions.d/
+install -m 0755 "$EXAMPLES"/pre-release.d/* /etc/vipfloat/pre-release.d/
 
 # The same generator as the namespace lab: one implementation of the configs.
 gen() { "$PREFIX/bin/python" -m vipfloat.lab.configs "$@" --me "$ME" --nodes "$NODES" \
@@ -72,7 +67,6 @@ chmod 0640 /etc/redis/redis.conf /etc/redis/sentinel.conf
 systemctl daemon-reload
 systemctl restart redis-server
 systemctl restart redis-sentinel
-systemctl enable --now vipfloat
 systemctl restart vipfloat
 
 # The initial master takes the VIP through its agent; show where things stand.
