@@ -6,6 +6,7 @@ Every VipfloatError becomes one line per problem on stderr and its exit code
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Callable, Optional, TypeVar
 
 import typer
@@ -112,9 +113,26 @@ def acquire(master: MasterOpt, config: ConfigOpt = None) -> None:
 
 
 @app.command()
-def release(master: MasterOpt, config: ConfigOpt = None) -> None:
+def release(master: Annotated[Optional[str], typer.Option(
+                "--master", "-m", help="Sentinel master name.")] = None,
+            every: Annotated[bool, typer.Option(
+                "--all", help="Every VIP in the config (the package's removal).")] = False,
+            config: ConfigOpt = None) -> None:
     """Unbind a VIP here (maintenance; the hook's code path)."""
-    _guard(lambda: _order(config, master, "release"))
+    if (master is None) == (not every):
+        typer.echo("vipfloat: release needs --master NAME or --all", err=True)
+        raise typer.Exit(2)
+    if master is not None:
+        _guard(lambda: _order(config, master, "release"))
+        return
+    cfg = _guard(lambda: config_mod.load(config))
+    worst = 0
+    for vip in cfg.vips:   # every one, whatever another's failure; not bound here: a no-op
+        try:
+            _guard(functools.partial(_order, config, vip.master, "release"))
+        except typer.Exit as exc:
+            worst = max(worst, exc.exit_code)
+    raise typer.Exit(worst)
 
 
 @app.command()

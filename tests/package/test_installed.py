@@ -54,10 +54,19 @@ def test_user_group_config_and_runtime_directory():
                                                                  user.pw_gid)
 
 
+def test_the_config_ships_readable_by_root_only_until_postinst_gives_it_to_the_group(deb):
+    listing = run("dpkg-deb", "-c", str(deb)).stdout.splitlines()
+    entry, = [line for line in listing if line.endswith("./etc/vipfloat/vipfloat.toml")]
+    assert entry.startswith("-rw-r----- root/root"), entry
+
+
 def test_the_shipped_config_keeps_the_agent_from_starting():
     text = CONFIG.read_text()
     assert all(not line.strip() or line.startswith("#") for line in text.splitlines())
-    r = run("/usr/bin/vipfloat", "is-configured")
+    # As the unit runs it: as the agent's user, who must be able to read the file
+    # (an unreadable one would start the agent, and it would say why).
+    r = run("setpriv", "--reuid=vipfloat", "--regid=vipfloat", "--init-groups",
+            "/usr/bin/vipfloat", "is-configured")
     assert r.returncode == 1 and "names no [[vip]] yet" in r.stderr, r
     unit = (UNITS / "vipfloat.service").read_text()
     assert ("ExecCondition=/usr/bin/vipfloat is-configured --config /etc/vipfloat/vipfloat.toml"
@@ -66,7 +75,7 @@ def test_the_shipped_config_keeps_the_agent_from_starting():
 
 def test_the_units_and_drop_ins_verify_as_installed():
     assert run("systemd-analyze", "verify", str(UNITS / "vipfloat.service")).returncode == 0
-    for sentinel in ("redis-sentinel", "valkey-sentinel"):
+    for sentinel in ("redis-sentinel", "redis-sentinel@", "valkey-sentinel", "valkey-sentinel@"):
         dropin = UNITS / f"{sentinel}.service.d" / "vipfloat.conf"
         assert "SupplementaryGroups=vipfloat" in dropin.read_text().splitlines()
     if (UNITS / "redis-sentinel.service").exists():
@@ -85,11 +94,12 @@ def test_examples_and_alert_rules_are_shipped():
         assert r.returncode == 0, r.stdout + r.stderr
 
 
-def maintainer_script(tmp_path: Path, script: str, *args: str) -> list[str]:
+def maintainer_script(tmp_path: Path, script: str, *args: str,
+                      netns: str | None = None) -> list[str]:
     """Run an installed maintainer script as on a host booted with systemd (a
     private /run with /run/systemd/system in it), with deb-systemd-invoke,
-    deb-systemd-helper and systemctl replaced by recorders: what it asked of
-    systemd, one line per call."""
+    deb-systemd-helper and systemctl replaced by recorders, in a lab host's
+    network namespace if given: what it asked of systemd, one line per call."""
     fake, log = tmp_path / "bin", tmp_path / "calls"
     fake.mkdir(exist_ok=True)
     log.write_text("")
@@ -98,7 +108,9 @@ def maintainer_script(tmp_path: Path, script: str, *args: str) -> list[str]:
         (fake / name).chmod(0o755)
     wrapper = ("mount --make-rprivate / && mount -t tmpfs tmpfs /run && "
                "mkdir -p /run/systemd/system && exec \"$@\"")
-    r = run("unshare", "-m", "sh", "-c", wrapper, "sh", str(INFO / f"vipfloat.{script}"), *args,
+    netns_argv = ["ip", "netns", "exec", netns] if netns else []
+    r = run(*netns_argv, "unshare", "-m", "sh", "-c", wrapper, "sh",
+            str(INFO / f"vipfloat.{script}"), *args,
             env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"})
     assert r.returncode == 0, r.stdout + r.stderr
     return log.read_text().splitlines()
@@ -115,6 +127,42 @@ def test_an_upgrade_restarts_the_agent_and_never_stops_it_first(tmp_path):
         tmp_path, "prerm", "remove")
     maintainer_script(tmp_path, "postinst", "configure", version)
     assert list(VENV.glob("lib/python3.11/site-packages/vipfloat/__pycache__/*.pyc"))
+
+
+def test_removal_releases_the_vips_this_host_holds(lab, tmp_path):
+    """prerm remove, run in a lab host's namespace with that host's config as
+    /etc/vipfloat/vipfloat.toml: the VIPs bound there are gone after it."""
+    config = tmp_path / "vipfloat.toml"
+    config.write_text(f"""
+[sentinel]
+addresses = ["198.51.100.11:26379"]
+[agent]
+state_dir = "{tmp_path / 'state'}"
+[[vip]]
+master = "four"
+address = "198.51.100.250/24"
+interface = "eth1"
+[[vip]]
+master = "six"
+address = "2001:db8:100::250/64"
+interface = "eth1"
+""")
+    saved = CONFIG.read_bytes()
+    try:
+        shutil.copyfile(config, CONFIG)       # keeps the file's mode and owner
+        for master in ("four", "six"):
+            r = lab.run("a", "/usr/bin/vipfloat", "acquire", "--master", master)
+            assert r.returncode == 0, r.stdout + r.stderr
+        assert lab.has_address("a", "198.51.100.250/24")
+        assert lab.has_address("a", "2001:db8:100::250/64")
+        calls = maintainer_script(tmp_path, "prerm", "remove", netns=lab.hosts["a"].netns)
+        assert "deb-systemd-invoke stop vipfloat.service" in calls
+        assert not lab.has_address("a", "198.51.100.250/24")
+        assert not lab.has_address("a", "2001:db8:100::250/64")
+    finally:
+        CONFIG.write_bytes(saved)
+        maintainer_script(tmp_path, "postinst", "configure",
+                          run("dpkg-query", "-W", "-f=${Version}", "vipfloat").stdout)
 
 
 def repacked(deb: Path, tmp_path: Path, suffix: str) -> Path:
