@@ -25,8 +25,11 @@ CONFIGURED, NOT_CONFIGURED = 0, 1
 def verdict(path: Path) -> tuple[int, str]:
     """(exit code, the line to print) for the config at ``path``."""
     try:
-        data = tomllib.loads(_read_regular(path, MAX_CONFIG_BYTES).decode("utf-8"))
-    except (OSError, ValueError) as exc:   # unreadable, not UTF-8, not TOML
+        raw = _read_regular(path, MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:     # the agent refuses it, and says so
+            return CONFIGURED, f"{path}: larger than the agent accepts: the agent reports it"
+        data = tomllib.loads(raw.decode("utf-8"))
+    except Exception as exc:  # noqa: BLE001 - unreadable, not UTF-8, not TOML, too deep...
         return CONFIGURED, f"{path}: cannot judge ({type(exc).__name__}): the agent reports it"
     vips = data.get("vip")
     if vips is not None and vips != []:   # a malformed one too: the agent says what is wrong

@@ -9,9 +9,14 @@ import sys
 
 def main() -> None:
     if sys.argv[1:2] == ["is-configured"]:
-        from .configured import main as is_configured
+        try:
+            from .configured import main as is_configured
 
-        sys.exit(is_configured(sys.argv[2:]))
+            code = is_configured(sys.argv[2:])
+        except Exception as exc:  # noqa: BLE001 - exit 1 would skip the agent silently
+            print(f"vipfloat: is-configured: {type(exc).__name__}: {exc}", file=sys.stderr)
+            code = 0
+        sys.exit(code)
     from .cli import main as cli_main
 
     cli_main()

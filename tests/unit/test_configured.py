@@ -2,6 +2,7 @@
 package's commented config it judges."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,32 @@ def test_only_a_file_without_vips_is_unconfigured(tmp_path, text, code):
 def test_a_file_that_cannot_be_read_starts_the_agent(tmp_path):
     assert verdict(tmp_path / "missing.toml")[0] == CONFIGURED
     assert verdict(tmp_path)[0] == CONFIGURED               # a directory
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)                                          # refused, never waited on
+    assert verdict(fifo)[0] == CONFIGURED
+
+
+def test_what_the_agent_would_refuse_starts_it_so_that_it_says_so(tmp_path):
+    big = tmp_path / "big.toml"
+    big.write_text("#" * (1024 * 1024) + "\n")               # over the cap, nothing else
+    assert verdict(big)[0] == CONFIGURED
+    deep = tmp_path / "deep.toml"
+    deep.write_text("x = " + "[" * 100_000 + "]" * 100_000 + "\n")   # RecursionError
+    assert verdict(deep)[0] == CONFIGURED
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
+def test_a_file_the_agents_user_cannot_read_starts_the_agent(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("")
+    path.chmod(0o600)
+    tmp_path.chmod(0o755)
+    code = ("import sys\nfrom pathlib import Path\nfrom vipfloat.configured import verdict\n"
+            f"print(verdict(Path({str(path)!r}))[0])")
+    out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                          sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO)
+    assert out.stdout.strip() == str(CONFIGURED), out.stderr
 
 
 def test_arguments(template, monkeypatch, capsys):
@@ -90,3 +117,10 @@ def test_the_console_script_answers_without_importing_the_command_line(template)
             "    print(exc.code, 'typer' in sys.modules, 'vipfloat.cli' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.split() == ["1", "False", "False"], out.stderr
+
+
+@pytest.mark.parametrize("argv", [["release"], ["release", "--master", "m", "--all"]])
+def test_release_takes_one_master_or_all(argv, template):
+    result = CliRunner().invoke(app, [*argv, "--config", str(template)])
+    assert result.exit_code == 2
+    assert "release needs --master NAME or --all" in result.output
