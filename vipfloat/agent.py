@@ -185,6 +185,7 @@ class VipActor:
                                                name=f"scripts-{vip.master}", daemon=True)
 
     def start(self) -> None:
+        self.agent.metrics.declare(self.vip.master, str(self.vip.address))
         self._thread.start()
         self._script_thread.start()
 
@@ -320,7 +321,8 @@ class VipActor:
             log.exception("%s: reconcile failed", vip.master)
         if request.reply is not None and not request.reply.done():
             request.reply.set_result((code, message))
-        agent.metrics.last_reconcile.set_to_current_time()
+        if code == 0:   # a cycle that failed is no reconcile: the stale alert should see it
+            agent.metrics.last_reconcile.set_to_current_time()
         return seen[-1] if seen else None
 
     def _after(self, action: Action, snapshot: Snapshot, failover: Failover | None,
