@@ -108,8 +108,10 @@ def test_server_info(info, expected):
     # cgroup v1: the systemd hierarchy's line names the unit.
     ("12:pids:/\n1:name=systemd:/system.slice/redis-sentinel@main.service\n", "Redis",
      "redis-sentinel@main"),
-    # Not under systemd (a container, the lab): Debian's unit for that server.
+    # Not under systemd (a container, the lab), or started by another unit: Debian's
+    # unit for that server.
     ("0::/\n", "Valkey", "valkey-sentinel"),
+    ("0::/system.slice/cron.service\n", "Redis", "redis-sentinel"),
     (None, "Redis", "redis-sentinel"),
 ])
 def test_sentinel_unit(cgroup, server, unit):
@@ -155,3 +157,13 @@ def test_a_valkey_sentinels_fixes_name_its_unit():
     assert subject.startswith("valkey-sentinel (pid ")
     assert fix.endswith("and restart valkey-sentinel.")
     assert "/lib/systemd/system/valkey-sentinel.service.d/vipfloat.conf" in fix
+
+
+def test_an_instance_of_the_template_is_pointed_at_the_templates_drop_in():
+    facts = healthy()
+    proc = replace(facts.sentinel_process, name="redis-sentinel@main", cap_eff=0x1000,
+                   cap_amb=0x1000)
+    (_, subject, _, fix), = findings(replace(facts, sentinel_process=proc), "host.mode")
+    assert subject.startswith("redis-sentinel@main (pid ")
+    assert "/lib/systemd/system/redis-sentinel@.service.d/vipfloat.conf" in fix
+    assert fix.endswith("and restart redis-sentinel@main.")

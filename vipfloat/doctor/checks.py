@@ -481,8 +481,10 @@ def _mode(facts: Facts) -> str | None:
 
 def default_dropin(unit: str) -> str:
     """Where the vipfloat package installs the least-privilege drop-in for the
-    Sentinel's unit (source: systemd/redis-sentinel.service.d/vipfloat.conf)."""
-    return f"/lib/systemd/system/{unit}.service.d/vipfloat.conf"
+    Sentinel's unit (source: systemd/redis-sentinel.service.d/vipfloat.conf); an
+    instance (redis-sentinel@main) takes its template's."""
+    name = unit.split("@", 1)[0] + "@" if "@" in unit else unit
+    return f"/lib/systemd/system/{name}.service.d/vipfloat.conf"
 
 
 def host_mode(facts: Facts) -> Iterator[Finding]:
@@ -598,8 +600,8 @@ def host_hook_path(facts: Facts) -> Iterator[Finding]:
         subject = f"hook {script}"
         if not path.exists:
             yield problem("host.hook_path", subject, "does not exist on this host",
-                          "Install vipfloat (ln -s /opt/vipfloat/bin/vipfloat-hook "
-                          "/usr/bin/vipfloat-hook): every Sentinel run fails with -script-error.")
+                          "Install the vipfloat package (apt install ./vipfloat_*.deb), which "
+                          "puts the hook there: every Sentinel run fails with -script-error.")
         elif s is not None and not may(path, s.uid, s.gids, 1):
             yield problem("host.hook_path", subject,
                           f"not executable by Sentinel's user (uid {s.uid})",

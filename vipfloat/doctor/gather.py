@@ -55,11 +55,12 @@ def server_info(info: dict[str, str]) -> tuple[str, str | None]:
 
 def sentinel_unit(cgroup: str | None, server: str) -> str:
     """The systemd unit a local Sentinel runs in, from /proc/PID/cgroup
-    ("0::/system.slice/valkey-sentinel.service"); without one (not under
-    systemd), the Debian unit of its server: redis-sentinel or valkey-sentinel."""
+    ("0::/system.slice/valkey-sentinel.service", or an instance of Debian's
+    template, "redis-sentinel@main"). Not under systemd, or under a unit of
+    another name (a script started it): the Debian unit of its server."""
     for line in (cgroup or "").splitlines():
         unit = line.rpartition("/")[2]
-        if unit.endswith(".service"):
+        if unit.endswith(".service") and unit.startswith(("redis-sentinel", "valkey-sentinel")):
             return unit.removesuffix(".service")
     return "valkey-sentinel" if server == "Valkey" else "redis-sentinel"
 
