@@ -162,15 +162,20 @@ class SentinelClient:
                                 cfg.timeout)
 
     def ask(self, masters: Sequence[str]) -> dict[str, SentinelAnswer]:
-        """An answer per master name (SENTINEL MASTER)."""
+        """An answer per master name (SENTINEL MASTER), pipelined: every question
+        in one write, then the replies in order, so a poll costs one round trip
+        whatever the number of masters (64 masters, 3 Sentinels, every 2 s)."""
         import redis
 
         endpoint = self.endpoint
         answers: dict[str, SentinelAnswer] = {}
+        if not masters:
+            return answers
         try:
+            self._conn.send_packed_command(self._conn.pack_commands(
+                [("SENTINEL", "MASTER", name) for name in masters]))
             for name in masters:
                 try:
-                    self._conn.send_command("SENTINEL", "MASTER", name)
                     reply = self._conn.read_response()
                     answers[name] = SentinelAnswer(endpoint, master=parse_master_reply(reply))
                 except redis.ResponseError as exc:

@@ -62,6 +62,7 @@ class Replay:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
         self.asked: list[tuple[str, ...]] = []
+        self.chunks: list[int] = []      # commands per read from a client (pipelining)
 
     def __enter__(self) -> int:
         threading.Thread(target=self._accept, daemon=True).start()
@@ -89,6 +90,8 @@ class Replay:
                 if not chunk:
                     return
                 commands, buf = _commands(buf + chunk)
+                if commands:
+                    self.chunks.append(len(commands))
                 for cmd in commands:
                     key = tuple(a.upper() for a in cmd[:2]) + cmd[2:]
                     self.asked.append(key)
