@@ -16,7 +16,7 @@ class Scripted(RedisLab):
         self.views = views
         self.asked = 0
 
-    def agreement(self, among=None):
+    def agreement(self, among=None, master=None):
         view = self.views[min(self.asked, len(self.views) - 1)]
         self.asked += 1
         return view

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .configs import Cluster, redis_conf, sentinel_conf, vipfloat_conf
+from .configs import Cluster, Master, redis_conf, sentinel_conf, vipfloat_conf
 from .netns import Lab, LabError
 
 BIN = Path(sys.executable).parent
@@ -60,6 +60,9 @@ class RedisLab:
     # its hook (a private copy of the C fast hook) can only hand over to the agent,
     # which serves it as a member of socket_group (nogroup). None: root, as before.
     sentinel_user: str | None = None
+    # Many masters (issue 16): each node runs one Redis per master (ports 6379 + i),
+    # one Sentinel monitors them all; see configs.Cluster.masters.
+    masters: int = 1
     procs: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
     cluster: Cluster = field(init=False)
 
@@ -67,11 +70,24 @@ class RedisLab:
         ips = [self.lab.hosts[n].ip for n in self.nodes]
         self.cluster = Cluster(nodes=ips, initial_master=ips[0], down_after_ms=self.down_after_ms,
                                failover_timeout_ms=max(3000, 3 * self.down_after_ms),
-                               password=self.password)
+                               password=self.password, masters=self.masters)
 
     # --- files -----------------------------------------------------------------------
     def dir(self, node: str) -> Path:
         return self.workdir / node
+
+    def redis_conf_path(self, node: str, master: Master) -> Path:
+        """One Redis's config; with one master, where it always was."""
+        if self.masters == 1:
+            return self.dir(node) / "redis.conf"
+        return self.dir(node) / f"redis-{master.port}" / "redis.conf"
+
+    def redis_key(self, node: str, master: Master) -> str:
+        return f"redis:{node}" if self.masters == 1 else f"redis:{node}:{master.port}"
+
+    def master(self, name: str | None = None) -> Master:
+        masters = self.cluster.all_masters()
+        return masters[0] if name is None else next(m for m in masters if m.name == name)
 
     def vipfloat_config(self, node: str) -> Path:
         return self.dir(node) / "vipfloat.toml"
@@ -104,7 +120,10 @@ class RedisLab:
             (d / "actions.d").mkdir(exist_ok=True)
             (d / "pre-release.d").mkdir(exist_ok=True)
             me = self.lab.hosts[node].ip
-            (d / "redis.conf").write_text(redis_conf(self.cluster, me, str(d)))
+            for m in self.cluster.all_masters():
+                conf = self.redis_conf_path(node, m)
+                conf.parent.mkdir(exist_ok=True)
+                conf.write_text(redis_conf(self.cluster, me, str(conf.parent), master=m))
             sd = self.sentinel_dir(node)
             sd.mkdir(exist_ok=True)
             (sd / "sentinel.conf").write_text(
@@ -161,7 +180,15 @@ class RedisLab:
         log.close()
 
     def start_redis(self, node: str) -> None:
-        self._start(f"redis:{node}", node, "redis-server", str(self.dir(node) / "redis.conf"))
+        """Every Redis of ``node`` (one per master)."""
+        for m in self.cluster.all_masters():
+            self._start(self.redis_key(node, m), node, "redis-server",
+                        str(self.redis_conf_path(node, m)))
+
+    def stop_redis(self, node: str, sig: int = 15) -> None:
+        """Every Redis of ``node``: a host that loses all its masters at once."""
+        for m in self.cluster.all_masters():
+            self.stop(self.redis_key(node, m), sig=sig)
 
     def start_sentinel(self, node: str) -> None:
         conf = str(self.sentinel_dir(node) / "sentinel.conf")
@@ -178,9 +205,11 @@ class RedisLab:
         self._start(f"agent:{node}", node, tool("vipfloat"), "watch", "--config",
                     str(self.vipfloat_config(node)))
 
-    def holders(self, among: Sequence[str] | None = None) -> list[str]:
-        """The nodes (of ``among``, default all) that have the VIP bound now."""
-        return [n for n in among or self.nodes if self.lab.has_address(n, self.cluster.vip)]
+    def holders(self, among: Sequence[str] | None = None, vip: str | None = None) -> list[str]:
+        """The nodes (of ``among``, default all) that have the VIP (default: the
+        first master's) bound now."""
+        return [n for n in among or self.nodes
+                if self.lab.has_address(n, vip or self.cluster.vip)]
 
     def holds_only(self, master: str, timeout: float = 10) -> None:
         """Wait until ``master`` alone holds the VIP (LabError otherwise)."""
@@ -257,19 +286,24 @@ class RedisLab:
             self.write_configs()
             for node in self.nodes:
                 self.start_redis(node)
-            for node in self.nodes:
-                self.wait(lambda n=node: self.redis(n, "PING") == "PONG", f"redis on {node}")
-            for node in self.nodes[1:]:
-                self.wait(lambda n=node: "master_link_status:up" in self.redis(n, "INFO",
-                                                                              "replication"),
-                          f"replication on {node}")
+            for m in self.cluster.all_masters():
+                for node in self.nodes:
+                    self.wait(lambda n=node, p=m.port: self.redis(n, "PING", port=p) == "PONG",
+                              f"redis on {node}:{m.port}")
+                for node in self.nodes:
+                    if self.lab.hosts[node].ip == m.initial:
+                        continue
+                    self.wait(lambda n=node, p=m.port: "master_link_status:up" in self.redis(
+                        n, "INFO", "replication", port=p), f"replication on {node}:{m.port}")
             for node in self.nodes:
                 self.start_sentinel(node)
             others = str(len(self.nodes) - 1)
-            for node in self.nodes:
-                self.wait(lambda n=node: self.master_field(n, "num-other-sentinels") == others
-                          and self.master_field(n, "num-slaves") == others,
-                          f"sentinel on {node} to see its peers", timeout=20)
+            for m in self.cluster.all_masters():
+                for node in self.nodes:
+                    self.wait(lambda n=node, name=m.name:
+                              self.master_field(n, "num-other-sentinels", name) == others
+                              and self.master_field(n, "num-slaves", name) == others,
+                              f"sentinel on {node} to see {m.name}'s peers", timeout=20)
         except BaseException:
             self.close()
             raise
@@ -287,39 +321,43 @@ class RedisLab:
     # --- asking ----------------------------------------------------------------------
     def cli(self, node: str, port: int, *args: str, host: str | None = None) -> str:
         auth = (["--no-auth-warning", "-a", self.password]
-                if self.password and port == self.cluster.redis_port else [])
+                if self.password and port != self.cluster.sentinel_port else [])
         r = self.lab.run(node, "redis-cli", "-h", host or self.lab.hosts[node].ip, "-p",
                          str(port), *auth, *args, timeout=10)
         return r.stdout.strip()
 
-    def redis(self, node: str, *args: str, host: str | None = None) -> str:
-        return self.cli(node, self.cluster.redis_port, *args, host=host)
+    def redis(self, node: str, *args: str, host: str | None = None,
+              port: int | None = None) -> str:
+        return self.cli(node, port or self.cluster.redis_port, *args, host=host)
 
     def sentinel(self, node: str, *args: str) -> str:
         return self.cli(node, self.cluster.sentinel_port, *args)
 
-    def master_field(self, node: str, key: str) -> str | None:
-        lines = self.sentinel(node, "SENTINEL", "MASTER", self.cluster.master_name).splitlines()
+    def master_field(self, node: str, key: str, master: str | None = None) -> str | None:
+        lines = self.sentinel(node, "SENTINEL", "MASTER",
+                              master or self.cluster.master_name).splitlines()
         pairs = dict(zip(lines[::2], lines[1::2]))
         return pairs.get(key)
 
-    def master_addr(self, node: str) -> str | None:
+    def master_addr(self, node: str, master: str | None = None) -> str | None:
         """What ``node``'s Sentinel names as master (GET-MASTER-ADDR-BY-NAME)."""
         out = self.sentinel(node, "SENTINEL", "GET-MASTER-ADDR-BY-NAME",
-                            self.cluster.master_name).splitlines()
+                            master or self.cluster.master_name).splitlines()
         return out[0] if out else None
 
     def node_of(self, ip: str) -> str:
         return next(n for n in self.nodes if self.lab.hosts[n].ip == ip)
 
-    def agreement(self, among: Sequence[str] | None = None) -> tuple[str, int] | None:
+    def agreement(self, among: Sequence[str] | None = None,
+                  master: str | None = None) -> tuple[str, int] | None:
         """(node, config-epoch) when every Sentinel of ``among`` (default: all;
         pass the live ones) names one master at one epoch and that node's Redis
         says ROLE master; None while they disagree, one is unreachable, or the
         named node is still a replica (Sentinel converting a promotion back)."""
         views = set()
+        m = self.master(master)
         for node in among or self.nodes:
-            lines = self.sentinel(node, "SENTINEL", "MASTER", self.cluster.master_name).splitlines()
+            lines = self.sentinel(node, "SENTINEL", "MASTER", m.name).splitlines()
             pairs = dict(zip(lines[::2], lines[1::2]))
             if "ip" not in pairs or not pairs.get("config-epoch", "").isdigit():
                 return None
@@ -328,46 +366,47 @@ class RedisLab:
             return None
         ip, epoch = views.pop()
         named = next((n for n in self.nodes if self.lab.hosts[n].ip == ip), None)
-        if named is None or not self.redis(named, "ROLE").startswith("master"):
+        if named is None or not self.redis(named, "ROLE", port=m.port).startswith("master"):
             return None
         return named, epoch
 
     def wait_agreement(self, among: Sequence[str] | None = None,
-                       timeout: float = 30.0) -> tuple[str, int]:
+                       timeout: float = 30.0, master: str | None = None) -> tuple[str, int]:
         found: list[tuple[str, int]] = []
 
         def agreed() -> bool:
-            view = self.agreement(among)
+            view = self.agreement(among, master)
             if view is not None:
                 found.append(view)
             return view is not None
 
-        self.wait(agreed, "the Sentinels to agree on a master", timeout=timeout)
+        self.wait(agreed, f"the Sentinels to agree on a master for {master or 'the first master'}",
+                  timeout=timeout)
         return found[-1]
 
     def until_settled(self, holds: Callable[[str], object], among: Sequence[str] | None = None,
-                      timeout: float = 45.0) -> str:
+                      timeout: float = 45.0, master: str | None = None) -> str:
         """Drills assert what follows Sentinel's decision, not one outcome of it.
         On a loaded 2-core machine Sentinel may fail over again while a drill
-        waits (b, then c at the next epoch): ``holds(master)`` is run on the master
-        the Sentinels agree on and, when it fails (LabError) because they have
-        moved on meanwhile, again on the new one. Returns the master it held for,
-        still agreed on afterwards."""
+        waits (b, then c at the next epoch): ``holds(node)`` is run on the node
+        the Sentinels agree on as ``master``'s (default: the first master) and,
+        when it fails (LabError) because they have moved on meanwhile, again on
+        the new one. Returns the node it held for, still agreed on afterwards."""
         deadline = time.monotonic() + timeout
         while True:
-            agreed = self.wait_agreement(among, timeout=max(1.0, deadline - time.monotonic()))
-            master, epoch = agreed
+            agreed = self.wait_agreement(among, max(1.0, deadline - time.monotonic()), master)
+            node, epoch = agreed
             try:
-                holds(master)
+                holds(node)
             except LabError:
-                # Still agreed on that master: the failure is vipfloat's.
-                if self.agreement(among) == agreed or time.monotonic() > deadline:
+                # Still agreed on that node: the failure is vipfloat's.
+                if self.agreement(among, master) == agreed or time.monotonic() > deadline:
                     raise
-                print(f"\n  Sentinel moved on from {master} (epoch {epoch}) while the "
+                print(f"\n  Sentinel moved on from {node} (epoch {epoch}) while the "
                       "drill waited: following it")
                 continue
-            if self.agreement(among) == (master, epoch):
-                return master
+            if self.agreement(among, master) == (node, epoch):
+                return node
 
     def wait(self, predicate: Any, what: str, timeout: float = 10.0) -> None:
         if not self.lab.wait_for(predicate, timeout=timeout, interval=0.05):

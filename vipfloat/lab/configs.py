@@ -12,6 +12,23 @@ from typing import Sequence
 
 
 @dataclass(frozen=True)
+class Master:
+    """One monitored master: its name, its Redis port on every node, the node it
+    starts on, and its VIP."""
+
+    name: str
+    port: int
+    initial: str
+    vip: str
+
+
+# Many masters: VIP i is 198.51.100.(100 + i), beside the nodes (.11-.13) and the
+# one-master lab's .250.
+MANY_VIP_BASE = 100
+MAX_MASTERS = 100
+
+
+@dataclass(frozen=True)
 class Cluster:
     """What every node agrees on."""
 
@@ -27,11 +44,31 @@ class Cluster:
     failover_timeout_ms: int = 5000
     password: str | None = None          # requirepass and masterauth, the same everywhere
     extra_vips: Sequence[tuple[str, str]] = field(default_factory=tuple)  # (master, vip)
+    # More than one: masters f"{master_name}{i}", Redis on port redis_port + i on
+    # every node, starting on nodes[i % len(nodes)] (round-robin), VIP
+    # 198.51.100.(100 + i) with vip's prefix length.
+    masters: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.masters <= MAX_MASTERS:
+            raise ValueError(f"masters must be 1-{MAX_MASTERS}, not {self.masters}")
+
+    def all_masters(self) -> list[Master]:
+        if self.masters == 1:
+            return [Master(self.master_name, self.redis_port, self.initial_master, self.vip)]
+        prefix = self.vip.partition("/")[2]
+        return [Master(f"{self.master_name}{i}", self.redis_port + i,
+                       self.nodes[i % len(self.nodes)],
+                       f"198.51.100.{MANY_VIP_BASE + i}/{prefix}")
+                for i in range(self.masters)]
 
 
-def redis_conf(cluster: Cluster, me: str, workdir: str, daemonize: bool = False) -> str:
+def redis_conf(cluster: Cluster, me: str, workdir: str, daemonize: bool = False,
+               master: Master | None = None) -> str:
+    """One Redis: ``master``'s instance on this node (default: the first master)."""
+    m = master or cluster.all_masters()[0]
     lines = [
-        f"port {cluster.redis_port}",
+        f"port {m.port}",
         # Listen everywhere: clients reach the master through the VIP, which comes
         # and goes; a Redis bound to one address would refuse them (the article's trap).
         "bind * -::*",
@@ -48,14 +85,14 @@ def redis_conf(cluster: Cluster, me: str, workdir: str, daemonize: bool = False)
         # masterauth everywhere, not only where requirepass is: after a failover
         # every node may be a replica (the article's other trap).
         lines += [f"requirepass {cluster.password}", f"masterauth {cluster.password}"]
-    if me != cluster.initial_master:
-        lines.append(f"replicaof {cluster.initial_master} {cluster.redis_port}")
+    if me != m.initial:
+        lines.append(f"replicaof {m.initial} {m.port}")
     return "\n".join(lines) + "\n"
 
 
 def sentinel_conf(cluster: Cluster, me: str, workdir: str, hook: str | None,
                   daemonize: bool = False) -> str:
-    m = cluster.master_name
+    """One Sentinel, monitoring every master."""
     lines = [
         f"port {cluster.sentinel_port}",
         "bind * -::*",
@@ -63,15 +100,19 @@ def sentinel_conf(cluster: Cluster, me: str, workdir: str, hook: str | None,
         f"dir {workdir}",
         f"daemonize {'yes' if daemonize else 'no'}",
         f"sentinel announce-ip {me}",
-        f"sentinel monitor {m} {cluster.initial_master} {cluster.redis_port} {cluster.quorum}",
-        f"sentinel down-after-milliseconds {m} {cluster.down_after_ms}",
-        f"sentinel failover-timeout {m} {cluster.failover_timeout_ms}",
-        f"sentinel parallel-syncs {m} 1",
     ]
-    if cluster.password:
-        lines.append(f"sentinel auth-pass {m} {cluster.password}")
-    if hook:
-        lines.append(f"sentinel client-reconfig-script {m} {hook}")
+    for master in cluster.all_masters():
+        m = master.name
+        lines += [
+            f"sentinel monitor {m} {master.initial} {master.port} {cluster.quorum}",
+            f"sentinel down-after-milliseconds {m} {cluster.down_after_ms}",
+            f"sentinel failover-timeout {m} {cluster.failover_timeout_ms}",
+            f"sentinel parallel-syncs {m} 1",
+        ]
+        if cluster.password:
+            lines.append(f"sentinel auth-pass {m} {cluster.password}")
+        if hook:
+            lines.append(f"sentinel client-reconfig-script {m} {hook}")
     return "\n".join(lines) + "\n"
 
 
@@ -101,7 +142,7 @@ def vipfloat_conf(cluster: Cluster, state_dir: str = "/run/vipfloat",
         # For the agent's ROLE check and doctor; a real host would rather use
         # password_file, readable by the agent's group only.
         out += ["[redis]", f"password = {_toml(cluster.password)}", ""]
-    vips = [(cluster.master_name, cluster.vip), *cluster.extra_vips]
+    vips = [*((m.name, m.vip) for m in cluster.all_masters()), *cluster.extra_vips]
     for master, vip in vips:
         out += ["[[vip]]", f'master = "{master}"', f'address = "{vip}"',
                 f'interface = "{cluster.interface}"']
