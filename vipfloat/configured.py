@@ -8,7 +8,8 @@ cannot be read or parsed, exits 0 so that the agent starts and reports the real
 problem (exit 2, one line per problem) instead of being silently skipped.
 
 It runs on every start of the agent, a crash's restart included, so it imports
-only the config module's reader, not the command line (typer: about 0.2 s).
+only the config module's reader, not the command line (typer: about 0.2 s);
+vipfloat.entry parses its one option.
 """
 
 from __future__ import annotations
@@ -43,18 +44,3 @@ def run(explicit: str | None) -> int:
     code, line = verdict(config_path(explicit))
     print(f"vipfloat: {line}", file=sys.stderr if code else sys.stdout)
     return code
-
-
-def main(argv: list[str]) -> int:
-    """`is-configured [--config PATH | -c PATH]`, parsed without typer."""
-    if argv == ["--help"]:
-        print("usage: vipfloat is-configured [--config PATH]")
-        return 0
-    if not argv:
-        return run(None)
-    if len(argv) == 2 and argv[0] in ("--config", "-c"):
-        return run(argv[1])
-    if len(argv) == 1 and argv[0].startswith("--config="):
-        return run(argv[0].split("=", 1)[1])
-    print("usage: vipfloat is-configured [--config PATH]", file=sys.stderr)
-    return 2

@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from vipfloat.cli import app
-from vipfloat.configured import CONFIGURED, NOT_CONFIGURED, main, verdict
+from vipfloat.configured import CONFIGURED, NOT_CONFIGURED, run, verdict
+from vipfloat.entry import config_arg
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "vipfloat.toml"
@@ -93,15 +94,26 @@ def test_a_file_the_agents_user_cannot_read_starts_the_agent(tmp_path):
     assert out.stdout.strip() == str(CONFIGURED), out.stderr
 
 
-def test_arguments(template, monkeypatch, capsys):
-    assert main(["--config", str(template)]) == NOT_CONFIGURED
-    assert main(["-c", str(EXAMPLE)]) == CONFIGURED
-    assert main([f"--config={template}"]) == NOT_CONFIGURED
+@pytest.mark.parametrize("argv, expected", [
+    ([], (True, None)),
+    (["--config", "/x.toml"], (True, "/x.toml")),
+    (["-c", "/x.toml"], (True, "/x.toml")),
+    (["--config=/x.toml"], (True, "/x.toml")),
+    (["--help"], (False, None)),                      # typer answers these
+    (["--config"], (False, None)),
+    (["--config", "/x", "extra"], (False, None)),
+])
+def test_the_console_scripts_own_parsing_of_its_one_option(argv, expected):
+    assert config_arg(argv) == expected
+
+
+def test_run_prints_its_verdict_and_honours_the_environment(template, monkeypatch, capsys):
+    assert run(str(template)) == NOT_CONFIGURED
+    assert "names no [[vip]] yet" in capsys.readouterr().err
+    assert run(str(EXAMPLE)) == CONFIGURED
+    assert "[[vip]] present" in capsys.readouterr().out
     monkeypatch.setenv("VIPFLOAT_CONFIG", str(template))
-    assert main([]) == NOT_CONFIGURED
-    assert main(["--help"]) == 0
-    assert main(["--config"]) == 2 and main(["extra", "x"]) == 2
-    assert "usage: vipfloat is-configured" in capsys.readouterr().err
+    assert run(None) == NOT_CONFIGURED
 
 
 def test_the_command_line_says_the_same(template):
@@ -110,13 +122,26 @@ def test_the_command_line_says_the_same(template):
     assert CliRunner().invoke(app, ["is-configured", "-c", str(EXAMPLE)]).exit_code == 0
 
 
-def test_the_console_script_answers_without_importing_the_command_line(template):
+def entry(*argv: str) -> list[str]:
+    """vipfloat.entry.main with ``argv``: its exit code, and whether the command
+    line (typer) was imported."""
     code = ("import sys\nfrom vipfloat.entry import main\n"
-            f"sys.argv = ['vipfloat', 'is-configured', '--config', {str(template)!r}]\n"
+            f"sys.argv = ['vipfloat', *{list(argv)!r}]\n"
             "try:\n    main()\nexcept SystemExit as exc:\n"
             "    print(exc.code, 'typer' in sys.modules, 'vipfloat.cli' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.stdout.split() == ["1", "False", "False"], out.stderr
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    return out.stdout.split()[-3:]
+
+
+def test_is_configured_and_watch_run_without_the_command_line(template, tmp_path):
+    assert entry("is-configured", "--config", str(template)) == ["1", "False", "False"]
+    # watch with a bad config: the agent's own exit 2, still without typer.
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[sentinel]\naddresses = 3\n")
+    assert entry("watch", "-c", str(bad)) == ["2", "False", "False"]
+    # Anything else goes through the command line.
+    assert entry("watch", "--help")[1:] == ["True", "True"]
+    assert entry("check-config", "--config", str(EXAMPLE)) == ["0", "True", "True"]
 
 
 @pytest.mark.parametrize("argv", [["release"], ["release", "--master", "m", "--all"]])
