@@ -87,21 +87,6 @@ class Metrics:
 
 
 class _Sink:
-    def declare(self, master: str, vip: str) -> None:
-        """A VIP's series at their starting values, as its actor starts: a
-        counter's first increment is then an increase Prometheus can see
-        (increase() over a series born at 1 is 0), and a VIP this host does not
-        hold reads 0 rather than nothing."""
-        if not self.enabled:
-            return
-        self.held.labels(master, vip).set(0)
-        self.conflict.labels(master, vip).set(0)
-        self.conflicts.labels(master, vip)
-        for action in ("acquire", "release"):
-            self.transitions.labels(master, action)
-        for counter in (self.announcements, self.early_binds, self.write_holds):
-            counter.labels(master)
-
     def __getattr__(self, name: str) -> Any:
         return lambda *args, **kwargs: self
 
