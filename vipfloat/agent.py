@@ -255,9 +255,9 @@ class VipActor:
             effects = Effects(host, agent.announcer, agent.wire(vip.interface),
                               since=request.since, release_wait=cfg.agent.release_wait,
                               reset_connections=cfg.agent.reset_connections)
-            # Events and the hook read the cache (the hot path); the timer reads
-            # the kernel, so nothing the cache got wrong outlives a tick.
-            fresh = request.kind is Kind.PERIODIC
+            # Every request reads the cache; the timer's tick empties it first
+            # (reconcile_all), so a periodic reconcile sees the kernel afresh.
+            fresh = False
 
             # One wait for the VIP's lock per request, however many attempts.
             lock_deadline = time.monotonic() + cfg.agent.lock_timeout
@@ -717,7 +717,13 @@ class Agent:
         self._poke.set()  # whatever was published while it was down is lost: poll
 
     def reconcile_all(self) -> None:
-        """A quiet reconcile of every VIP: each actor decides on what is known now."""
+        """A quiet reconcile of every VIP: each actor decides on what is known now.
+        The kernel's view is dropped first, once for all of them: the first actor
+        to look reads the kernel afresh and re-seeds it, the others read that. So
+        nothing the cache got wrong outlives a tick, at one address dump per tick
+        rather than one per VIP (each dump lists every VIP bound here: with many
+        VIPs, a cost that grew with their square)."""
+        self.kernel.forget()
         for actor in self.actors.values():
             actor.submit(Request(Kind.PERIODIC, event=Event(role="agent", quiet=True)))
 

@@ -79,8 +79,9 @@ class KernelCache:
     every change the kernel multicasts, and each add or remove of ours is applied
     as it returns. The failover's hot path then reads no kernel table: an address
     dump and a link lookup through pyroute2 cost 2-3 ms on a busy 2-core host,
-    half the agent's share of the hook's hand-over. Timer reconciles read the
-    kernel afresh (and re-seed), so a view gone wrong despite all this lasts one
+    half the agent's share of the hook's hand-over. The agent's timer empties it
+    every tick (Agent.reconcile_all) and the first read after that dumps the
+    kernel again and re-seeds it, so a view gone wrong despite all this lasts one
     tick at most. Shared by the agent's actors: every method takes the lock.
     """
 

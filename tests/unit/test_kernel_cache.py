@@ -132,3 +132,21 @@ def test_an_add_that_finds_the_address_there_drops_the_cache(host, kernel, vip):
     host._ipr.addr = exists
     assert host.add(vip, host.link("eth1")) is False
     assert kernel.addresses() is None
+
+
+def test_a_tick_costs_one_dump_whatever_the_number_of_vips(host, kernel, vip):
+    # The agent's timer empties the cache once (Agent.reconcile_all), then every
+    # VIP's actor gathers its snapshot from the cache: the first re-reads the
+    # kernel and re-seeds it, the others read that.
+    from vipfloat.apply import gather
+    from vipfloat.decide import Claim
+
+    host._ipr.rows.append({"index": ETH1, "prefixlen": 24, "IFA_LOCAL": "198.51.100.250",
+                           "IFA_ADDRESS": "198.51.100.250"})
+    for tick in range(3):
+        kernel.forget()
+        for _ in range(64):
+            snapshot, _ = gather(host, vip, Claim(source="test"), fresh=False)
+            assert snapshot.vips[0].binding.value == "present"
+    assert host._ipr.calls.count("dump") == 3
+    assert host._ipr.calls.count("link eth1") == 3

@@ -4,6 +4,7 @@ act. No root, no network."""
 from __future__ import annotations
 
 import contextlib
+from types import SimpleNamespace
 import ipaddress
 import json
 import threading
@@ -301,3 +302,15 @@ def test_a_held_lock_costs_the_actor_lock_timeout_once(write_config, kind):
     finally:
         agent.actors = {}
         agent.stop()
+
+
+def test_the_timers_tick_empties_the_kernel_view_once_for_every_vip(setup):
+    # Then each actor's periodic reconcile reads the cache, and the first read
+    # dumps the kernel again (tests/unit/test_kernel_cache.py): one dump per tick.
+    agent, actor, kernel = setup
+    agent.kernel.seed_addresses(kernel.rows, agent.kernel.generation())
+    submitted: list[Request] = []
+    agent.actors = {"mymaster": SimpleNamespace(submit=submitted.append)}
+    agent.reconcile_all()
+    assert agent.kernel.addresses() is None
+    assert [r.kind for r in submitted] == [Kind.PERIODIC]
