@@ -17,6 +17,23 @@ REPO = Path(__file__).resolve().parents[1]
 BASELINE = REPO.parent / "shared" / "baseline" / "notify_mymaster.sh"
 
 
+def chosen_modes(text: str, known: Sequence[str]) -> list[str] | None:
+    """``--modes a,b``: the modes, or None (said on stderr) when one is unknown or
+    the shell baseline is asked for and missing."""
+    import sys
+
+    modes = text.split(",")
+    unknown = [m for m in modes if m not in known]
+    if unknown:
+        print(f"unknown mode(s): {', '.join(unknown)}; choose from {', '.join(known)}",
+              file=sys.stderr)
+        return None
+    if "shell" in modes and not BASELINE.exists():
+        print(f"baseline script not found: {BASELINE}", file=sys.stderr)
+        return None
+    return modes
+
+
 def wait_exit(pid: int) -> tuple[int, float]:
     """Reap ``pid``: (exit code, when it was reaped)."""
     _, status = os.waitpid(pid, 0)

@@ -39,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import BASELINE, median, ratio, table, vip_cluster  # noqa: E402
+from bench.common import BASELINE, chosen_modes, median, ratio, table, vip_cluster  # noqa: E402
 from vipfloat.lab.cluster import RedisLab  # noqa: E402
 from vipfloat.lab.netns import LabError  # noqa: E402
 from vipfloat.lab.observe import AddrEvents, SentinelEvents, Writer  # noqa: E402
@@ -168,14 +168,8 @@ def main() -> int:
     parser.add_argument("--drill", choices=("kill", "failover"), default="kill")
     parser.add_argument("--modes", default="shell,agent+hook,sentinel-client")
     args = parser.parse_args()
-    modes = args.modes.split(",")
-    unknown = [m for m in modes if m not in MODES]
-    if unknown:
-        print(f"unknown mode(s): {', '.join(unknown)}; choose from {', '.join(MODES)}",
-              file=sys.stderr)
-        return 2
-    if "shell" in modes and not BASELINE.exists():
-        print(f"baseline script not found: {BASELINE}", file=sys.stderr)
+    modes = chosen_modes(args.modes, list(MODES))
+    if modes is None:
         return 2
     results: dict[str, list[dict[str, float | None]]] = {}
     for name in modes:

@@ -45,7 +45,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import BASELINE, median, table  # noqa: E402
+from bench.common import BASELINE, chosen_modes, median, table  # noqa: E402
 from vipfloat.lab.cluster import RedisLab  # noqa: E402
 from vipfloat.lab.configs import Master  # noqa: E402
 from vipfloat.lab.netns import Lab, LabError  # noqa: E402
@@ -384,14 +384,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--modes", default="shell,agent+hook,agent")
     args = parser.parse_args()
-    modes = args.modes.split(",")
-    unknown = [m for m in modes if m not in MODES]
-    if unknown:
-        print(f"unknown mode(s): {', '.join(unknown)}; choose from {', '.join(MODES)}",
-              file=sys.stderr)
-        return 2
-    if "shell" in modes and not BASELINE.exists():
-        print(f"baseline script not found: {BASELINE}", file=sys.stderr)
+    modes = chosen_modes(args.modes, list(MODES))
+    if modes is None:
         return 2
     lines = []
     for name in modes:
