@@ -207,6 +207,24 @@ def idle_costs(cluster: RedisLab, seconds: float = 20.0) -> dict[str, Any]:
             "agents": len(pids), "sentinel_commands_per_s_with_agents": round(with_agents, 1)}
 
 
+# A VIP bound this long after its own +promoted-slave is worth a look: the
+# round's agent and Sentinel logs are kept in bench/out/.
+SLOW = 0.1
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def keep_logs(cluster: RedisLab, slow: list[str]) -> None:
+    where = OUT / f"scale-{time.strftime('%Y%m%dT%H%M%S')}"
+    where.mkdir(parents=True, exist_ok=True)
+    for node in cluster.nodes:
+        for name in ("agent.log", "sentinel.log"):
+            src = cluster.dir(node) / name
+            if src.exists():
+                (where / f"{node}-{name}").write_bytes(src.read_bytes())
+    print(f"  bound over {SLOW * 1000:.0f} ms after +promoted-slave: {', '.join(slow)}; "
+          f"logs kept in {where}", file=sys.stderr, flush=True)
+
+
 def one_round(cluster: RedisLab, addrs: AddrEvents, events: SentinelEvents
               ) -> dict[str, Any]:
     lab = cluster.lab
@@ -261,6 +279,10 @@ def one_round(cluster: RedisLab, addrs: AddrEvents, events: SentinelEvents
     finally:
         for w in writers.values():
             w.close()
+    slow = [v["master"] for v in per_vip if v["bound"] is not None and v["promoted"] is not None
+            and v["bound"] - v["promoted"] > SLOW]
+    if slow:
+        keep_logs(cluster, slow)
     cluster.start_redis(victim)   # back, and Sentinel turns each into a replica
     settle_all(cluster)
     time.sleep(1.0)
