@@ -143,7 +143,7 @@ def test_a_tick_costs_one_dump_whatever_the_number_of_vips(host, kernel, vip):
 
     host._ipr.rows.append({"index": ETH1, "prefixlen": 24, "IFA_LOCAL": "198.51.100.250",
                            "IFA_ADDRESS": "198.51.100.250"})
-    for tick in range(3):
+    for _tick in range(3):
         kernel.forget()
         for _ in range(64):
             snapshot, _ = gather(host, vip, Claim(source="test"), fresh=False)
