@@ -304,13 +304,50 @@ def test_a_held_lock_costs_the_actor_lock_timeout_once(write_config, kind):
         agent.stop()
 
 
-def test_the_timers_tick_empties_the_kernel_view_once_for_every_vip(setup):
-    # Then each actor's periodic reconcile reads the cache, and the first read
-    # dumps the kernel again (tests/unit/test_kernel_cache.py): one dump per tick.
+def test_the_timers_tick_reads_the_kernel_once_for_every_vip(setup):
+    # The tick re-seeds the cache from the kernel, then each actor's periodic
+    # reconcile reads the cache: one dump per tick whatever the number of VIPs.
     agent, actor, kernel = setup
-    agent.kernel.seed_addresses(kernel.rows, agent.kernel.generation())
+    read: list[str] = []
+
+    class Host:
+        def addresses(self, fresh: bool = False):
+            read.append(f"addresses fresh={fresh}")
+            agent.kernel.seed_addresses(kernel.rows, agent.kernel.generation())
+            return tuple(kernel.rows)
+
+        def link(self, ifname: str, fresh: bool = False):
+            read.append(f"link {ifname} fresh={fresh}")
+            return LINK
+
+        def close(self) -> None:
+            read.append("close")
+
+    agent._tick_host = Host()
     submitted: list[Request] = []
     agent.actors = {"mymaster": SimpleNamespace(submit=submitted.append)}
     agent.reconcile_all()
-    assert agent.kernel.addresses() is None
+    assert read == ["addresses fresh=True", "link eth1 fresh=True"]
+    assert agent.kernel.addresses() == tuple(kernel.rows)
+    assert [r.kind for r in submitted] == [Kind.PERIODIC]
+
+
+def test_a_tick_whose_kernel_read_fails_leaves_each_actor_to_read_it(setup):
+    agent, actor, kernel = setup
+    agent.kernel.seed_addresses(kernel.rows, agent.kernel.generation())
+
+    class Broken:
+        closed = False
+
+        def addresses(self, fresh: bool = False):
+            raise OSError("netlink busy")
+
+        def close(self) -> None:
+            Broken.closed = True
+
+    agent._tick_host = Broken()
+    submitted: list[Request] = []
+    agent.actors = {"mymaster": SimpleNamespace(submit=submitted.append)}
+    agent.reconcile_all()
+    assert agent.kernel.addresses() is None and Broken.closed and agent._tick_host is None
     assert [r.kind for r in submitted] == [Kind.PERIODIC]
