@@ -53,9 +53,9 @@ def is_configured(config: ConfigOpt = None) -> None:
     template), else 0: vipfloat.service's ExecCondition, so an unconfigured agent
     is skipped, not failed. A config it cannot read or parse exits 0: the agent
     then reports the real problem."""
-    from .configured import run
+    from .entry import is_configured as check
 
-    raise typer.Exit(run(config))
+    raise typer.Exit(check(config))
 
 
 @app.command()
@@ -157,9 +157,9 @@ def switchover(master: MasterOpt, config: ConfigOpt = None,
 @app.command()
 def watch(config: ConfigOpt = None) -> None:
     """Run the agent: follow every Sentinel and keep each VIP where it belongs."""
-    from .agent import main as agent_main
+    from .entry import watch as run_agent   # also the console script's own path
 
-    raise typer.Exit(_guard(lambda: agent_main(config)))
+    raise typer.Exit(run_agent(config))
 
 
 @app.command()
