@@ -8,7 +8,7 @@ Exit 0: done or nothing to do. 1: transient failure, Sentinel retries (30 s, 60 
 
 This module is on every failover's critical path. With an agent running (the
 fast path) it hands the arguments over before importing anything but a few
-standard modules: no config parsing, no logging package, no pyroute2. Only when
+standard modules: no config parsing, no logging package, no netlink. Only when
 no agent answers does it load the config and act itself (the direct path).
 """
 
@@ -212,8 +212,9 @@ def holds_net_admin(status_path: str = "/proc/self/status") -> bool | None:
 def _least_privilege_reason() -> str | None:
     """Why this hook must not act itself, or None. In the default deployment
     Sentinel (and so its hook) holds no capabilities and only the agent moves
-    VIPs: without the agent the direct path would load pyroute2 only to fail
-    with EPERM, and a permanent-looking failure must not stop Sentinel retrying."""
+    VIPs: without the agent the direct path would load the config and netlink
+    code only to fail with EPERM, and a permanent-looking failure must not stop
+    Sentinel retrying."""
     if os.environ.get("VIPFLOAT_HANDOVER_ONLY") == "1":
         return "VIPFLOAT_HANDOVER_ONLY=1"
     if holds_net_admin() is False:
@@ -257,8 +258,8 @@ def run(args: HookArgs) -> int:
         _log().error("no agent answered on %s and %s (least-privilege mode): exit 1 so "
                      "Sentinel retries; the agent reconciles when it starts", asked, reason)
         return EXIT_TRANSIENT
-    # Act directly. Imported here, not at the top: pyroute2 is most of the hook's
-    # start-up cost, and nothing before this point needs it.
+    # Act directly. Imported here, not at the top: nothing before this point
+    # needs the acting half, and the fast path must not pay for it.
     from .apply import Event, run as apply_run
     from .decide import Claim
     from .resolve import resolve_host
@@ -312,9 +313,10 @@ def _setup_logging() -> None:
 def entry() -> None:
     """Console-script entry: run, flush, and leave without interpreter teardown.
 
-    Tearing down pyroute2's modules costs ~60-90 ms at exit; everything the hook
-    owns (netlink sockets, the lock) is already closed, and Sentinel's script slot
-    is freed as soon as we exit."""
+    Tearing down the interpreter's modules costs time at exit (60-90 ms when
+    the direct path used pyroute2); everything the hook owns (netlink sockets,
+    the lock) is already closed, and Sentinel's script slot is freed as soon as
+    we exit."""
     code = main()
     if "logging" in sys.modules:
         sys.modules["logging"].shutdown()

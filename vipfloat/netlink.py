@@ -1,10 +1,9 @@
-"""The pyroute2 adapter: this host's addresses, and the VIP on and off.
+"""The netlink adapter: this host's addresses, and the VIP on and off.
 
 Idempotent by contract: adding an address that is there (EEXIST) and removing one
 that is not (EADDRNOTAVAIL) are successes. Only the exact configured address and
-prefix on the configured interface is ever removed. pyroute2 costs 150-250 ms to
-import even trimmed (see _pyroute2), so this module is imported only on paths
-that change or read addresses.
+prefix on the configured interface is ever removed. The messages themselves are
+vipfloat.rtnl's (the standard library; pyroute2 is their reference in the tests).
 """
 
 from __future__ import annotations
@@ -12,16 +11,15 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
-from ._pyroute2 import IPRoute, NetlinkError
-
 from .config import IPAddress, VipConfig
 from .decide import Binding
 from .errors import InterfaceError, NetlinkOperationError
+from .rtnl import Address as AddrRow  # one address of a dump: index, ip, prefixlen
+from .rtnl import NetlinkError, Rtnl
 
 if TYPE_CHECKING:
     from .netwatch import AddrChange
@@ -40,15 +38,6 @@ class Link:
     name: str
     mac: bytes
     up: bool
-
-
-@dataclass(frozen=True)
-class AddrRow:
-    """One address from a netlink dump, parsed."""
-
-    index: int
-    ip: IPAddress
-    prefixlen: int
 
 
 def usable(link: Link | None, ifname: str) -> Link:
@@ -79,7 +68,8 @@ class KernelCache:
     every change the kernel multicasts, and each add or remove of ours is applied
     as it returns. The failover's hot path then reads no kernel table: an address
     dump and a link lookup through pyroute2 cost 2-3 ms on a busy 2-core host,
-    half the agent's share of the hook's hand-over. The agent's timer empties it
+    half the agent's share of the hook's hand-over (less through vipfloat.rtnl,
+    but still a dump that grows with every address bound here). The agent's timer empties it
     every tick (Agent.reconcile_all) and the first read after that dumps the
     kernel again and re-seeds it, so a view gone wrong despite all this lasts one
     tick at most. Shared by the agent's actors: every method takes the lock.
@@ -149,7 +139,10 @@ class NetlinkHost:
     ``fresh`` is asked for, and every change made here is applied to it."""
 
     def __init__(self, netns: str | None = None, cache: KernelCache | None = None) -> None:
-        self._ipr = IPRoute(netns=netns) if netns else IPRoute()
+        try:
+            self._rtnl = Rtnl(netns)
+        except OSError as exc:
+            raise NetlinkOperationError(f"opening rtnetlink: {exc}") from None
         self.cache = cache
 
     def __enter__(self) -> NetlinkHost:
@@ -159,7 +152,7 @@ class NetlinkHost:
         self.close()
 
     def close(self) -> None:
-        self._ipr.close()
+        self._rtnl.close()
 
     def addresses(self, fresh: bool = False) -> tuple[AddrRow, ...]:
         cache = self.cache
@@ -168,14 +161,10 @@ class NetlinkHost:
             if cached is not None:
                 return cached
         generation = cache.generation() if cache is not None else 0
-        rows = []
-        for msg in self._ipr.get_addr():
-            try:
-                # IFA_LOCAL first: on a point-to-point link IFA_ADDRESS is the peer's.
-                ip = ipaddress.ip_address(msg.get("IFA_LOCAL") or msg.get("IFA_ADDRESS"))
-            except ValueError:
-                continue
-            rows.append(AddrRow(index=msg["index"], ip=ip, prefixlen=msg["prefixlen"]))
+        try:
+            rows = self._rtnl.addresses()
+        except OSError as exc:        # NetlinkError, or the deadline passed
+            raise _netlink_error("reading addresses", exc) from None
         if cache is not None:
             cache.seed_addresses(rows, generation)
         return tuple(rows)
@@ -189,13 +178,15 @@ class NetlinkHost:
                 return cached
         generation = cache.generation() if cache is not None else 0
         try:
-            msg = self._ipr.link("get", ifname=ifname)[0]
+            info = self._rtnl.link(ifname)
         except NetlinkError as exc:
             if exc.code == errno.ENODEV:
                 return None
             raise _netlink_error(f"looking up {ifname}", exc) from None
-        mac = bytes.fromhex((msg.get("IFLA_ADDRESS") or "00:00:00:00:00:00").replace(":", ""))
-        link = Link(index=msg["index"], name=ifname, mac=mac, up=bool(msg["flags"] & IFF_UP))
+        except OSError as exc:        # the deadline passed
+            raise _netlink_error(f"looking up {ifname}", exc) from None
+        link = Link(index=info.index, name=ifname, mac=info.mac or bytes(6),
+                    up=bool(info.flags & IFF_UP))
         if cache is not None:
             cache.seed_link(link, generation)
         return link
@@ -208,8 +199,8 @@ class NetlinkHost:
         """Bind the VIP; True if added, False if it was there already."""
         flags = IFA_F_NODAD if vip.ip.version == 6 else 0
         try:
-            self._ipr.addr("add", index=link.index, address=str(vip.ip),
-                           prefixlen=vip.address.network.prefixlen, flags=flags)
+            self._rtnl.change_address(True, link.index, vip.ip, vip.address.network.prefixlen,
+                                      flags)
         except NetlinkError as exc:
             if exc.code == errno.EEXIST:
                 # There already, perhaps with another prefix (IPv6 keys on the
@@ -218,18 +209,22 @@ class NetlinkHost:
                     self.cache.forget()
                 return False
             raise _netlink_error(f"adding {vip.address} to {link.name}", exc) from None
+        except OSError as exc:
+            raise _netlink_error(f"adding {vip.address} to {link.name}", exc) from None
         self._applied(True, vip, link)
         return True
 
     def remove(self, vip: VipConfig, link: Link) -> bool:
         """Unbind the VIP; True if removed, False if it was not there."""
         try:
-            self._ipr.addr("del", index=link.index, address=str(vip.ip),
-                           prefixlen=vip.address.network.prefixlen)
+            self._rtnl.change_address(False, link.index, vip.ip,
+                                      vip.address.network.prefixlen)
         except NetlinkError as exc:
             if exc.code in (errno.EADDRNOTAVAIL, errno.ENODEV):
                 self._applied(False, vip, link)
                 return False
+            raise _netlink_error(f"removing {vip.address} from {link.name}", exc) from None
+        except OSError as exc:
             raise _netlink_error(f"removing {vip.address} from {link.name}", exc) from None
         self._applied(False, vip, link)
         return True
@@ -239,11 +234,12 @@ class NetlinkHost:
             self.cache.applied(added, AddrRow(link.index, vip.ip, vip.address.network.prefixlen))
 
 
-def _netlink_error(what: str, exc: NetlinkError) -> NetlinkOperationError:
+def _netlink_error(what: str, exc: OSError) -> NetlinkOperationError:
+    """A refusal (NetlinkError: the kernel's errno) or a failure of the socket."""
     hint = ""
-    if exc.code == errno.EPERM:
+    if exc.errno == errno.EPERM:
         hint = " (needs CAP_NET_ADMIN: see systemd/redis-sentinel.service.d/vipfloat.conf)"
-    return NetlinkOperationError(f"{what}: {os.strerror(exc.code)}{hint}")
+    return NetlinkOperationError(f"{what}: {exc.strerror or exc}{hint}")
 
 
 def reset_connections(ip: IPAddress) -> None:

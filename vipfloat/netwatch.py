@@ -6,43 +6,30 @@ interface bounce (ifdown/ifup flushes addresses; IPv6 ones go with the link) is
 bound again at once instead of at the next timer tick, and the agent's view of
 addresses and links (:class:`vipfloat.netlink.KernelCache`) stays current without
 a dump on the failover's hot path. The lab's observers use the same parser.
-Standard library only: one datagram socket, no pyroute2 dump.
+Standard library only: one datagram socket, parsed by vipfloat.rtnl.
 """
 
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import select
 import socket
-import struct
 import threading
-from typing import Callable, Iterator, NamedTuple, Protocol
+from typing import Callable, NamedTuple, Protocol
+
+from .rtnl import RTM_DELADDR, RTM_NEWADDR, RTM_NEWLINK, messages, parse_address
 
 log = logging.getLogger(__name__)
 
 RTMGRP_LINK = 0x1
 RTMGRP_IPV4_IFADDR = 0x10
 RTMGRP_IPV6_IFADDR = 0x100
-RTM_NEWLINK, RTM_DELLINK = 16, 17
-RTM_NEWADDR, RTM_DELADDR = 20, 21
+RTM_DELLINK = 17
 # Datagrams one drain() reads at most: a host churning addresses must not keep a
 # caller (a VIP's actor, under the VIP's lock) reading for ever. The watcher's
 # own thread comes back for the rest.
 DRAIN_MAX = 256
-IFA_ADDRESS, IFA_LOCAL = 1, 2
-
-
-def _messages(data: bytes) -> Iterator[tuple[int, int, int]]:
-    """(type, offset, length) of each netlink message in a datagram."""
-    offset = 0
-    while offset + 16 <= len(data):
-        length, kind = struct.unpack_from("=IH", data, offset)
-        if length < 16:
-            return
-        yield kind, offset, length
-        offset += (length + 3) & ~3
 
 
 class AddrChange(NamedTuple):
@@ -54,33 +41,22 @@ class AddrChange(NamedTuple):
 
 
 def parse_addr_messages(data: bytes) -> list[AddrChange]:
-    """Pure: each RTM_NEWADDR/RTM_DELADDR in a netlink datagram. The address is
-    IFA_LOCAL when present (on a point-to-point link IFA_ADDRESS is the peer's),
-    as :meth:`vipfloat.netlink.NetlinkHost.addresses` reads a dump."""
+    """Pure: each RTM_NEWADDR/RTM_DELADDR in a netlink datagram, parsed as a dump's
+    rows are (vipfloat.rtnl.parse_address: IFA_LOCAL first, since on a
+    point-to-point link IFA_ADDRESS is the peer's)."""
     out = []
-    for kind, offset, length in _messages(data):
-        if kind not in (RTM_NEWADDR, RTM_DELADDR) or offset + 24 > len(data):
-            continue
-        # struct ifaddrmsg: family, prefixlen, flags, scope (u8 each), index (u32)
-        family, prefixlen, _, _, index = struct.unpack_from("=BBBBI", data, offset + 16)
-        attrs, end = offset + 16 + 8, offset + length
-        found: dict[int, bytes] = {}
-        while attrs + 4 <= end:
-            alen, atype = struct.unpack_from("=HH", data, attrs)
-            if alen < 4:
-                break
-            found[atype] = data[attrs + 4:attrs + alen]
-            attrs += (alen + 3) & ~3
-        raw = found.get(IFA_LOCAL) or found.get(IFA_ADDRESS)
-        if raw and family in (socket.AF_INET, socket.AF_INET6):
-            out.append(AddrChange(kind == RTM_NEWADDR, str(ipaddress.ip_address(raw)), index,
-                                  prefixlen))
+    for msg in messages(data):
+        if msg.kind in (RTM_NEWADDR, RTM_DELADDR):
+            row = parse_address(msg.payload)
+            if row is not None:
+                out.append(AddrChange(msg.kind == RTM_NEWADDR, str(row.ip), row.index,
+                                      row.prefixlen))
     return out
 
 
 def link_changed(data: bytes) -> bool:
     """Pure: does the datagram hold an RTM_NEWLINK/RTM_DELLINK message?"""
-    return any(kind in (RTM_NEWLINK, RTM_DELLINK) for kind, _, _ in _messages(data))
+    return any(msg.kind in (RTM_NEWLINK, RTM_DELLINK) for msg in messages(data))
 
 
 class Listener(Protocol):

@@ -90,7 +90,7 @@ def test_netwatch_keeps_the_agents_cache_current(lab, cfg):
             vip = cfg.vips[0]
             link = host.link("eth1")
             host.addresses()                                  # seeds the cache
-            host._ipr.get_addr = None                         # from here on, no dump may run
+            host._rtnl.addresses = None                         # from here on, no dump may run
 
             lab.run("a", "ip", "addr", "add", f"{VIP4}/24", "dev", "eth1", check=True)
             assert soon(lambda: binding_of(host.addresses(), link.index, vip)[0]
@@ -104,3 +104,54 @@ def test_netwatch_keeps_the_agents_cache_current(lab, cfg):
             assert soon(lambda: not host.link("eth1").up)
     finally:
         watcher.close()
+
+
+def _kernel_view(ipr, ip: str) -> list[tuple]:
+    """What the kernel keeps for ``ip``, as pyroute2 reads it (times left out)."""
+    out = []
+    for msg in ipr.get_addr():
+        if (msg.get("IFA_LOCAL") or msg.get("IFA_ADDRESS")) == ip:
+            attrs = sorted((k, str(v)) for k, v in msg["attrs"] if k != "IFA_CACHEINFO")
+            out.append((msg["family"], msg["prefixlen"], msg["scope"], msg["index"], attrs))
+    return out
+
+
+def test_the_kernel_keeps_the_same_address_from_our_add_as_from_pyroute2s(lab, cfg):
+    """vipfloat.rtnl builds its messages itself; pyroute2 is the reference: the
+    address the kernel ends up with is the same, flags (nodad) included."""
+    from pyroute2 import IPRoute
+
+    from vipfloat.netlink import IFA_F_NODAD
+
+    with IPRoute(netns=lab.hosts["a"].netns) as ipr, \
+            NetlinkHost(netns=lab.hosts["a"].netns) as host:
+        link = host.usable_link("eth1")
+        for vip in cfg.vips:
+            ip = str(vip.ip)
+            host.add(vip, link)
+            ours = _kernel_view(ipr, ip)
+            host.remove(vip, link)
+            assert _kernel_view(ipr, ip) == []
+            ipr.addr("add", index=link.index, address=ip, prefixlen=vip.address.network.prefixlen,
+                     flags=IFA_F_NODAD if vip.ip.version == 6 else 0)
+            theirs = _kernel_view(ipr, ip)
+            ipr.addr("del", index=link.index, address=ip, prefixlen=vip.address.network.prefixlen)
+            assert ours == theirs and len(ours) == 1
+
+
+def test_our_dump_and_link_read_what_pyroute2_reads(lab, cfg):
+    from pyroute2 import IPRoute
+
+    lab.run("a", "ip", "addr", "add", "203.0.113.9", "peer", "203.0.113.10/32", "dev", "eth1",
+            check=True)                      # point-to-point: IFA_LOCAL is ours
+    with IPRoute(netns=lab.hosts["a"].netns) as ipr, \
+            NetlinkHost(netns=lab.hosts["a"].netns) as host:
+        theirs = {(m["index"], ipaddress.ip_address(m.get("IFA_LOCAL") or m.get("IFA_ADDRESS")),
+                   m["prefixlen"]) for m in ipr.get_addr()}
+        assert set(host.addresses()) == theirs
+        assert ipaddress.ip_address("203.0.113.9") in {row.ip for row in host.addresses()}
+        for name in ("lo", "eth1"):
+            ref = ipr.link("get", ifname=name)[0]
+            link = host.link(name)
+            assert (link.index, link.up) == (ref["index"], bool(ref["flags"] & 1))
+            assert link.mac.hex(":") == ref.get("IFLA_ADDRESS")

@@ -89,7 +89,8 @@ def test_hook_module_does_not_import_heavy_libraries():
     # config or setting up logging.
     # The hand-over (agent_client) does without typing and dataclasses too.
     code = ("import sys, vipfloat.hook, vipfloat.agent_client; "
-            "print(sorted(m for m in ('typer', 'redis', 'scapy', 'pyroute2', 'tenacity', "
+            "print(sorted(m for m in ('typer', 'redis', 'scapy', 'pyroute2', 'vipfloat.rtnl', "
+            "'tenacity', "
             "'tomllib', 'logging', 'typing', 'dataclasses') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -336,9 +337,10 @@ def _hook_subprocess(argv, env, tmp_path):
 
     repo = Path(__file__).resolve().parents[2]
     # The working tree's hook (the .venv's console script is an older install);
-    # print what it loaded, so the test sees pyroute2 stayed out.
+    # print what it loaded, so the test sees the acting half stayed out.
     code = ("import sys; from vipfloat.hook import main; c = main(sys.argv[1:]); "
-            "print(sorted(m for m in ('pyroute2', 'vipfloat.apply') if m in sys.modules)); "
+            "print(sorted(m for m in ('pyroute2', 'vipfloat.apply', 'vipfloat.rtnl') "
+            "if m in sys.modules)); "
             "sys.exit(c)")
     return subprocess.run([sys.executable, "-c", code, *argv], cwd=repo, capture_output=True,
                           text=True, timeout=30,
@@ -368,7 +370,7 @@ def test_handover_only_without_an_agent_exits_1_without_acting(tmp_path, write_c
     socket = f"{sock} or {tmp_path}/agent.sock"
     assert r.stderr.splitlines() == [
         "vipfloat-hook: ERROR " + LEAST.format(socket=socket, reason="VIPFLOAT_HANDOVER_ONLY=1")]
-    assert r.stdout.strip() == "[]"  # neither pyroute2 nor the apply module was loaded
+    assert r.stdout.strip() == "[]"  # neither netlink nor the apply module was loaded
 
 
 def test_an_unreadable_password_file_does_not_stop_the_hook(tmp_path, write_config):

@@ -9,7 +9,8 @@ import pytest
 
 from vipfloat import config as config_mod
 from vipfloat.netlink import IFF_UP, AddrRow, KernelCache, NetlinkHost
-from vipfloat.netwatch import RTM_DELADDR, RTM_NEWADDR, parse_addr_messages
+from vipfloat.netwatch import parse_addr_messages
+from vipfloat.rtnl import RTM_DELADDR, RTM_NEWADDR, LinkInfo, NetlinkError
 
 from .test_netwatch import addr_msg
 
@@ -17,30 +18,27 @@ ETH1 = 3
 LOCAL = AddrRow(ETH1, ipaddress.ip_address("198.51.100.11"), 24)
 
 
-class FakeIPRoute:
-    """Stands in for pyroute2's IPRoute: a kernel with some addresses and one link,
+class FakeRtnl:
+    """Stands in for vipfloat.rtnl.Rtnl: a kernel with some addresses and one link,
     recording every request."""
 
     def __init__(self) -> None:
-        self.rows = [{"index": ETH1, "prefixlen": 24, "IFA_LOCAL": "198.51.100.11",
-                      "IFA_ADDRESS": "198.51.100.11"}]
+        self.rows = [LOCAL]
         self.up = True
         self.calls: list[str] = []
 
-    def get_addr(self) -> list[dict]:
+    def addresses(self) -> list[AddrRow]:
         self.calls.append("dump")
         return list(self.rows)
 
-    def link(self, op: str, ifname: str) -> list[dict]:
+    def link(self, ifname: str) -> LinkInfo:
         self.calls.append(f"link {ifname}")
-        return [{"index": ETH1, "flags": IFF_UP if self.up else 0,
-                 "IFLA_ADDRESS": "02:00:00:00:00:0a"}]
+        return LinkInfo(ETH1, IFF_UP if self.up else 0, bytes.fromhex("02000000000a"))
 
-    def addr(self, op: str, index: int, address: str, prefixlen: int, **_: object) -> None:
-        self.calls.append(f"{op} {address}")
-        row = {"index": index, "prefixlen": prefixlen, "IFA_LOCAL": address,
-               "IFA_ADDRESS": address}
-        if op == "add":
+    def change_address(self, add: bool, index: int, ip, prefixlen: int, flags: int = 0) -> None:
+        self.calls.append(f"{'add' if add else 'del'} {ip}")
+        row = AddrRow(index, ip, prefixlen)
+        if add:
             self.rows.append(row)
         else:
             self.rows.remove(row)
@@ -62,8 +60,8 @@ def kernel():
 @pytest.fixture
 def host(kernel):
     host = NetlinkHost(cache=kernel)
-    host._ipr.close()
-    host._ipr = FakeIPRoute()
+    host._rtnl.close()
+    host._rtnl = FakeRtnl()
     yield host
 
 
@@ -71,12 +69,12 @@ def test_the_hot_path_reads_the_kernel_once_then_the_cache(host, kernel):
     assert host.addresses() == (LOCAL,)
     assert host.link("eth1").up
     assert host.addresses() == (LOCAL,) and host.link("eth1").index == ETH1
-    assert host._ipr.calls == ["dump", "link eth1"]
+    assert host._rtnl.calls == ["dump", "link eth1"]
     # The timer's reconcile asks for a fresh read: the kernel again, and a re-seed.
-    host._ipr.rows.clear()
+    host._rtnl.rows.clear()
     assert host.addresses(fresh=True) == ()
     assert host.addresses() == ()
-    assert host._ipr.calls == ["dump", "link eth1", "dump"]
+    assert host._rtnl.calls == ["dump", "link eth1", "dump"]
 
 
 def test_our_own_add_and_remove_are_applied_at_once(host, vip):
@@ -87,7 +85,7 @@ def test_our_own_add_and_remove_are_applied_at_once(host, vip):
     assert set(host.addresses()) == {LOCAL, vip_row}
     assert host.remove(vip, link)
     assert host.addresses() == (LOCAL,)
-    assert host._ipr.calls == ["link eth1", "dump", "add 198.51.100.250", "del 198.51.100.250"]
+    assert host._rtnl.calls == ["link eth1", "dump", "add 198.51.100.250", "del 198.51.100.250"]
 
 
 def test_changes_the_kernel_announces_are_applied(kernel):
@@ -113,23 +111,21 @@ def test_a_dump_overlapped_by_a_change_is_not_kept(kernel):
 def test_link_changes_and_lost_messages_drop_what_they_touch(host, kernel):
     host.addresses()
     host.link("eth1")
-    host._ipr.up = False
+    host._rtnl.up = False
     kernel.links_changed()                       # e.g. `ip link set eth1 down`
     assert host.addresses() == (LOCAL,)          # addresses are still known
     assert not host.link("eth1").up              # the link is looked up again
     kernel.forget()                              # ENOBUFS: messages were dropped
     assert kernel.addresses() is None and kernel.link("eth1") is None
-    assert host._ipr.calls == ["dump", "link eth1", "link eth1"]
+    assert host._rtnl.calls == ["dump", "link eth1", "link eth1"]
 
 
 def test_an_add_that_finds_the_address_there_drops_the_cache(host, kernel, vip):
-    from pyroute2.netlink.exceptions import NetlinkError
-
     def exists(*_: object, **__: object) -> None:
         raise NetlinkError(17)                   # EEXIST: perhaps with another prefix
 
     host.addresses()
-    host._ipr.addr = exists
+    host._rtnl.change_address = exists
     assert host.add(vip, host.link("eth1")) is False
     assert kernel.addresses() is None
 
@@ -140,13 +136,12 @@ def test_a_tick_costs_one_dump_whatever_the_number_of_vips(host, kernel, vip):
     from vipfloat.apply import gather
     from vipfloat.decide import Claim
 
-    host._ipr.rows.append({"index": ETH1, "prefixlen": 24, "IFA_LOCAL": "198.51.100.250",
-                           "IFA_ADDRESS": "198.51.100.250"})
+    host._rtnl.rows.append(AddrRow(ETH1, ipaddress.ip_address("198.51.100.250"), 24))
     for _tick in range(3):
         host.addresses(fresh=True)
         host.link("eth1", fresh=True)
         for _ in range(64):
             snapshot, _ = gather(host, vip, Claim(source="test"), fresh=False)
             assert snapshot.vips[0].binding.value == "present"
-    assert host._ipr.calls.count("dump") == 3
-    assert host._ipr.calls.count("link eth1") == 3
+    assert host._rtnl.calls.count("dump") == 3
+    assert host._rtnl.calls.count("link eth1") == 3

@@ -4,8 +4,8 @@ from __future__ import annotations
 import socket
 import struct
 
-from vipfloat.netwatch import (IFA_LOCAL, RTM_DELADDR, RTM_NEWADDR, RTM_NEWLINK, AddrChange,
-                               link_changed, parse_addr_messages)
+from vipfloat.netwatch import AddrChange, link_changed, parse_addr_messages
+from vipfloat.rtnl import IFA_LOCAL, RTM_DELADDR, RTM_NEWADDR, RTM_NEWLINK
 
 
 def addr_msg(kind: int, family: int, raw: bytes, prefixlen: int = 24, index: int = 2) -> bytes:
