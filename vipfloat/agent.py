@@ -94,6 +94,13 @@ HOLD_RENEW = 0.1
 # An announcement by another MAC this long before this host heard the leader's
 # step still counts as the new holder's (events reach the hosts at different times).
 SIGHTING_SLACK = 0.5
+# A VIP whose last decision was to do nothing, taken on inputs that have not
+# changed since, is not reconciled again at every tick (at 64 VIPs those quiet
+# reconciles were two thirds of an idle agent's CPU), but at least once every
+# this many ticks all the same (30 s at the default interval), spread over the
+# ticks: so whatever the inputs below miss (a name that now resolves elsewhere)
+# is still caught.
+FULL_RECONCILE_EVERY = 15
 
 
 class BindingMoved(TransientError):
@@ -172,6 +179,9 @@ class VipActor:
         self.scripts: queue.Queue[Any] = queue.Queue()
         self._stop = threading.Event()
         self.beat = time.monotonic()      # when the current request (or idle wait) began
+        # Agent.settled_key() when this actor last decided to do nothing on inputs
+        # that time alone cannot change; None: the next tick reconciles it.
+        self.settled: tuple[object, ...] | None = None
         # The kernel through netlink: the agent's cached socket, opened on first
         # use and reopened after a failure; or one lent by the caller (a test's).
         self._host: NetlinkHost | None = host
@@ -245,6 +255,10 @@ class VipActor:
         if request.kind is not Kind.PERIODIC:
             log.debug("%s: %s request waited %.1f ms", vip.master, request.kind.value,
                       (time.monotonic() - request.since) * 1000)
+        # Taken before anything is read: a change after this point shows as a new
+        # key at the next tick, never as one already decided on.
+        key = agent.settled_key(vip)
+        self.settled = None
         try:
             if self._host is None:
                 self._host = NetlinkHost(cache=agent.kernel)
@@ -308,6 +322,10 @@ class VipActor:
             self._note(action.verb, action.reason, outcome.changed, outcome.bound)
             if seen:
                 self._after(action, seen[-1], failover, outcome.bound)
+                view = seen[-1].vips[0]
+                if (action.verb is Verb.NOTHING and view.local_role is None
+                        and view.in_flight is None and self.live.hold is None):
+                    self.settled = key
         except VipfloatError as exc:
             code, message = exc.exit_code, str(exc)
             self.live.error = message
@@ -524,6 +542,10 @@ class Agent:
         self.local_redis = LocalRedis(config.redis)
         self.kernel = KernelCache()             # fed by self.netwatch, read by the actors
         self._tick_host: NetlinkHost | None = None   # the timer's kernel read (reconcile_all)
+        # reconcile_all runs on the main loop, the netlink watcher's thread and
+        # (through kernel_settled) actors': one at a time.
+        self._tick_lock = threading.Lock()
+        self._ticks = 0
         # What the Sentinels have told us, as one frozen value (vipfloat.authority):
         # replaced whole under _lock by _feed, read without it.
         self._lock = threading.Lock()
@@ -579,6 +601,17 @@ class Agent:
             except ResolveError as exc:
                 log.warning("%s", exc)
         return authority.claim(belief, addrs), quorum, belief, failover
+
+    def settled_key(self, vip: VipConfig) -> tuple[object, ...] | None:
+        """What a quiet reconcile of ``vip`` decides on, reduced to what can change
+        between two ticks: the kernel cache's version, the belief, the Sentinels
+        reachable. None when time alone can change the decision (below a
+        majority, the grace runs; a failover in flight ages): reconcile anyway."""
+        state, now = self._authority, time.monotonic()
+        if state.below(now) or state.failover(vip.master, now) is not None:
+            return None
+        return (self.kernel.version(), state.belief(vip.master),
+                state.contacts.reachable(now), state.confirmed)
 
     def local_master(self, vip: VipConfig) -> tuple[str, int] | None:
         """The master Sentinel's newest config names for ``vip``, when it is this
@@ -647,7 +680,7 @@ class Agent:
                     # comparison of bytes per frame, and is never stored.
                     self._wires[ifname] = WireWatcher(ifname, link.mac, vips=frozenset(
                         v.ip for v in self.config.vips if v.interface == ifname))
-            except OSError as exc:
+            except (OSError, VipfloatError) as exc:
                 log.warning("cannot watch %s for announcements: %s", ifname, exc)
         return self._wires.get(ifname)
 
@@ -718,27 +751,44 @@ class Agent:
         self._poke.set()  # whatever was published while it was down is lost: poll
 
     def reconcile_all(self) -> None:
-        """A quiet reconcile of every VIP: each actor decides on what is known now.
-        The kernel is read here, once for all of them (an address dump and each
-        VIP interface's link), re-seeding the cache the actors read: so nothing
-        the cache got wrong outlives a tick, at one dump per tick rather than one
-        per VIP (each dump lists every VIP bound here, and 24 actors asking at
-        once all found the cache empty: the idle agent's main cost). Should the
-        read fail, the cache is emptied and each actor reads the kernel itself."""
-        try:
-            if self._tick_host is None:
-                self._tick_host = NetlinkHost(cache=self.kernel)
-            self._tick_host.addresses(fresh=True)
-            for ifname in sorted({v.interface for v in self.config.vips}):
-                self._tick_host.link(ifname, fresh=True)
-        except Exception as exc:  # noqa: BLE001 - the actors then read the kernel themselves
-            log.warning("reading the kernel for this tick: %s", exc)
-            self.kernel.forget()
-            if self._tick_host is not None:
-                self._tick_host.close()
-                self._tick_host = None
-        for actor in self.actors.values():
+        """A quiet reconcile of every VIP that may need one. The kernel is read
+        here, once for all of them (an address dump and each VIP interface's
+        link), re-seeding the cache the actors read: so nothing the cache got
+        wrong outlives a tick, at one dump per tick rather than one per VIP (each
+        dump lists every VIP bound here, and 24 actors asking at once all found
+        the cache empty: the idle agent's main cost). Should the read fail, the
+        cache is emptied and each actor reads the kernel itself.
+
+        A VIP that last decided to do nothing, on the inputs it would decide on
+        now (settled_key), is skipped: its decision is a pure function of them.
+        It is reconciled anyway once every FULL_RECONCILE_EVERY ticks."""
+        with self._tick_lock:
+            read = True
+            try:
+                if self._tick_host is None:
+                    self._tick_host = NetlinkHost(cache=self.kernel)
+                self._tick_host.addresses(fresh=True)
+                for ifname in sorted({v.interface for v in self.config.vips}):
+                    self._tick_host.link(ifname, fresh=True)
+            except Exception as exc:  # noqa: BLE001 - the actors then read the kernel themselves
+                read = False
+                log.warning("reading the kernel for this tick: %s", exc)
+                self.kernel.forget()
+                if self._tick_host is not None:
+                    self._tick_host.close()
+                    self._tick_host = None
+            self._ticks += 1
+            ticks = self._ticks
+        skipped = 0
+        for i, actor in enumerate(self.actors.values()):
+            key = self.settled_key(actor.vip) if read else None
+            if key is not None and key == actor.settled and (ticks + i) % FULL_RECONCILE_EVERY:
+                skipped += 1
+                continue
             actor.submit(Request(Kind.PERIODIC, event=Event(role="agent", quiet=True)))
+        if skipped:
+            # Verified unchanged against a fresh read of the kernel: reconciled.
+            self.metrics.last_reconcile.set_to_current_time()
 
     def on_contact(self, endpoint: Endpoint) -> None:
         now = time.monotonic()

@@ -69,10 +69,10 @@ class KernelCache:
     as it returns. The failover's hot path then reads no kernel table: an address
     dump and a link lookup through pyroute2 cost 2-3 ms on a busy 2-core host,
     half the agent's share of the hook's hand-over (less through vipfloat.rtnl,
-    but still a dump that grows with every address bound here). The agent's timer empties it
-    every tick (Agent.reconcile_all) and the first read after that dumps the
-    kernel again and re-seeds it, so a view gone wrong despite all this lasts one
-    tick at most. Shared by the agent's actors: every method takes the lock.
+    but still a dump that grows with every address bound here). The agent's
+    timer re-reads the kernel into it every tick (Agent.reconcile_all), so a
+    view gone wrong despite all this lasts one tick at most. Shared by the
+    agent's actors: every method takes the lock.
     """
 
     def __init__(self) -> None:
@@ -83,6 +83,14 @@ class KernelCache:
         # not include it, and the change's notification is already consumed: such a
         # dump is not kept (see seed_*).
         self._generation = 0
+        # Bumped whenever what the cache says may have changed (a change, a dump
+        # that differs, a link looked up anew): a VIP whose decision was taken at
+        # this version needs no quiet reconcile (Agent.reconcile_all).
+        self._version = 0
+
+    def version(self) -> int:
+        with self._lock:
+            return self._version
 
     def generation(self) -> int:
         with self._lock:
@@ -95,7 +103,10 @@ class KernelCache:
     def seed_addresses(self, rows: Iterable[AddrRow], generation: int) -> None:
         with self._lock:
             if generation == self._generation:
-                self._rows = set(rows)
+                seeded = set(rows)
+                if seeded != self._rows:
+                    self._version += 1
+                self._rows = seeded
 
     def link(self, ifname: str) -> Link | None:
         with self._lock:
@@ -104,12 +115,15 @@ class KernelCache:
     def seed_link(self, link: Link, generation: int) -> None:
         with self._lock:
             if generation == self._generation:
+                if self._links.get(link.name) != link:
+                    self._version += 1
                 self._links[link.name] = link
 
     def applied(self, added: bool, row: AddrRow) -> None:
         """Our own add (or remove) succeeded: the kernel has (or lacks) ``row`` now."""
         with self._lock:
             self._generation += 1
+            self._version += 1
             if self._rows is not None:
                 (self._rows.add if added else self._rows.discard)(row)
 
@@ -123,11 +137,13 @@ class KernelCache:
         # Rare (up/down, rename, MAC change): look the interface up again next time.
         with self._lock:
             self._generation += 1
+            self._version += 1
             self._links.clear()
 
     def forget(self) -> None:
         with self._lock:
             self._generation += 1
+            self._version += 1
             self._rows = None
             self._links.clear()
 

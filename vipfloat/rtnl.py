@@ -51,14 +51,20 @@ ATTR = struct.Struct("=HH")             # struct nlattr: len, type
 DEADLINE = 5.0            # seconds for one request and all of its replies
 MAX_MESSAGES = 100_000    # in one dump: far more addresses than any host has
 DUMP_TRIES = 3            # dumps interrupted by a change before giving up
-RECV_SIZE = 1 << 17       # a datagram: the kernel's dump skbs are at most 32 KiB
+RECV_SIZE = 1 << 16       # a datagram: the kernel's dump skbs are at most 32 KiB
 
 
 class NetlinkError(OSError):
-    """The kernel refused a request: ``code`` is the errno it gave."""
+    """The kernel refused a request (``refused``: an error reply, the exchange
+    complete), or the exchange failed; ``code`` is the errno."""
 
-    def __init__(self, code: int, what: str = "") -> None:
-        super().__init__(code, os.strerror(code) + (f" ({what})" if what else ""))
+    def __init__(self, code: int, what: str = "", refused: bool = False) -> None:
+        try:
+            text = os.strerror(code)
+        except (ValueError, OverflowError):
+            text = f"error {code}"
+        super().__init__(code, text + (f" ({what})" if what else ""))
+        self.refused = refused
 
     @property
     def code(self) -> int:
@@ -235,36 +241,47 @@ def _new_socket() -> socket.socket:
 
 
 class Rtnl:
-    """One rtnetlink socket; one request at a time (callers hold no lock: each
-    thread that acts has its own)."""
+    """One rtnetlink socket. Safe to share between threads (the agent's tick reads
+    the kernel from its main loop, the netlink watcher's thread and actors'):
+    one request at a time, under a lock. After a failed exchange the socket is
+    replaced, since a dump the kernel is still running on it would answer the
+    next dump with EBUSY."""
 
     def __init__(self, netns: str | None = None, deadline: float = DEADLINE) -> None:
+        self._netns = netns
         self._sock = _open(netns)
         self._seq = int(time.monotonic() * 1000) & 0x7FFFFFFF
+        self._lock = threading.Lock()
         self.deadline = deadline
 
     def close(self) -> None:
-        self._sock.close()
+        with self._lock:
+            self._sock.close()
 
     def addresses(self) -> list[Address]:
         """Every address of every interface (dumped again when the kernel flags the
-        dump as interrupted by a change, up to DUMP_TRIES times)."""
-        for _ in range(DUMP_TRIES):
-            rows: list[Address] = []
-            interrupted = False
-            for msg in self._exchange(dump_addresses_request, dump=True):
-                interrupted |= bool(msg.flags & NLM_F_DUMP_INTR)
-                if msg.kind == RTM_NEWADDR:
-                    row = parse_address(msg.payload)
-                    if row is not None:
-                        rows.append(row)
-            if not interrupted:
-                return rows
+        dump as interrupted by a change, up to DUMP_TRIES times within one
+        deadline)."""
+        with self._lock:
+            end = time.monotonic() + self.deadline
+            for _ in range(DUMP_TRIES):
+                rows: list[Address] = []
+                replies, interrupted = self._exchange(dump_addresses_request, end, dump=True)
+                for msg in replies:
+                    if msg.kind == RTM_NEWADDR:
+                        row = parse_address(msg.payload)
+                        if row is not None:
+                            rows.append(row)
+                if not interrupted:
+                    return rows
         raise NetlinkError(errno.EAGAIN, "address dump interrupted by changes")
 
     def link(self, ifname: str) -> LinkInfo:
         """The interface named ``ifname``; NetlinkError(ENODEV) when there is none."""
-        for msg in self._exchange(lambda seq: get_link_request(seq, ifname)):
+        with self._lock:
+            replies, _ = self._exchange(lambda seq: get_link_request(seq, ifname),
+                                        time.monotonic() + self.deadline)
+        for msg in replies:
             if msg.kind == RTM_NEWLINK:
                 info = parse_link(msg.payload)
                 if info is not None:
@@ -274,39 +291,61 @@ class Rtnl:
     def change_address(self, add: bool, index: int, ip: IPAddress, prefixlen: int,
                        flags: int = 0) -> None:
         """Add or remove one address; NetlinkError with the kernel's errno if refused."""
-        self._exchange(lambda seq: address_request(seq, add, index, ip, prefixlen, flags))
+        with self._lock:
+            self._exchange(lambda seq: address_request(seq, add, index, ip, prefixlen, flags),
+                           time.monotonic() + self.deadline)
 
-    def _exchange(self, build: Callable[[int], bytes], dump: bool = False) -> list[Message]:
-        """Send one request and collect its replies: up to NLMSG_DONE for a dump,
-        the one reply (or error) otherwise. Raises NetlinkError for an error
-        reply, TimeoutError when the deadline passes."""
+    def _exchange(self, build: Callable[[int], bytes], end: float,
+                  dump: bool = False) -> tuple[list[Message], bool]:
+        """Send one request and collect its replies until ``end``: up to NLMSG_DONE
+        for a dump, the one reply (or error) otherwise; and whether the kernel
+        flagged the dump as interrupted. Raises NetlinkError for an error reply
+        (the socket is kept: the exchange is over) and, after replacing the
+        socket, TimeoutError or NetlinkError when it cannot finish."""
         self._seq = (self._seq + 1) & 0x7FFFFFFF
         seq = self._seq
-        self._sock.send(build(seq))
-        end = time.monotonic() + self.deadline
+        try:
+            return self._collect(seq, build(seq), end, dump)
+        except NetlinkError as exc:
+            if exc.refused:
+                raise
+            self._renew()
+            raise
+        except OSError:
+            self._renew()
+            raise
+
+    def _renew(self) -> None:
+        self._sock.close()
+        self._sock = _open(self._netns)
+
+    def _collect(self, seq: int, request: bytes, end: float,
+                 dump: bool) -> tuple[list[Message], bool]:
+        self._sock.send(request)
         replies: list[Message] = []
+        interrupted = False
         while True:
             left = end - time.monotonic()
             if left <= 0:
                 raise TimeoutError(errno.ETIMEDOUT, "no answer from the kernel's rtnetlink")
             self._sock.settimeout(left)
             data, _, msg_flags, addr = self._sock.recvmsg(RECV_SIZE)
-            if msg_flags & socket.MSG_TRUNC:
-                raise NetlinkError(errno.EMSGSIZE, "netlink reply truncated")
             if addr[0] != 0:
                 continue                      # not from the kernel
+            if msg_flags & socket.MSG_TRUNC:
+                raise NetlinkError(errno.EMSGSIZE, "netlink reply truncated")
             for msg in messages(data):
                 if msg.seq != seq:
                     continue                  # a late reply to an earlier request
-                if msg.kind == NLMSG_ERROR:
+                interrupted |= bool(msg.flags & NLM_F_DUMP_INTR)
+                if msg.kind in (NLMSG_ERROR, NLMSG_DONE):
+                    # DONE carries the dump's own error (0 when it completed).
                     code = error_code(msg.payload)
                     if code:
-                        raise NetlinkError(code)
-                    return replies            # the acknowledgement
-                if msg.kind == NLMSG_DONE:
-                    return replies
+                        raise NetlinkError(code, refused=msg.kind == NLMSG_ERROR)
+                    return replies, interrupted     # acknowledged, or the dump's end
                 replies.append(msg)
                 if len(replies) > MAX_MESSAGES:
                     raise NetlinkError(errno.E2BIG, "netlink dump too long")
                 if not dump and not msg.flags & NLM_F_MULTI:
-                    return replies
+                    return replies, interrupted

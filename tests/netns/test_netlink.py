@@ -1,4 +1,4 @@
-"""The pyroute2 adapter against a real kernel, in a lab namespace."""
+"""The netlink adapter (vipfloat.rtnl) against a real kernel, in a lab namespace."""
 from __future__ import annotations
 
 import ipaddress

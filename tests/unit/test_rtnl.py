@@ -8,6 +8,8 @@ import ipaddress
 import random
 import socket
 import struct
+import threading
+import types
 
 import pytest
 from pyroute2.netlink import nlmsgerr
@@ -192,6 +194,12 @@ class FakeKernel:
 def fake(script) -> Rtnl:
     r = Rtnl.__new__(Rtnl)
     r._sock, r._seq, r.deadline = FakeKernel(script), 100, 5.0
+    r._lock, r._netns, r.renewed = threading.Lock(), None, 0
+
+    def renew() -> None:                       # a new socket, the same fake kernel
+        r.renewed += 1
+        r._sock.queue.clear()
+    r._renew = renew
     return r
 
 
@@ -242,26 +250,77 @@ def test_errors_acknowledgements_and_single_replies():
     assert err.value.code == errno.ENODEV
 
 
-def test_truncation_silence_and_an_endless_dump_are_errors():
+def test_truncation_silence_and_an_endless_dump_are_errors_and_renew_the_socket():
+    # A dump the kernel still runs on the socket would answer the next one EBUSY.
     big = fake(lambda seq: [(row("198.51.100.1", seq) * 9000, 0)])
     with pytest.raises(NetlinkError) as err:
         big.addresses()
-    assert err.value.code == errno.EMSGSIZE
+    assert err.value.code == errno.EMSGSIZE and big.renewed == 1
+    silent = fake(lambda seq: [])
     with pytest.raises(TimeoutError):
-        fake(lambda seq: []).addresses()
+        silent.addresses()
+    assert silent.renewed == 1
 
     def endless(seq):
         return [(row("198.51.100.1", seq) * 1000, 0)] * (rtnl.MAX_MESSAGES // 1000 + 2)
     with pytest.raises(NetlinkError) as err:
         fake(endless).addresses()
     assert err.value.code == errno.E2BIG
+    # A refusal ends the exchange cleanly: the socket is kept.
+    refused = fake(lambda seq: [(error_reply(errno.EEXIST, seq), 0)])
+    with pytest.raises(NetlinkError):
+        refused.change_address(True, 3, V4, 24)
+    assert refused.renewed == 0
+
+
+def test_the_dumps_end_carries_its_error_and_its_interruption():
+    def failed_done(seq):
+        return [(row("198.51.100.1", seq) + rtnl.message(NLMSG_DONE, NLM_F_MULTI, seq,
+                                                         struct.pack("=i", -errno.ENOBUFS)), 0)]
+    with pytest.raises(NetlinkError) as err:
+        fake(failed_done).addresses()
+    assert err.value.code == errno.ENOBUFS              # not a short dump taken as whole
+    tries = []
+
+    def intr_on_done(seq):
+        tries.append(seq)
+        flags = NLM_F_MULTI | (NLM_F_DUMP_INTR if len(tries) == 1 else 0)
+        return [(row("198.51.100.1", seq) + rtnl.message(NLMSG_DONE, flags, seq, b"\0" * 4), 0)]
+    assert len(fake(intr_on_done).addresses()) == 1 and len(tries) == 2
 
 
 def test_one_deadline_for_the_whole_exchange(monkeypatch):
     clock = iter([0.0, 1.0, 2.0, 4.5, 6.0])
-    monkeypatch.setattr(rtnl.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(rtnl, "time", types.SimpleNamespace(monotonic=lambda: next(clock)))
     r = fake(lambda seq: [(row("198.51.100.1", seq), 0)] * 10)   # never done
     with pytest.raises(TimeoutError):
-        r._exchange(rtnl.dump_addresses_request, dump=True)
+        r.addresses()
     # Each wait gets what is left of the one deadline, not a fresh 5 s.
     assert r._sock.timeouts == [4.0, 3.0, 0.5]
+
+
+def test_one_socket_shared_by_threads_answers_each_its_own_request():
+    """The agent's tick host is read from its main loop, the netlink watcher's
+    thread and actors' at once: no request may take another's replies (an empty
+    or partial dump would read as VIPs and local addresses gone)."""
+    shared = Rtnl()
+    try:
+        want = sorted(map(str, shared.addresses()))
+        assert want                                   # lo at least
+        results: list[object] = []
+
+        def worker() -> None:
+            for _ in range(60):
+                try:
+                    results.append(sorted(map(str, shared.addresses())) == want)
+                    results.append(shared.link("lo").index == 1)
+                except Exception as exc:  # noqa: BLE001 - reported below
+                    results.append(exc)
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results == [True] * 480
+    finally:
+        shared.close()

@@ -304,7 +304,7 @@ def test_a_held_lock_costs_the_actor_lock_timeout_once(write_config, kind):
         agent.stop()
 
 
-def test_the_timers_tick_reads_the_kernel_once_for_every_vip(setup):
+def test_the_timers_tick_reads_the_kernel_once_for_every_vip(setup, cfg):
     # The tick re-seeds the cache from the kernel, then each actor's periodic
     # reconcile reads the cache: one dump per tick whatever the number of VIPs.
     agent, actor, kernel = setup
@@ -325,14 +325,15 @@ def test_the_timers_tick_reads_the_kernel_once_for_every_vip(setup):
 
     agent._tick_host = Host()
     submitted: list[Request] = []
-    agent.actors = {"mymaster": SimpleNamespace(submit=submitted.append)}
+    agent.actors = {"mymaster": SimpleNamespace(submit=submitted.append, vip=cfg.vips[0],
+                                                settled=None)}
     agent.reconcile_all()
     assert read == ["addresses fresh=True", "link eth1 fresh=True"]
     assert agent.kernel.addresses() == tuple(kernel.rows)
     assert [r.kind for r in submitted] == [Kind.PERIODIC]
 
 
-def test_a_tick_whose_kernel_read_fails_leaves_each_actor_to_read_it(setup):
+def test_a_tick_whose_kernel_read_fails_leaves_each_actor_to_read_it(setup, cfg):
     agent, actor, kernel = setup
     agent.kernel.seed_addresses(kernel.rows, agent.kernel.generation())
 
@@ -347,7 +348,106 @@ def test_a_tick_whose_kernel_read_fails_leaves_each_actor_to_read_it(setup):
 
     agent._tick_host = Broken()
     submitted: list[Request] = []
-    agent.actors = {"mymaster": SimpleNamespace(submit=submitted.append)}
+    # Settled on what the cache said: a tick that could not read the kernel
+    # reconciles it all the same.
+    agent.actors = {"mymaster": SimpleNamespace(submit=submitted.append, vip=cfg.vips[0],
+                                                settled=agent.settled_key(cfg.vips[0]))}
     agent.reconcile_all()
     assert agent.kernel.addresses() is None and Broken.closed and agent._tick_host is None
     assert [r.kind for r in submitted] == [Kind.PERIODIC]
+
+
+class TickHost:
+    """The timer's kernel read: re-seeds the agent's cache from the fake kernel."""
+
+    def __init__(self, agent: Agent, kernel: Kernel) -> None:
+        self.agent, self.kernel = agent, kernel
+
+    def addresses(self, fresh: bool = False):
+        self.agent.kernel.seed_addresses(self.kernel.rows, self.agent.kernel.generation())
+        return tuple(self.kernel.rows)
+
+    def link(self, ifname: str, fresh: bool = False):
+        self.agent.kernel.seed_link(LINK, self.agent.kernel.generation())
+        return LINK
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_settled_vip_is_reconciled_again_only_when_what_it_decides_on_changes(setup, cfg):
+    """At 64 VIPs the quiet reconciles of VIPs with nothing to do were two thirds
+    of an idle agent's CPU: a VIP that decided to do nothing is skipped until its
+    inputs change, and reconciled anyway every FULL_RECONCILE_EVERY ticks."""
+    from vipfloat.agent import FULL_RECONCILE_EVERY
+    from vipfloat.authority import Heard
+
+    agent, actor, kernel = setup
+    agent.local_redis = Redis("master", cfg.agent.state_dir)
+    agent._tick_host = TickHost(agent, kernel)
+    ran: list[int] = []
+
+    def run_now(request: Request) -> None:            # the actor, synchronously
+        ran.append(agent._ticks)
+        actor.handle(request)
+    actor.submit = run_now
+
+    def tick() -> bool:
+        """One timer tick, every Sentinel heard just before: was the VIP reconciled?"""
+        for i in range(len(cfg.sentinel.addresses)):
+            agent.feed(Heard(i, time.monotonic()))
+        before = len(ran)
+        agent.reconcile_all()
+        return len(ran) > before
+
+    kernel.add(cfg.vips[0], LINK)
+    kernel.calls.clear()
+    sentinels_name(agent, HERE)
+    assert tick()                                     # first: nothing known, reconciled
+    assert actor.settled is not None and kernel.calls == []
+    assert [tick() for _ in range(3)] == [False] * 3  # bound here as believed: settled
+
+    sentinels_name(agent, "198.51.100.12", epoch=4)   # a poll names another master
+    assert tick() and kernel.calls == ["remove 198.51.100.250/24"]
+    assert actor.settled is None                      # it acted: look again next tick
+    assert tick() and not tick()                      # then nothing to do: settled
+
+    kernel.rows.append(AddrRow(2, cfg.vips[0].ip, 24))  # bound behind the agent's back
+    assert tick() and kernel.calls[-1] == "remove 198.51.100.250/24"
+
+    # However settled, each VIP is reconciled once every FULL_RECONCILE_EVERY ticks.
+    assert tick() is True and not tick()
+    quiet = [tick() for _ in range(2 * FULL_RECONCILE_EVERY)]
+    assert quiet.count(True) == 2
+    assert all(t % FULL_RECONCILE_EVERY == 0 for t in ran[-2:])
+
+
+def test_waiting_on_the_local_redis_or_below_a_majority_is_never_settled(setup, cfg):
+    from vipfloat.authority import Heard
+
+    agent, actor, kernel = setup
+    agent.local_redis = Redis("slave", cfg.agent.state_dir)     # not promoted yet
+    agent._tick_host = TickHost(agent, kernel)
+    submitted: list[Request] = []
+    actor.submit = lambda request: (submitted.append(request), actor.handle(request))
+    sentinels_name(agent, HERE)
+    for _ in range(3):
+        for i in range(len(cfg.sentinel.addresses)):
+            agent.feed(Heard(i, time.monotonic()))
+        agent.reconcile_all()
+    # Believed here, its Redis still a replica: decided "nothing" each time, but on
+    # the local Redis's answer, which can change any moment: asked every tick.
+    assert len(submitted) == 3 and len(agent.local_redis.asked) == 3
+    assert actor.settled is None and kernel.calls == []
+
+    agent.local_redis = Redis("master", cfg.agent.state_dir)
+    kernel.add(cfg.vips[0], LINK)
+    agent.reconcile_all()
+    assert actor.settled is not None
+    # No Sentinel heard for longer than the contact window: below a majority the
+    # grace runs on the clock alone, so every tick reconciles.
+    agent._authority = agent._authority.__class__.initial(3, time.monotonic() - 60)
+    assert agent.settled_key(cfg.vips[0]) is None
+    count = len(submitted)
+    agent.reconcile_all()
+    assert len(submitted) == count + 1
