@@ -67,6 +67,11 @@ log = logging.getLogger(__name__)
 # A claim of a VIP by another MAC this long after we acquired it is a conflict;
 # before that it is the previous holder letting go.
 CONFLICT_SETTLE = 3.0
+# While a conflict lasts, probe this often (whatever conflict_probe_interval
+# says), so that it is reported over within seconds of the other host letting go
+# rather than after two whole intervals of silence (20 s at the default: a
+# release slowed down by a stalled VM read as a conflict of 19 s).
+CONFLICT_REPROBE = 1.0
 # The systemd watchdog is fed only while the main loop, every VIP's actor and
 # every subscription have shown progress within this long. One action can take
 # retry_timeout (10 s at most) plus release_wait (10 s) plus the pre-release
@@ -217,7 +222,8 @@ class VipActor:
         while not self._stop.is_set():
             self.beat = time.monotonic()
             try:
-                request = self.inbox.get(timeout=self._idle)
+                request = self.inbox.get(timeout=self._idle if self.live.conflict_mac is None
+                                         else CONFLICT_REPROBE / 2)
             except queue.Empty:
                 self._chores()
                 continue
@@ -481,6 +487,8 @@ class VipActor:
     def _probe_for_conflicts(self) -> None:
         agent, vip, live = self.agent, self.vip, self.live
         interval = agent.config.agent.conflict_probe_interval
+        if interval > 0 and live.conflict_mac is not None:
+            interval = min(interval, CONFLICT_REPROBE)
         wire = agent.wire(vip.interface)
         if wire is None:
             return

@@ -451,3 +451,60 @@ def test_waiting_on_the_local_redis_or_below_a_majority_is_never_settled(setup, 
     count = len(submitted)
     agent.reconcile_all()
     assert len(submitted) == count + 1
+
+
+class Wire:
+    """The wire watcher: claims of the VIP by other MACs, as scripted."""
+
+    def __init__(self) -> None:
+        self.claims: list = []
+
+    def sightings(self, ip, since: float) -> list:
+        return [c for c in self.claims if c.t >= since]
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_conflict_is_probed_every_second_and_over_soon_after_the_other_host_lets_go(
+        setup, cfg, monkeypatch):
+    """A slow release elsewhere (a stalled VM) must not read as a long conflict:
+    while one lasts, the holder probes every CONFLICT_REPROBE, and it is over
+    once two such probes went unanswered, not after two whole intervals (20 s)."""
+    import vipfloat.agent as agent_mod
+    from vipfloat.agent import CONFLICT_REPROBE
+    from vipfloat.wire import Sighting
+
+    agent, actor, kernel = setup
+    assert cfg.agent.conflict_probe_interval == 10.0           # the default
+    wire = Wire()
+    agent._wires["eth1"] = wire
+    probes: list[float] = []
+    clock = [1000.0]
+    # The agent module's clock only (patching time.monotonic itself would move
+    # every thread's).
+    monkeypatch.setattr(agent_mod, "time", SimpleNamespace(monotonic=lambda: clock[0],
+                                                           time=time.time))
+    agent.announcer.send = lambda vip, link, frames=None: probes.append(clock[0]) \
+        if frames else None
+    actor.live.held, actor.live.acquired_at = True, 900.0
+    other = bytes.fromhex("02000000000c")
+
+    wire.claims = [Sighting(999.5, cfg.vips[0].ip, other)]
+    actor._probe_for_conflicts()
+    assert actor.live.conflict_mac == other.hex(":") and probes == [1000.0]
+    clock[0] += CONFLICT_REPROBE / 2                            # not yet due
+    actor._probe_for_conflicts()
+    assert probes == [1000.0]
+    clock[0] += CONFLICT_REPROBE / 2 + 0.01                     # due: a second probe
+    actor._probe_for_conflicts()
+    assert probes == [1000.0, 1001.01] and actor.live.conflict_mac is not None
+    # The other host answered last at 1001.0; two re-probes later it is over.
+    wire.claims.append(Sighting(1001.0, cfg.vips[0].ip, other))
+    clock[0] = 1001.0 + 2 * CONFLICT_REPROBE + 0.1
+    actor._probe_for_conflicts()
+    assert actor.live.conflict_mac is None
+    # No conflict: back to the configured interval.
+    clock[0] += CONFLICT_REPROBE + 0.1
+    actor._probe_for_conflicts()
+    assert len(probes) == 3                                     # the one at 1003.1 only
