@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from vipfloat.config import PRE_RELEASE_BUDGET, AgentConfig
 from vipfloat.lab.cluster import RedisLab
 from vipfloat.lab.drill import Moment, Recorder
 from vipfloat.lab.netns import LabError
@@ -78,6 +79,42 @@ def test_master_redis_killed(cluster, rec):
     new_master(cluster)
     new = follows_sentinel(cluster, rec, kill)
     assert rec.first_announcement(rec.bound(kill, new), cluster.lab.hosts[new].mac)
+
+
+def test_master_redis_killed_while_its_sentinel_is_in_tilt(cluster, rec):
+    """The Vagrant drill's conflict (issue 18): stalls of the VMs put node1's
+    Sentinel in TILT during a failover. Here a's Sentinel is stopped for 3 s as
+    a's Redis is killed, so it comes back in TILT (its timer jumped over 2 s) to a
+    failover b and c ran without it, and stays there 30 s. a's agent must let the
+    VIP go all the same: b and c's Sentinels publish the new master, and a poll
+    takes the newest config-epoch whatever a's own Sentinel says. The VIP ends on
+    the master b and c settle on, alone, and a never held it once the new master
+    had announced it for longer than a graceful release takes."""
+    lab = cluster.lab
+    sentinel_a = cluster.procs["sentinel:a"]
+    kill = rec.mark("SIGSTOP sentinel on a, SIGKILL redis-server on a")
+    sentinel_a.send_signal(signal.SIGSTOP)
+    try:
+        cluster.stop("redis:a", sig=signal.SIGKILL)
+        new_master(cluster)                  # b and c fail over without a's Sentinel
+        time.sleep(max(0.0, kill + 3.0 - time.monotonic()))
+    finally:
+        sentinel_a.send_signal(signal.SIGCONT)
+    rec.mark("SIGCONT sentinel on a")
+    cluster.wait(lambda: "sentinel_tilt:1" in cluster.sentinel("a", "INFO", "sentinel"),
+                 "a's Sentinel to enter TILT", timeout=5)
+    new = follows_sentinel(cluster, rec, kill, among=["b", "c"])
+    assert "sentinel_tilt:1" in cluster.sentinel("a", "INFO", "sentinel")   # still in TILT
+    bound = rec.bound(kill, new)
+    removed = [e.t for e in rec.addrs.matching(VIP, added=False, after=kill, host="a")]
+    assert bound is not None and removed, rec.render(kill, new)
+    # A graceful release waits for the new holder's announcement (release_wait)
+    # and runs the pre-release scripts (PRE_RELEASE_BUDGET), on news from b or c
+    # or at the latest on the next poll (reconcile_interval): never longer.
+    agent = AgentConfig()
+    limit = agent.release_wait + PRE_RELEASE_BUDGET + agent.reconcile_interval
+    assert removed[0] - bound < limit, rec.render(kill, new)
+    assert not lab.has_address("a", f"{VIP}/24")
 
 
 def test_master_host_lost(cluster, rec):
