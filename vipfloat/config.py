@@ -14,6 +14,7 @@ echoes a control character or more than a short piece of the input.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import re
@@ -305,6 +306,24 @@ def _read_regular(path: Path, limit: int) -> bytes:
         os.close(fd)
 
 
+def _group_of(path: Path) -> str | None:
+    try:
+        import grp
+
+        return grp.getgrgid(os.stat(path).st_gid).gr_name
+    except (OSError, KeyError):
+        return None
+
+
+def _permission_hint(path: Path) -> str:
+    """What to do about a config this user may not read (the package's is 0640
+    root:vipfloat): who may."""
+    group = _group_of(path)
+    if group is None or group == "root":
+        return " (run this as root, e.g. with sudo)"
+    return f" (readable by root and group {group}: run this with sudo, or as a member of {group})"
+
+
 def load(explicit: str | os.PathLike[str] | None = None, *, secrets: bool = True) -> Config:
     """Read and validate the config; ConfigError (exit 2) for anything wrong with it.
 
@@ -314,8 +333,10 @@ def load(explicit: str | os.PathLike[str] | None = None, *, secrets: bool = True
     try:
         raw = _read_regular(path, MAX_CONFIG_BYTES + 1)
     except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        hint = _permission_hint(path) if getattr(exc, "errno", None) == errno.EACCES else ""
         raise ConfigError([_line(path, "", f"cannot read config: "
-                                           f"{getattr(exc, 'strerror', None) or exc}")]) from None
+                                           f"{getattr(exc, 'strerror', None) or exc}{hint}")]
+                          ) from None
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError([_line(path, "", f"cannot read config: larger than "
                                            f"{MAX_CONFIG_BYTES // 1024} KiB")])

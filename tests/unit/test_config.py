@@ -122,6 +122,28 @@ def test_single_problem(write_config, text, key, words):
     assert f": {key}: " in lines[0] and words in lines[0], lines[0]
 
 
+def test_a_config_this_user_may_not_read_says_who_may(tmp_path, write_config, monkeypatch):
+    # The package's config is 0640 root:vipfloat: `vipfloat status` as another user
+    # said only "Permission denied" (issue 18).
+    import errno
+
+    path = write_config()
+
+    def denied(*_: object) -> bytes:
+        raise PermissionError(errno.EACCES, "Permission denied")
+    monkeypatch.setattr(config_mod, "_read_regular", denied)
+    for group, hint in [
+            ("vipfloat", "(readable by root and group vipfloat: run this with sudo, or as a "
+                         "member of vipfloat)"),
+            ("root", "(run this as root, e.g. with sudo)"),
+            (None, "(run this as root, e.g. with sudo)")]:
+        monkeypatch.setattr(config_mod, "_group_of", lambda _path, group=group: group)
+        with pytest.raises(ConfigError) as info:
+            config_mod.load(path)
+        assert info.value.problems == [f"{path}: cannot read config: Permission denied {hint}"]
+    assert config_mod._group_of(tmp_path / "absent") is None
+
+
 def test_missing_file_and_syntax_error(tmp_path, write_config):
     with pytest.raises(ConfigError) as info:
         config_mod.load(tmp_path / "absent.toml")
