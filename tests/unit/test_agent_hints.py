@@ -200,3 +200,16 @@ def test_a_stopped_agent_stops_feeding_the_watchdog(cfg, monkeypatch):
     a.stop()
     thread.join(2)
     assert not thread.is_alive()
+
+
+def test_the_role_questions_of_many_promotions_share_one_rate():
+    # One promotion followed: a question every 3 ms for its first 2 s, then every
+    # 100 ms. Twenty-two at once (a host that mastered them died): together still
+    # one question per 3 ms, never slower than the slow pace.
+    from vipfloat.agent import ROLE_POLL_FAST, ROLE_POLL_FAST_FOR, ROLE_POLL_SLOW, role_poll_pause
+
+    assert role_poll_pause(0.0, 0) == role_poll_pause(0.5, 1) == ROLE_POLL_FAST
+    assert role_poll_pause(0.5, 22) == pytest.approx(22 * ROLE_POLL_FAST)
+    assert role_poll_pause(0.5, 64) == ROLE_POLL_SLOW
+    assert role_poll_pause(ROLE_POLL_FAST_FOR, 1) == ROLE_POLL_SLOW
+    assert role_poll_pause(ROLE_POLL_FAST_FOR + 5, 64) == ROLE_POLL_SLOW

@@ -1,0 +1,77 @@
+"""The Vagrant drill's watcher and merged timeline (vipfloat.lab.vmwatch): what
+it keeps of the agent's journal, who holds the VIP after each move, and a drill
+that saw nothing exiting 1."""
+from __future__ import annotations
+
+import json
+
+from vipfloat.lab import vmwatch
+from vipfloat.lab.vmwatch import Line, agent_event, journal_event, merge, parse_lines
+
+DECISION = ('master=mymaster vip=198.51.100.250/24 role=agent from=- to=198.51.100.13:6379 '
+            'action=release reason="new master 198.51.100.13 is another host; VIP bound here '
+            '(hint: +switch-master from Sentinel 198.51.100.12:26379)" duration_ms=894.2 '
+            'result=ok')
+
+
+def test_the_agents_decisions_conflicts_and_quorum_are_kept_and_the_rest_dropped():
+    assert agent_event(DECISION) == (
+        "agent: release: new master 198.51.100.13 is another host; VIP bound here "
+        "(hint: +switch-master from Sentinel 198.51.100.12:26379)")
+    conflict = ("mymaster: CONFLICT: 52:54:00:4b:13:1d also answers for 198.51.100.250 on "
+                "eth1; keeping it and announcing again")
+    assert agent_event(conflict) == f"agent: {conflict}"
+    assert agent_event("mymaster: conflict over: nobody else answers for 198.51.100.250") \
+        == "agent: mymaster: conflict over: nobody else answers for 198.51.100.250"
+    assert agent_event("QUORUM LOST: 1 of 3 Sentinels reachable").startswith("agent: QUORUM")
+    assert agent_event("sentinel 198.51.100.11:26379: +sdown master mymaster") is None
+    assert agent_event(DECISION.replace("action=release", "action=nothing")) is None
+
+
+def test_journal_lines_are_parsed_whatever_journald_sends():
+    entry = {"__REALTIME_TIMESTAMP": "1764700000123456", "MESSAGE": DECISION}
+    at, text = journal_event(json.dumps(entry))
+    assert at == 1764700000.123456 and text.startswith("agent: release: ")
+    # Non-UTF-8 messages come as a list of byte values.
+    raw = {"__REALTIME_TIMESTAMP": "1", "MESSAGE": list(b"QUORUM LOST \xff")}
+    assert journal_event(json.dumps(raw))[1].startswith("agent: QUORUM LOST")
+    for junk in ("", "not json", "[]", json.dumps({"MESSAGE": DECISION}),
+                 json.dumps({"__REALTIME_TIMESTAMP": "x", "MESSAGE": DECISION}),
+                 json.dumps({"__REALTIME_TIMESTAMP": "1", "MESSAGE": 7})):
+        assert journal_event(junk) is None
+
+
+def test_the_timeline_says_who_holds_the_vip_and_how_long_two_did():
+    lines = parse_lines([
+        "99.0 node1 ready\n",
+        "100.000 node1 DRILL: kill\n",
+        "105.500 node3 VIP bound here\n",
+        "105.400 node2 sentinel: +promoted-slave slave 198.51.100.13:6379 ...\n",
+        "garbage\n", "x node1 y\n",
+        "107.250 node1 VIP removed here\n",
+        "107.300 node3 agent: mymaster: conflict over: nobody else answers\n",
+    ])
+    # node1 held it when the drill started: its bind came before the watchers.
+    timeline, saw = merge([Line(90.0, "node1", "VIP bound here"), *lines], start=100.0)
+    assert saw
+    assert [tuple(part.strip() for part in row.split(" ms  ", 1)) for row in timeline] == [
+        ("-10000.0", "node1: VIP bound here"),
+        ("+0.0", "node1: DRILL: kill"),
+        ("+5400.0", "node2: sentinel: +promoted-slave slave 198.51.100.13:6379 ..."),
+        ("+5500.0", "node3: VIP bound here"),
+        ("+5500.0", "TWO HOLDERS: node1, node3"),
+        ("+7250.0", "node1: VIP removed here"),
+        ("+7250.0", "one holder again (node3) after 1750 ms of two"),
+        ("+7300.0", "node3: agent: mymaster: conflict over: nobody else answers"),
+    ]
+
+
+def test_a_drill_that_saw_nothing_exits_1(tmp_path, capsys):
+    quiet = tmp_path / "node1.log"
+    quiet.write_text("99.0 node1 ready\n99.5 node1 sentinel: +sdown before the drill\n"
+                     "100.0 node1 DRILL: kill\n")
+    assert vmwatch.main(["merge", "--start", "100.0", str(quiet)]) == 1
+    assert "the drill saw nothing happen" in capsys.readouterr().out
+    busy = tmp_path / "node2.log"
+    busy.write_text("101.0 node2 sentinel: +sdown master mymaster 198.51.100.11 6379\n")
+    assert vmwatch.main(["merge", "--start", "100.0", str(quiet), str(busy)]) == 0
