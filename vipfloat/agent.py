@@ -564,8 +564,8 @@ class Agent:
         self.local_redis = LocalRedis(config.redis)
         self.kernel = KernelCache()             # fed by self.netwatch, read by the actors
         self._tick_host: NetlinkHost | None = None   # the timer's kernel read (reconcile_all)
-        # reconcile_all runs on the main loop, the netlink watcher's thread and
-        # (through kernel_settled) actors': one at a time.
+        # reconcile_all runs on the main loop (kernel changes only wake it): the
+        # lock keeps any other caller to one at a time all the same.
         self._tick_lock = threading.Lock()
         self._ticks = 0
         # The actors asking their Redis ROLE of a replica being promoted, right
@@ -601,6 +601,14 @@ class Agent:
 
     def belief(self, master: str) -> Belief | None:
         return self._authority.belief(master)
+
+    def kernel_changed(self) -> None:
+        """A watched address or a link changed (the netlink watcher says so):
+        reconcile soon, from the main loop. Never in the caller's thread: an
+        actor takes in the kernel's changes under its VIP's lock (kernel_settled),
+        and running every VIP's reconcile there, one actor at a time, made each
+        of 22 acquires at once take 1-3 s (bench/scale.py --masters 64)."""
+        self._poke.set()
 
     def kernel_settled(self) -> None:
         """Take into the kernel cache every change the kernel has already told
@@ -961,7 +969,7 @@ class Agent:
             sub.start()
         # A VIP removed behind our back, or a link that bounced: reconcile now. Started
         # before the actors, whose first read seeds the cache this keeps current.
-        self.netwatch = NetWatcher({str(v.ip) for v in cfg.vips}, self.reconcile_all,
+        self.netwatch = NetWatcher({str(v.ip) for v in cfg.vips}, self.kernel_changed,
                                    listener=self.kernel)
         for actor in self.actors.values():
             actor.start()

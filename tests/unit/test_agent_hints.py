@@ -213,3 +213,11 @@ def test_the_role_questions_of_many_promotions_share_one_rate():
     assert role_poll_pause(0.5, 64) == ROLE_POLL_SLOW
     assert role_poll_pause(ROLE_POLL_FAST_FOR, 1) == ROLE_POLL_SLOW
     assert role_poll_pause(ROLE_POLL_FAST_FOR + 5, 64) == ROLE_POLL_SLOW
+
+
+def test_a_kernel_change_wakes_the_main_loop_and_reconciles_nothing_in_the_callers_thread(agent):
+    # The netlink watcher calls this from whichever thread drains it: an actor
+    # under its VIP's lock, in the middle of a failover burst.
+    agent._poke.clear()
+    agent.kernel_changed()
+    assert agent._poke.is_set() and agent.actors["mymaster"].requests == []
