@@ -19,6 +19,7 @@ Signals: SIGTERM/SIGINT stop (VIPs stay, unless release_on_stop), SIGHUP reloads
 from __future__ import annotations
 
 import faulthandler
+import ipaddress
 import logging
 import os
 import queue
@@ -40,8 +41,8 @@ from .authority import (Aborted, Attempted, Authority, AuthorityEvent, Belief, C
                         EarlyBound, Failover, Heard, Hinted, NewEpoch, Polled, Promoting,
                         Started, Trust, Unsubscribed)
 from .config import PRE_RELEASE_BUDGET, Config, Endpoint, IPAddress, VipConfig, hostport
-from .decide import (Action, Binding, Claim, InFlight, Quorum, Snapshot, Verb, bound_after,
-                     candidate_local_addresses, decide, is_new_master_here)
+from .decide import (Action, Binding, Claim, InFlight, Quorum, Snapshot, Verb, VipView,
+                     bound_after, candidate_local_addresses, decide, is_new_master_here)
 from .errors import (ConfigError, LockTimeout, PermanentError, ResolveError, TransientError,
                      VipfloatError)
 from .lock import VipLock
@@ -90,6 +91,24 @@ MAX_QUEUED = 64
 ROLE_POLL_FAST = 0.003
 ROLE_POLL_FAST_FOR = 2.0
 ROLE_POLL_SLOW = 0.1
+
+
+def settles(view: VipView, claim: Claim) -> bool:
+    """Pure: may a decision to do nothing, taken on ``view``, stand until
+    Agent.settled_key changes? Not when the clock or the world outside the key
+    can change it: this host's Redis was asked (its ROLE may change any moment),
+    a failover is in flight, the quorum was not ok and fresh, or the new master
+    is a name (DNS may answer differently, or at all, next time)."""
+    if view.local_role is not None or view.in_flight is not None:
+        return False
+    if view.quorum is None or not view.quorum.ok or not view.quorum.fresh:
+        return False
+    if claim.new_master is not None:
+        try:
+            ipaddress.ip_address(claim.new_master)
+        except ValueError:
+            return False
+    return True
 
 
 def role_poll_pause(age: float, following: int) -> float:
@@ -176,6 +195,7 @@ class VipLive:
     acquired_at: float = 0.0           # monotonic
     conflict_mac: str | None = None
     conflict_since: float = 0.0        # wall clock
+    conflict_over: float = 0.0         # monotonic: claims before this ended a conflict
     last_probe: float = 0.0            # monotonic
     error: str | None = None
     early_bind: tuple[int, float] | None = None   # (failover epoch, monotonic) of an early bind
@@ -233,7 +253,7 @@ class VipActor:
             self.beat = time.monotonic()
             try:
                 request = self.inbox.get(timeout=self._idle if self.live.conflict_mac is None
-                                         else CONFLICT_REPROBE / 2)
+                                         else min(self._idle, CONFLICT_REPROBE / 2))
             except queue.Empty:
                 self._chores()
                 continue
@@ -338,9 +358,10 @@ class VipActor:
             self._note(action.verb, action.reason, outcome.changed, outcome.bound)
             if seen:
                 self._after(action, seen[-1], failover, outcome.bound)
-                view = seen[-1].vips[0]
-                if (action.verb is Verb.NOTHING and view.local_role is None
-                        and view.in_flight is None and self.live.hold is None):
+                if self.live.hold is not None and not self.writes_held(time.monotonic()):
+                    self.live.hold = None     # ran out by itself (CLIENT PAUSE's timeout)
+                if action.verb is Verb.NOTHING and settles(seen[-1].vips[0], claim) \
+                        and self.live.hold is None:
                     self.settled = key
         except VipfloatError as exc:
             code, message = exc.exit_code, str(exc)
@@ -420,7 +441,7 @@ class VipActor:
                                                                     self.vip))
             now = time.monotonic()
             if here and not bound and self.agent.config.agent.early_bind:
-                pause = role_poll_pause(f.age, len(self.agent.waiting_for_role))
+                pause = role_poll_pause(f.age, len(self.agent.waiting_for_role) + 1)
                 self.agent.waiting_for_role.add(self.vip.master)
                 try:
                     self._stop.wait(min(pause, max(0.0, end - now)))
@@ -518,7 +539,7 @@ class VipActor:
         # A conflict lasts while another MAC keeps claiming the VIP: answers to the
         # last two probes, or announcements of its own, within this window.
         window = max(2 * interval, 2.0)
-        claims = wire.sightings(vip.ip, since=max(settled, now - window))
+        claims = wire.sightings(vip.ip, since=max(settled, now - window, live.conflict_over))
         if claims:
             mac = claims[-1].mac.hex(":")
             if live.conflict_mac != mac:
@@ -531,7 +552,9 @@ class VipActor:
                     agent.announcer.send(vip, link)
         elif live.conflict_mac:
             log.info("%s: conflict over: nobody else answers for %s", vip.master, vip.ip)
-            live.conflict_mac = None
+            # The claims seen so far are that conflict's: once the window widens
+            # back to the interval's, they must not start another.
+            live.conflict_mac, live.conflict_over = None, now
         agent.metrics.conflict.labels(vip.master, str(vip.address)).set(
             1 if live.conflict_mac else 0)
 
@@ -816,7 +839,8 @@ class Agent:
         for i, actor in enumerate(self.actors.values()):
             key = self.settled_key(actor.vip) if read else None
             if key is not None and key == actor.settled and (ticks + i) % FULL_RECONCILE_EVERY:
-                skipped += 1
+                # Verified unchanged, but only a live actor counts as reconciled.
+                skipped += time.monotonic() - actor.beat < STALL_LIMIT
                 continue
             actor.submit(Request(Kind.PERIODIC, event=Event(role="agent", quiet=True)))
         if skipped:

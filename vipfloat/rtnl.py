@@ -252,10 +252,12 @@ class Rtnl:
         self._sock = _open(netns)
         self._seq = int(time.monotonic() * 1000) & 0x7FFFFFFF
         self._lock = threading.Lock()
+        self._closed = False
         self.deadline = deadline
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._sock.close()
 
     def addresses(self) -> list[Address]:
@@ -317,7 +319,8 @@ class Rtnl:
 
     def _renew(self) -> None:
         self._sock.close()
-        self._sock = _open(self._netns)
+        if not self._closed:          # a closed Rtnl stays closed (EBADF from here on)
+            self._sock = _open(self._netns)
 
     def _collect(self, seq: int, request: bytes, end: float,
                  dump: bool) -> tuple[list[Message], bool]:

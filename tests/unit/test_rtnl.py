@@ -194,7 +194,7 @@ class FakeKernel:
 def fake(script) -> Rtnl:
     r = Rtnl.__new__(Rtnl)
     r._sock, r._seq, r.deadline = FakeKernel(script), 100, 5.0
-    r._lock, r._netns, r.renewed = threading.Lock(), None, 0
+    r._lock, r._netns, r.renewed, r._closed = threading.Lock(), None, 0, False
 
     def renew() -> None:                       # a new socket, the same fake kernel
         r.renewed += 1

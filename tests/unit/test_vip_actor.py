@@ -504,7 +504,86 @@ def test_a_conflict_is_probed_every_second_and_over_soon_after_the_other_host_le
     clock[0] = 1001.0 + 2 * CONFLICT_REPROBE + 0.1
     actor._probe_for_conflicts()
     assert actor.live.conflict_mac is None
-    # No conflict: back to the configured interval.
-    clock[0] += CONFLICT_REPROBE + 0.1
+    # No conflict: back to the configured interval, and the wider window it brings
+    # back does not take that conflict's claims for a new one.
+    for _ in range(20):
+        clock[0] += CONFLICT_REPROBE + 0.1
+        actor._probe_for_conflicts()
+        assert actor.live.conflict_mac is None
+    # Probes at the configured 10 s again (1003.1 was the last re-probe).
+    assert [round(b - a, 1) for a, b in zip(probes[2:], probes[3:])] == [11.0, 11.0]
+    # A new claim afterwards is a new conflict.
+    wire.claims.append(Sighting(clock[0], cfg.vips[0].ip, other))
     actor._probe_for_conflicts()
-    assert len(probes) == 3                                     # the one at 1003.1 only
+    assert actor.live.conflict_mac == other.hex(":")
+
+
+def test_what_settles_a_decision_to_do_nothing():
+    from vipfloat.agent import settles
+    from vipfloat.decide import Binding, Claim, InFlight, Quorum, VipView
+
+    ok = Quorum(reachable=3, configured=3)
+    view = VipView(master="mymaster", claim=Claim(source="t"), binding=Binding.PRESENT,
+                   quorum=ok)
+    ip_claim = Claim(source="t", new_master="198.51.100.12",
+                     new_master_addrs=frozenset({ipaddress.ip_address("198.51.100.12")}))
+    assert settles(view, ip_claim) and settles(view, Claim(source="t"))
+    from dataclasses import replace
+    assert not settles(replace(view, local_role=LocalRole(RedisRole.SLAVE)), ip_claim)
+    flight = InFlight(leader="l", replica="198.51.100.12:6379", replica_addrs=frozenset(),
+                      old_addrs=frozenset(), age=0.1)
+    assert not settles(replace(view, in_flight=flight), ip_claim)
+    assert not settles(replace(view, quorum=Quorum(reachable=1, configured=3)), ip_claim)
+    assert not settles(replace(view, quorum=replace(ok, fresh=False)), ip_claim)
+    assert not settles(replace(view, quorum=None), ip_claim)
+    # A name: DNS may answer otherwise next time, or answer at all after failing.
+    assert not settles(view, Claim(source="t", new_master="redis-b.example.org"))
+
+
+def test_the_kernel_caches_version_moves_with_every_change_it_takes_in(cfg):
+    from vipfloat.netlink import KernelCache
+    from vipfloat.netwatch import AddrChange
+
+    kernel = KernelCache()
+    seen = [kernel.version()]
+
+    def moved() -> bool:
+        seen.append(kernel.version())
+        return seen[-1] != seen[-2]
+    row = AddrRow(2, ipaddress.ip_address(HERE), 24)
+    kernel.seed_addresses([row], kernel.generation())
+    assert moved()
+    kernel.seed_addresses([row], kernel.generation())
+    assert not moved()                                   # the same dump: nothing new
+    kernel.seed_link(LINK, kernel.generation())
+    assert moved()
+    kernel.seed_link(LINK, kernel.generation())
+    assert not moved()
+    kernel.address_changed(AddrChange(False, HERE, 2, 24))   # removed behind our back
+    assert moved()
+    kernel.applied(True, row)
+    assert moved()
+    kernel.links_changed()
+    assert moved()
+    kernel.forget()
+    assert moved()
+
+
+def test_a_skipped_vip_counts_as_reconciled_only_while_its_actor_is_alive(setup, cfg):
+    from vipfloat.agent import STALL_LIMIT
+
+    agent, actor, kernel = setup
+    agent._tick_host = TickHost(agent, kernel)
+    sentinels_name(agent, HERE)
+    agent.reconcile_all()                                 # seeds the cache
+    stuck = SimpleNamespace(submit=lambda request: None, vip=cfg.vips[0],
+                            settled=agent.settled_key(cfg.vips[0]),
+                            beat=time.monotonic() - STALL_LIMIT - 1)
+    agent.actors = {"mymaster": stuck}
+    stamps: list[int] = []
+    agent.metrics.last_reconcile = SimpleNamespace(set_to_current_time=lambda: stamps.append(1))
+    agent.reconcile_all()
+    assert stamps == []                                  # wedged: not stamped
+    stuck.beat = time.monotonic()
+    agent.reconcile_all()
+    assert stamps == [1]
