@@ -78,6 +78,12 @@ def about(data: str, master: str) -> bool:
     return "@" in parts and parts[parts.index("@") + 1:parts.index("@") + 2] == [master]
 
 
+def promoted_ip(data: str) -> str | None:
+    """The replica a +promoted-slave names: ``slave <ip:port> <ip> <port> @ ...``."""
+    parts = data.split()
+    return parts[2] if len(parts) > 2 and parts[0] == "slave" else None
+
+
 def owners(cluster: RedisLab, asked: str) -> dict[str, str]:
     """Each master's node, as ``asked``'s Sentinel names it."""
     out = {}
@@ -268,8 +274,13 @@ def one_round(cluster: RedisLab, addrs: AddrEvents, events: SentinelEvents
         per_vip = []
         for m in lost:
             node = final.get(m.name)
+            # The promotion of the master Sentinel settled on: after a second
+            # failover (Sentinel may fail over again on a loaded machine) the
+            # first +promoted-slave names another replica than the final one.
+            ip = lab.hosts[node].ip if node else None
             promoted = min((e.t for e in events.matching("+promoted-slave", t0)
-                            if about(e.data, m.name)), default=None)
+                            if about(e.data, m.name) and promoted_ip(e.data) == ip),
+                           default=None)
             bound = (min((e.t for e in addrs.matching(m.vip.split("/")[0], added=True,
                                                         after=t0, host=node)), default=None)
                      if node else None)
