@@ -587,3 +587,14 @@ def test_a_skipped_vip_counts_as_reconciled_only_while_its_actor_is_alive(setup,
     stuck.beat = time.monotonic()
     agent.reconcile_all()
     assert stamps == [1]
+
+
+def test_an_actor_waits_for_its_chores_only_when_it_has_some(setup, cfg):
+    from vipfloat.agent import CONFLICT_REPROBE, STALL_LIMIT
+
+    agent, actor, kernel = setup
+    assert actor._wait() == STALL_LIMIT / 3                 # not held: no chores
+    actor.live.held = True
+    assert actor._wait() == cfg.agent.conflict_probe_interval / 4   # probes due
+    actor.live.conflict_mac = "02:00:00:00:00:0c"
+    assert actor._wait() == CONFLICT_REPROBE / 2
