@@ -58,6 +58,12 @@ FRAME_BUILDERS = ["_ether", "_arp", "garp_request", "garp_reply", "checksum", "u
 EVENT_PARSERS = ["_digits", "_instance", "parse_event"]
 SWITCHOVER_RULES = ["parse_lags", "preflight", "follow"]
 SENTINEL_PARSERS = ["parse_replicas", "uint"]
+# rtnetlink's messages, built and parsed (not the socket), and the agent's pure
+# rules (not its threads).
+RTNL_PURE = ["_pad", "attr", "message", "dump_addresses_request", "get_link_request",
+             "address_request", "messages", "attributes", "parse_address", "parse_link",
+             "error_code"]
+AGENT_RULES = ["settles", "role_poll_pause"]
 PASSES = [
     {"modules": ["decide", "authority", "announce", "subscribe", "switchover", "crash",
                  "sentinel"],
@@ -74,6 +80,10 @@ PASSES = [
     {"modules": ["config"],
      "globs": ["vipfloat.config.*"],
      "tests": ["test_config.py", "test_fuzz_config.py", "test_mutants_config.py"]},
+    {"modules": ["rtnl", "agent"],
+     "globs": [f"vipfloat.rtnl.x_{name}__mutmut_*" for name in RTNL_PURE]
+              + [f"vipfloat.agent.x_{name}__mutmut_*" for name in AGENT_RULES],
+     "tests": ["test_rtnl.py", "test_netwatch.py", "test_vip_actor.py", "test_agent_hints.py"]},
 ]
 GLOBS = [g for p in PASSES for g in p["globs"]]
 
