@@ -241,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--node", required=True)
     w.add_argument("--vip", required=True, help="the VIP, without prefix")
     w.add_argument("--seconds", type=float, default=60.0, help="how long, once ready")
-    w.add_argument("--ready-timeout", type=float, default=30.0)
+    w.add_argument("--ready-timeout", type=float, default=120.0,
+                   help="seconds to get subscribed and following (slow under TCG)")
     w.add_argument("--sentinel-port", type=int, default=26379)
     w.add_argument("--write", action="store_true", help="also write through the VIP")
     w.add_argument("--no-journal", dest="journal", action="store_false",
