@@ -91,6 +91,22 @@ MAX_QUEUED = 64
 ROLE_POLL_FAST = 0.003
 ROLE_POLL_FAST_FOR = 2.0
 ROLE_POLL_SLOW = 0.1
+FOLLOW_SLICE = 0.25
+# The old holder's write hold: CLIENT PAUSE <HOLD_SLICE s> WRITE, renewed every
+# HOLD_RENEW while it is needed, so that it ends by itself soon after the agent
+# stops renewing it (it released the VIP, or died).
+HOLD_SLICE = 0.5
+HOLD_RENEW = 0.1
+# An announcement by another MAC this long before this host heard the leader's
+# step still counts as the new holder's (events reach the hosts at different times).
+SIGHTING_SLACK = 0.5
+# A VIP whose last decision was to do nothing, taken on inputs that have not
+# changed since, is not reconciled again at every tick (at 64 VIPs those quiet
+# reconciles were two thirds of an idle agent's CPU), but at least once every
+# this many ticks all the same (30 s at the default interval), spread over the
+# ticks: so whatever the inputs below miss (a name that now resolves elsewhere)
+# is still caught.
+FULL_RECONCILE_EVERY = 15
 
 
 def settles(view: VipView, claim: Claim) -> bool:
@@ -119,22 +135,6 @@ def role_poll_pause(age: float, following: int) -> float:
     questions a second that starved the agent's own threads (binds took 1 s)."""
     base = ROLE_POLL_FAST if age < ROLE_POLL_FAST_FOR else ROLE_POLL_SLOW
     return min(max(base, ROLE_POLL_FAST * max(1, following)), max(base, ROLE_POLL_SLOW))
-FOLLOW_SLICE = 0.25
-# The old holder's write hold: CLIENT PAUSE <HOLD_SLICE s> WRITE, renewed every
-# HOLD_RENEW while it is needed, so that it ends by itself soon after the agent
-# stops renewing it (it released the VIP, or died).
-HOLD_SLICE = 0.5
-HOLD_RENEW = 0.1
-# An announcement by another MAC this long before this host heard the leader's
-# step still counts as the new holder's (events reach the hosts at different times).
-SIGHTING_SLACK = 0.5
-# A VIP whose last decision was to do nothing, taken on inputs that have not
-# changed since, is not reconciled again at every tick (at 64 VIPs those quiet
-# reconciles were two thirds of an idle agent's CPU), but at least once every
-# this many ticks all the same (30 s at the default interval), spread over the
-# ticks: so whatever the inputs below miss (a name that now resolves elsewhere)
-# is still caught.
-FULL_RECONCILE_EVERY = 15
 
 
 class BindingMoved(TransientError):
