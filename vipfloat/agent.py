@@ -595,10 +595,7 @@ class Agent:
         self.local_redis = LocalRedis(config.redis)
         self.kernel = KernelCache()             # fed by self.netwatch, read by the actors
         self._tick_host: NetlinkHost | None = None   # the timer's kernel read (reconcile_all)
-        # reconcile_all runs on the main loop (kernel changes only wake it): the
-        # lock keeps any other caller to one at a time all the same.
-        self._tick_lock = threading.Lock()
-        self._ticks = 0
+        self._ticks = 0                          # reconcile_all's, on the main loop only
         # The actors asking their Redis ROLE of a replica being promoted, right
         # now (set operations are atomic under the GIL): their rate is shared.
         self.waiting_for_role: set[str] = set()
@@ -826,23 +823,22 @@ class Agent:
         A VIP that last decided to do nothing, on the inputs it would decide on
         now (settled_key), is skipped: its decision is a pure function of them.
         It is reconciled anyway once every FULL_RECONCILE_EVERY ticks."""
-        with self._tick_lock:
-            read = True
-            try:
-                if self._tick_host is None:
-                    self._tick_host = NetlinkHost(cache=self.kernel)
-                self._tick_host.addresses(fresh=True)
-                for ifname in sorted({v.interface for v in self.config.vips}):
-                    self._tick_host.link(ifname, fresh=True)
-            except Exception as exc:  # noqa: BLE001 - the actors then read the kernel themselves
-                read = False
-                log.warning("reading the kernel for this tick: %s", exc)
-                self.kernel.forget()
-                if self._tick_host is not None:
-                    self._tick_host.close()
-                    self._tick_host = None
-            self._ticks += 1
-            ticks = self._ticks
+        read = True
+        try:
+            if self._tick_host is None:
+                self._tick_host = NetlinkHost(cache=self.kernel)
+            self._tick_host.addresses(fresh=True)
+            for ifname in sorted({v.interface for v in self.config.vips}):
+                self._tick_host.link(ifname, fresh=True)
+        except Exception as exc:  # noqa: BLE001 - the actors then read the kernel themselves
+            read = False
+            log.warning("reading the kernel for this tick: %s", exc)
+            self.kernel.forget()
+            if self._tick_host is not None:
+                self._tick_host.close()
+                self._tick_host = None
+        self._ticks += 1
+        ticks = self._ticks
         skipped = 0
         for i, actor in enumerate(self.actors.values()):
             key = self.settled_key(actor.vip) if read else None

@@ -195,11 +195,9 @@ class NetlinkHost:
         generation = cache.generation() if cache is not None else 0
         try:
             info = self._rtnl.link(ifname)
-        except NetlinkError as exc:
-            if exc.code == errno.ENODEV:
+        except OSError as exc:        # a refusal (NetlinkError), or the deadline passed
+            if isinstance(exc, NetlinkError) and exc.code == errno.ENODEV:
                 return None
-            raise _netlink_error(f"looking up {ifname}", exc) from None
-        except OSError as exc:        # the deadline passed
             raise _netlink_error(f"looking up {ifname}", exc) from None
         link = Link(index=info.index, name=ifname, mac=info.mac or bytes(6),
                     up=bool(info.flags & IFF_UP))
@@ -217,15 +215,13 @@ class NetlinkHost:
         try:
             self._rtnl.change_address(True, link.index, vip.ip, vip.address.network.prefixlen,
                                       flags)
-        except NetlinkError as exc:
-            if exc.code == errno.EEXIST:
+        except OSError as exc:
+            if isinstance(exc, NetlinkError) and exc.code == errno.EEXIST:
                 # There already, perhaps with another prefix (IPv6 keys on the
                 # address alone): the cache was wrong about it, so drop it.
                 if self.cache is not None:
                     self.cache.forget()
                 return False
-            raise _netlink_error(f"adding {vip.address} to {link.name}", exc) from None
-        except OSError as exc:
             raise _netlink_error(f"adding {vip.address} to {link.name}", exc) from None
         self._applied(True, vip, link)
         return True
@@ -235,12 +231,10 @@ class NetlinkHost:
         try:
             self._rtnl.change_address(False, link.index, vip.ip,
                                       vip.address.network.prefixlen)
-        except NetlinkError as exc:
-            if exc.code in (errno.EADDRNOTAVAIL, errno.ENODEV):
+        except OSError as exc:
+            if isinstance(exc, NetlinkError) and exc.code in (errno.EADDRNOTAVAIL, errno.ENODEV):
                 self._applied(False, vip, link)
                 return False
-            raise _netlink_error(f"removing {vip.address} from {link.name}", exc) from None
-        except OSError as exc:
             raise _netlink_error(f"removing {vip.address} from {link.name}", exc) from None
         self._applied(False, vip, link)
         return True

@@ -18,14 +18,14 @@ import socket
 import threading
 from typing import Callable, NamedTuple, Protocol
 
-from .rtnl import RTM_DELADDR, RTM_NEWADDR, RTM_NEWLINK, messages, parse_address
+from .rtnl import (RTM_DELADDR, RTM_DELLINK, RTM_NEWADDR, RTM_NEWLINK, messages,
+                   parse_address)
 
 log = logging.getLogger(__name__)
 
 RTMGRP_LINK = 0x1
 RTMGRP_IPV4_IFADDR = 0x10
 RTMGRP_IPV6_IFADDR = 0x100
-RTM_DELLINK = 17
 # Datagrams one drain() reads at most: a host churning addresses must not keep a
 # caller (a VIP's actor, under the VIP's lock) reading for ever. The watcher's
 # own thread comes back for the rest.

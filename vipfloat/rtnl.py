@@ -38,7 +38,7 @@ NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
 NLM_F_DUMP_INTR = 0x10          # the table changed while it was dumped: dump again
 NLM_F_DUMP = 0x300
 NLM_F_EXCL, NLM_F_CREATE = 0x200, 0x400
-RTM_NEWLINK, RTM_GETLINK = 16, 18
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 IFLA_ADDRESS, IFLA_IFNAME = 1, 3
 IFA_ADDRESS, IFA_LOCAL = 1, 2
@@ -241,9 +241,9 @@ def _new_socket() -> socket.socket:
 
 
 class Rtnl:
-    """One rtnetlink socket. Safe to share between threads (the agent's tick reads
-    the kernel from its main loop, the netlink watcher's thread and actors'):
-    one request at a time, under a lock. After a failed exchange the socket is
+    """One rtnetlink socket, safe to share between threads: one request at a
+    time, under a lock (two requests interleaved on one socket took each other's
+    replies: empty and partial dumps). After a failed exchange the socket is
     replaced, since a dump the kernel is still running on it would answer the
     next dump with EBUSY."""
 
@@ -308,13 +308,9 @@ class Rtnl:
         seq = self._seq
         try:
             return self._collect(seq, build(seq), end, dump)
-        except NetlinkError as exc:
-            if exc.refused:
-                raise
-            self._renew()
-            raise
-        except OSError:
-            self._renew()
+        except OSError as exc:
+            if not (isinstance(exc, NetlinkError) and exc.refused):
+                self._renew()
             raise
 
     def _renew(self) -> None:

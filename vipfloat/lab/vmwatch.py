@@ -177,6 +177,7 @@ def watch_journal(node: str, until: list[float], ready: threading.Event) -> None
                     say(node, found[1], at=found[0])
     finally:
         proc.terminate()
+        proc.wait(timeout=5)
 
 
 def write_through(node: str, vip: str, password: str | None, until: list[float],
