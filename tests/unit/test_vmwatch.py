@@ -75,3 +75,65 @@ def test_a_drill_that_saw_nothing_exits_1(tmp_path, capsys):
     busy = tmp_path / "node2.log"
     busy.write_text("101.0 node2 sentinel: +sdown master mymaster 198.51.100.11 6379\n")
     assert vmwatch.main(["merge", "--start", "100.0", str(quiet), str(busy)]) == 0
+
+
+def test_a_vip_bound_before_the_watchers_counts_as_held_and_is_no_move():
+    lines = parse_lines([
+        f"90.0 node1 {vmwatch.HELD}\n", "91.0 node1 tick\n",
+        "100.0 node1 DRILL: kill\n",
+        "105.5 node2 VIP bound here\n",
+        "106.0 node1 VIP removed here\n",
+    ])
+    timeline, saw = merge(lines, start=100.0)
+    assert saw
+    rows = [row.strip() for row in timeline]
+    assert rows == ["-10000.0 ms  node1: VIP bound here when watching began",
+                    "+0.0 ms  node1: DRILL: kill",
+                    "+5500.0 ms  node2: VIP bound here",
+                    "+5500.0 ms  TWO HOLDERS: node1, node2",
+                    "+6000.0 ms  node1: VIP removed here",
+                    "+6000.0 ms  one holder again (node2) after 500 ms of two"]
+    # Held at the start and never moved: the drill saw no move.
+    assert merge(parse_lines([f"90.0 node1 {vmwatch.HELD}\n"]), start=100.0)[1] is False
+
+
+def test_stamped_lines_put_every_vm_on_the_hosts_clock():
+    # node1's clock runs 3 s ahead of the host's, node2's 1 s behind; lines take
+    # 5 to 900 ms to arrive. The offset is the largest (printed - arrived).
+    lines = parse_lines([
+        "1000.900 1003.000 node1 ready\n",      # 900 ms in transit
+        "1001.005 1004.000 node1 tick\n",       # 5 ms: the best bound
+        "1001.100 1000.000 node2 ready\n",      # 100 ms
+        "1002.020 1001.000 node2 tick\n",       # 20 ms
+        "1010.0 node3 unstamped\n",
+    ])
+    assert lines[0] == Line(1003.0, "node1", "ready", 1000.9)
+    assert lines[-1] == Line(1010.0, "node3", "unstamped", None)
+    offset = vmwatch.offsets(lines)
+    assert set(offset) == {"node1", "node2"}
+    assert abs(offset["node1"] - 2.995) < 1e-9 and abs(offset["node2"] - (-1.02)) < 1e-9
+    on_host = vmwatch.on_host_clock(lines, offset)
+    assert [round(x.t, 3) for x in on_host] == [1000.005, 1001.005, 1001.02, 1002.02, 1010.0]
+    assert [x.what for x in on_host] == [x.what for x in lines]
+
+
+def test_stamp_prefixes_each_line_with_its_arrival():
+    import io
+
+    times = iter([5.0, 6.25])
+    sink = io.StringIO()
+    vmwatch.stamp(io.StringIO("1.0 node1 ready\n2.0 node1 tick\n"), sink, clock=lambda: next(times))
+    assert sink.getvalue() == "5.000000 1.0 node1 ready\n6.250000 2.0 node1 tick\n"
+    assert [x.arrived for x in parse_lines(sink.getvalue().splitlines())] == [5.0, 6.25]
+
+
+def test_merge_puts_the_start_on_its_nodes_clock(tmp_path, capsys):
+    # node1 is 2 s ahead: its break at 102.0 (its clock) is 100.0 on the host's,
+    # and node2's bind at 101.5 (host clock, offset 0) comes 1500 ms after it.
+    (tmp_path / "node1.log").write_text("101.0 103.0 node1 tick\n102.0 node1 DRILL: kill\n")
+    (tmp_path / "node2.log").write_text("101.0 101.0 node2 tick\n101.5 node2 VIP bound here\n")
+    files = [str(tmp_path / "node1.log"), str(tmp_path / "node2.log")]
+    assert vmwatch.main(["merge", "--start", "102.0", "--start-node", "node1", *files]) == 0
+    out = capsys.readouterr().out
+    assert "  node1: +2000 ms\n  node2: +0 ms\n" in out
+    assert "+0.0 ms  node1: DRILL: kill" in out and "+1500.0 ms  node2: VIP bound here" in out

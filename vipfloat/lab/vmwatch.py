@@ -7,14 +7,24 @@ watcher prints is ``<unix time> <node> <what>``: the VIP added or removed here
 conflicts and quorum changes (its journal), and, with ``--write``, each change
 between failing and succeeding writes through the VIP.
 
-A watcher prints ``ready`` only once it is subscribed to its Sentinel and
-following the journal, and watches for ``--seconds`` from then; it exits 1 if
-it cannot get ready. ``merge`` adds who holds the VIP whenever that changes
-(two holders said loudly), and exits 1 when the drill saw nothing: no Sentinel
-event and no move of the VIP after it started.
+A watcher says whether the VIP is bound there when it starts, prints ``ready``
+only once it is subscribed to its Sentinel and following the journal, and
+watches for ``--seconds`` from then, with a ``tick`` every second; it exits 1
+if it cannot get ready.
+
+The VMs' clocks disagree with the host's by seconds, and a `vagrant ssh` round
+trip under TCG takes as long, so a clock read through it cannot line up two
+VMs' lines. Instead the host stamps every line with the time it arrived
+(``stamp``): a line reaches the host after it was printed, so the largest
+(VM time - arrival) over a VM's lines, the ticks included, is its clock's
+offset, short by the fastest line's transit (milliseconds). ``merge`` puts
+every line on the host's clock with it, adds who holds the VIP whenever that
+changes (two holders said loudly, and for how long), and exits 1 when the drill
+saw nothing: no Sentinel event and no move of the VIP after it started.
 
     python -m vipfloat.lab.vmwatch watch --node node1 --vip 198.51.100.250 --seconds 60 [--write]
-    python -m vipfloat.lab.vmwatch merge --start <unix time> node1.log node2.log ...
+    vagrant ssh node1 -c '...watch...' | python -m vipfloat.lab.vmwatch stamp > node1.log
+    python -m vipfloat.lab.vmwatch merge --start <unix time> --start-node node1 node1.log ...
 """
 
 from __future__ import annotations
@@ -28,12 +38,13 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Iterable, NamedTuple
+from typing import IO, Callable, Iterable, NamedTuple
 
 from ..netwatch import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, parse_addr_messages
 
-READY = "ready"
+READY, TICK = "ready", "tick"
 BOUND, REMOVED = "VIP bound here", "VIP removed here"
+HELD = "VIP bound here when watching began"
 # The agent's journal lines worth a place in the timeline.
 AGENT_LINE = re.compile(r"action=(acquire|release|announce)\b|CONFLICT|conflict over|QUORUM")
 REASON = re.compile(r'reason="((?:[^"\\]|\\.)*)"')
@@ -77,21 +88,47 @@ def journal_event(line: str) -> tuple[float, str] | None:
 
 
 class Line(NamedTuple):
-    t: float
+    t: float                    # on the clock of the VM that printed it
     node: str
     what: str
+    arrived: float | None = None  # when the host read it, on the host's clock
 
 
 def parse_lines(lines: Iterable[str]) -> list[Line]:
+    """Pure: ``<time> <node> <what>``, or the same after ``stamp``'s arrival time."""
     out = []
     for raw in lines:
-        parts = raw.rstrip("\n").split(" ", 2)
-        if len(parts) == 3:
+        parts = raw.rstrip("\n").split(" ", 3)
+        try:
+            arrived: float | None = float(parts[0])
+            t = float(parts[1])
+            node, what = parts[2], parts[3]
+        except (ValueError, IndexError):
+            parts = raw.rstrip("\n").split(" ", 2)
             try:
-                out.append(Line(float(parts[0]), parts[1], parts[2]))
-            except ValueError:
+                arrived, t, node, what = None, float(parts[0]), parts[1], parts[2]
+            except (ValueError, IndexError):
                 continue
+        out.append(Line(t, node, what, arrived))
     return out
+
+
+def offsets(lines: Iterable[Line]) -> dict[str, float]:
+    """Pure: each node's clock minus the host's, from the lines stamped on
+    arrival: the largest (printed - arrived), since no line arrives before it
+    was printed."""
+    out: dict[str, float] = {}
+    for line in lines:
+        if line.arrived is not None:
+            gap = line.t - line.arrived
+            out[line.node] = max(out.get(line.node, gap), gap)
+    return out
+
+
+def on_host_clock(lines: list[Line], offset: dict[str, float]) -> list[Line]:
+    """Pure: every line's time on the host's clock (a node without stamped
+    lines keeps its own)."""
+    return [line._replace(t=line.t - offset.get(line.node, 0.0)) for line in lines]
 
 
 def merge(lines: list[Line], start: float) -> tuple[list[str], bool]:
@@ -102,13 +139,16 @@ def merge(lines: list[Line], start: float) -> tuple[list[str], bool]:
     two_since: float | None = None
     saw = False
     for line in sorted(lines, key=lambda x: x.t):
-        if line.what == READY:
+        if line.what in (READY, TICK):
             continue
         ms = (line.t - start) * 1000
         out.append(f"  {ms:+9.1f} ms  {line.node}: {line.what}")
         after = line.t >= start
         if line.what.startswith("sentinel: "):
             saw = saw or after
+        if line.what == HELD:
+            holders.add(line.node)      # bound before anyone watched: no move
+            continue
         if line.what in (BOUND, REMOVED):
             saw = saw or after
             before = len(holders)
@@ -126,8 +166,16 @@ def merge(lines: list[Line], start: float) -> tuple[list[str], bool]:
 
 # --- the watcher ----------------------------------------------------------------------
 def watch_addresses(node: str, vip: str, until: list[float], ready: threading.Event) -> None:
+    from ipaddress import ip_address
+
+    from ..netlink import NetlinkHost
+
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
     sock.bind((0, RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
+    # Subscribed first, then read: a change in between shows as a move too.
+    with NetlinkHost() as host:
+        if any(row.ip == ip_address(vip) for row in host.addresses()):
+            say(node, HELD)
     ready.set()
     while time.time() < until[0]:
         ready_fds, _, _ = select.select([sock], [], [], 0.2)
@@ -230,9 +278,20 @@ def watch(args: argparse.Namespace) -> int:
         return 1
     until[0] = time.time() + args.seconds
     say(args.node, READY)
+    # Ticks: lines to line this VM's clock up with the host's (see stamp).
+    while time.time() < until[0]:
+        time.sleep(min(1.0, max(0.0, until[0] - time.time())))
+        say(args.node, TICK)
     for _, _, thread in jobs:
-        thread.join(timeout=args.seconds + 5)
+        thread.join(timeout=5)
     return 0
+
+
+def stamp(source: IO[str], sink: IO[str], clock: Callable[[], float] = time.time) -> None:
+    """Each line read, prefixed with when it was read (run on the host)."""
+    for raw in source:
+        sink.write(f"{clock():.6f} {raw}")
+        sink.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -249,17 +308,33 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--no-journal", dest="journal", action="store_false",
                    help="do not follow the agent's journal (journalctl -u vipfloat)")
     w.add_argument("--password", default=None)
+    sub.add_parser("stamp", help="on the host: prefix each line of stdin with its arrival")
     m = sub.add_parser("merge", help="on the host: one timeline from the watchers' output")
     m.add_argument("--start", type=float, required=True, help="the drill's start, unix time")
+    m.add_argument("--start-node", default=None,
+                   help="the node whose clock --start was read on (else: the host's)")
     m.add_argument("files", nargs="+")
     args = parser.parse_args(argv)
     if args.command == "watch":
         return watch(args)
+    if args.command == "stamp":
+        stamp(sys.stdin, sys.stdout)
+        return 0
     lines: list[Line] = []
     for name in args.files:
         with open(name, encoding="utf-8", errors="replace") as f:
             lines += parse_lines(f)
-    timeline, saw = merge(lines, args.start)
+    offset = offsets(lines)
+    if offset:
+        print("clocks (each VM's minus the host's, from when its lines reached the host; "
+              "every time below is on the host's clock):")
+        for node in sorted(offset):
+            print(f"  {node}: {offset[node] * 1000:+.0f} ms")
+        print()
+    start = args.start - offset.get(args.start_node, 0.0) if args.start_node else args.start
+    timeline, saw = merge(on_host_clock(lines, offset), start)
+    print("timeline (ms after the drill started; VIP moves, Sentinel events, agents' "
+          "decisions):")
     print("\n".join(timeline))
     if not saw:
         print("\nthe drill saw nothing happen: no Sentinel event and no move of the VIP after "
