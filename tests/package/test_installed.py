@@ -28,7 +28,9 @@ def run(*argv: str, **kw: object) -> subprocess.CompletedProcess[str]:
 def test_the_commands_are_the_packaged_ones():
     assert tool("vipfloat") == "/usr/bin/vipfloat"        # the lab runs these (VIPFLOAT_BIN)
     assert os.readlink("/usr/bin/vipfloat") == str(VENV / "bin" / "vipfloat")
-    hook = Path("/usr/bin/vipfloat-hook").read_bytes()
+    # /usr/bin's hook leads into the directory Sentinel's drop-in lets it execute.
+    assert os.readlink("/usr/bin/vipfloat-hook") == "../lib/vipfloat/vipfloat-hook"
+    hook = Path("/usr/lib/vipfloat/vipfloat-hook").read_bytes()
     assert hook[:4] == b"\x7fELF"                          # the C fast hook...
     assert str(VENV / "bin" / "vipfloat-hook").encode() in hook   # ...and its fallback
     # The venv runs on Debian's python3.11, named by version (Depends: python3.11).

@@ -184,6 +184,8 @@ FAULTS = {
                           Level.PROBLEM, "host.hook_path"),
     "hook not executable": (lambda f: replace(f, hook_paths={HOOK: PathFacts(
         HOOK, True, 0, 0, stat.S_IFREG | 0o700, (DIR, DIR))}), Level.PROBLEM, "host.hook_path"),
+    "hook on a noexec mount in sentinel's namespace": (
+        lambda f: replace(f, hook_noexec={HOOK: "/"}), Level.PROBLEM, "host.hook_path"),
     "unsafe action script": (lambda f: replace(f, action_scripts={SCRIPTS: (Refusal(
         Path(SCRIPTS, "10-x"), "world-writable (mode 0757)", f"chmod go-w {SCRIPTS}/10-x"),),
         PRE: ()}), Level.PROBLEM, "host.scripts"),
@@ -473,3 +475,55 @@ def test_crash_failover_is_reported_and_suggested_for_a_master_without_persisten
     assert found(on, Level.WARNING) == []
     (finding,) = [f for f in run_checks(on) if f.check == "vip.crash_failover"]
     assert "crash_failover on" in finding.message
+
+
+# Debian's redis-sentinel.service (NoExecPaths=/, ExecPaths=/usr/bin/redis-sentinel
+# /usr/lib /lib) with the vipfloat drop-in, as /proc/PID/mountinfo shows it (cut
+# from a Vagrant VM; the file mount is what ExecPaths= of a single file makes).
+MOUNTINFO = """\
+189 165 254:0 / / ro,nosuid,noexec,relatime shared:54 master:1 - ext4 /dev/vda rw
+190 189 0:5 / /dev rw,nosuid,noexec shared:55 master:2 - devtmpfs udev rw
+205 189 254:0 /usr/lib /usr/lib ro,nosuid,relatime shared:70 master:1 - ext4 /dev/vda rw
+206 189 254:0 /lib /lib ro,nosuid,relatime shared:71 master:1 - ext4 /dev/vda rw
+207 189 254:0 /usr/bin/redis-sentinel /usr/bin/redis-sentinel ro,nosuid - ext4 /dev/vda rw
+208 189 254:0 /usr/bin/vipfloat-hook /usr/bin/vipfloat-hook ro,nosuid,relatime - ext4 /dev/vda rw
+209 189 254:0 /opt/my\\040dir /opt/my\\040dir ro,nosuid,relatime - ext4 /dev/vda rw
+210 209 254:0 /opt/my\\040dir/sub /opt/my\\040dir/sub ro,nosuid,noexec - ext4 /dev/vda rw
+"""
+
+
+def test_which_mount_forbids_the_hook_in_sentinels_namespace():
+    from vipfloat.doctor.gather import noexec_mount
+
+    # The directory the drop-in allows, and the file an older drop-in allowed.
+    assert noexec_mount(MOUNTINFO, "/usr/lib/vipfloat/vipfloat-hook") is None
+    assert noexec_mount(MOUNTINFO, "/usr/bin/vipfloat-hook") is None
+    # After an upgrade renamed a new file over it the file's mount is gone: the
+    # root, mounted noexec, covers it.
+    dropped = "\n".join(x for x in MOUNTINFO.splitlines() if "vipfloat-hook" not in x)
+    assert noexec_mount(dropped, "/usr/bin/vipfloat-hook") == "/"
+    assert noexec_mount(MOUNTINFO, "/usr/local/bin/vipfloat-hook") == "/"
+    assert noexec_mount(MOUNTINFO, "/usr/libexec/x") == "/"      # /usr/lib is not a prefix
+    # Escaped mount points, and the deepest mount wins whatever its order.
+    assert noexec_mount(MOUNTINFO, "/opt/my dir/hook") is None
+    assert noexec_mount(MOUNTINFO, "/opt/my dir/sub/hook") == "/opt/my dir/sub"
+    backwards = "\n".join(reversed(MOUNTINFO.splitlines()))
+    assert noexec_mount(backwards, "/opt/my dir/sub/hook") == "/opt/my dir/sub"
+    assert noexec_mount(backwards, "/usr/lib/vipfloat/vipfloat-hook") is None
+    # Of two mounts at one point the last listed is on top.
+    remounted = MOUNTINFO + "211 205 254:0 /usr/lib /usr/lib ro,noexec - ext4 /dev/vda rw\n"
+    assert noexec_mount(remounted, "/usr/lib/vipfloat/vipfloat-hook") == "/usr/lib"
+    assert noexec_mount("", "/usr/bin/vipfloat-hook") is None
+    assert noexec_mount("short line\n", "/x") is None
+
+
+def test_the_noexec_finding_says_what_happened_and_how_to_fix_it():
+    bad = [f for f in run_checks(replace(healthy(), hook_noexec={HOOK: "/"}))
+           if f.level is not Level.OK]
+    assert [(f.check, f.subject) for f in bad] == [("host.hook_path", f"hook {HOOK}")]
+    assert bad[0].message == (
+        "redis-sentinel (pid 101) cannot execute it: in its mount namespace it lies on /, "
+        "mounted noexec, so every run fails with -script-error (exit 2, never retried)")
+    assert bad[0].fix.startswith("systemctl restart redis-sentinel. If it persists, its unit "
+                                 "lacks 'ExecPaths=/usr/lib/vipfloat' (the drop-in "
+                                 "/lib/systemd/system/redis-sentinel.service.d/vipfloat.conf)")

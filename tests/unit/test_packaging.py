@@ -43,7 +43,10 @@ def test_the_default_dropin_gives_sentinel_no_capability():
     for key in ("AmbientCapabilities", "CapabilityBoundingSet", "PrivateUsers",
                 "RestrictAddressFamilies", "NoExecPaths", "ReadWritePaths"):
         assert key not in lines, key
-    assert lines["ExecPaths"] == "/usr/bin/vipfloat-hook"
+    # A directory: an upgrade replacing a bind-mounted file would drop its mount.
+    assert lines["ExecPaths"] == "/usr/lib/vipfloat"
+    assert "usr/lib/vipfloat/vipfloat-hook usr/bin/vipfloat-hook" in (
+        REPO / "debian" / "vipfloat.links").read_text().splitlines()
     assert lines["SupplementaryGroups"] == "vipfloat"
     assert lines["Environment"] == "VIPFLOAT_HANDOVER_ONLY=1"
 

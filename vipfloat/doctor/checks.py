@@ -606,6 +606,15 @@ def host_hook_path(facts: Facts) -> Iterator[Finding]:
             yield problem("host.hook_path", subject,
                           f"not executable by Sentinel's user (uid {s.uid})",
                           "chmod 0755 it and make its directories searchable.")
+        elif s is not None and script in facts.hook_noexec:
+            yield problem("host.hook_path", subject,
+                          f"{s.name} (pid {s.pid}) cannot execute it: in its mount namespace "
+                          f"it lies on {facts.hook_noexec[script]}, mounted noexec, so every "
+                          f"run fails with -script-error (exit 2, never retried)",
+                          f"systemctl restart {s.name}. If it persists, its unit lacks "
+                          f"'ExecPaths=/usr/lib/vipfloat' (the drop-in {default_dropin(s.name)}). "
+                          "An upgrade from a package that allowed the file itself drops that "
+                          "allowance from a running Sentinel.")
         else:
             yield ok("host.hook_path", subject, "exists and is executable")
 

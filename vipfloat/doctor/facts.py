@@ -128,6 +128,10 @@ class Facts:
     agent_process: ProcessFacts | None            # the running agent, if any
     socket: PathFacts | None                      # the agent's socket
     hook_paths: dict[str, PathFacts] = field(default_factory=dict)  # local Sentinel's scripts
+    # Each script whose file lies on a noexec mount in the Sentinel's own mount
+    # namespace (systemd's NoExecPaths/ExecPaths): that mount point. A script
+    # missing here is executable there, or could not be judged.
+    hook_noexec: dict[str, str] = field(default_factory=dict)
     agent_unit: UnitFacts | None = None           # vipfloat.service, if installed
     # scripts_dir and pre_release_dir -> the scripts (or the directory) refused in it.
     action_scripts: dict[str, tuple[Refusal, ...]] = field(default_factory=dict)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from ..config import Config, Endpoint, RedisConfig, hostport
 from ..sentinel import connection
@@ -283,6 +285,45 @@ def path_facts(path: str) -> PathFacts:
     return PathFacts(path, True, st.st_uid, st.st_gid, st.st_mode, tuple(parents))
 
 
+def _unescape_mount(field: str) -> str:
+    """Pure: mountinfo's octal escapes (\\040 for a space, ...) undone."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def noexec_mount(mountinfo: str, path: str) -> str | None:
+    """Pure: the mount point that makes ``path`` (absolute, links resolved) not
+    executable per ``/proc/PID/mountinfo``, or None when its mount allows exec or
+    none matched. The mount covering it is the one with the longest mount point
+    that contains it; of several at one point, the last listed (on top)."""
+    best: tuple[int, str, bool] | None = None
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) < 6:
+            continue
+        point = _unescape_mount(fields[4])
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= best[0]):
+            best = (len(point), point, "noexec" in fields[5].split(","))
+    return best[1] if best is not None and best[2] else None
+
+
+def hook_noexec(scripts: Iterable[str], pid: int | None) -> dict[str, str]:
+    """Each script on a noexec mount in process ``pid``'s mount namespace (its
+    exec allowance is a bind mount that a package upgrade's rename drops)."""
+    if pid is None:
+        return {}
+    try:
+        mountinfo = Path(f"/proc/{pid}/mountinfo").read_text()
+    except OSError:
+        return {}                       # not ours to read: not judged
+    out = {}
+    for script in scripts:
+        point = noexec_mount(mountinfo, os.path.realpath(script))
+        if point is not None:
+            out[script] = point
+    return out
+
+
 def script_owners(runners: set[int]) -> frozenset[int]:
     """Pure: who may own the action scripts, for doctor. Each runner accepts root
     and itself (userscripts.audit); with more than one runner (the agent, and the
@@ -359,6 +400,7 @@ def gather(config: Config) -> Facts:
                  agent_process=agent_proc,
                  socket=path_facts(str(config.agent.socket)) if live else None,
                  hook_paths={s: path_facts(s) for s in sorted(scripts)},
+                 hook_noexec=hook_noexec(scripts, sentinel_proc.pid if sentinel_proc else None),
                  agent_unit=unit,
                  action_scripts=action_scripts(config, agent_proc, unit, sentinel_proc),
                  write_hold=config.agent.failover_write_hold)
