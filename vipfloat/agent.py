@@ -30,7 +30,7 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import config as config_mod
 from . import logs
@@ -137,6 +137,25 @@ def role_poll_pause(age: float, following: int) -> float:
     return min(max(base, ROLE_POLL_FAST * max(1, following)), max(base, ROLE_POLL_SLOW))
 
 
+def moving_to(failover: Failover | None, belief: Belief | None,
+              local: frozenset[IPAddress],
+              resolve: Callable[[str], frozenset[IPAddress]]) -> str | None:
+    """Pure but for ``resolve``: the host the VIP is moving to, when that is
+    another host: a failover in flight promotes a replica elsewhere, or (none in
+    flight) the newest config names a master elsewhere. Another MAC answering
+    for the VIP is then its new holder, not a conflict to fight: announcing
+    again would pull the clients back to the old master while it hands over.
+    None when the VIP belongs here, or nobody can tell."""
+    target = failover.host if failover is not None else belief.host if belief else None
+    if target is None:
+        return None
+    try:
+        addrs = resolve(target)
+    except ResolveError:
+        return None
+    return None if addrs & local else target
+
+
 class BindingMoved(TransientError):
     """The VIP's binding changed between the actor's read and its lock: decide
     again on the new one."""
@@ -196,6 +215,7 @@ class VipLive:
     conflict_mac: str | None = None
     conflict_since: float = 0.0        # wall clock
     conflict_over: float = 0.0         # monotonic: claims before this ended a conflict
+    new_holder_mac: str | None = None  # another MAC answering while the VIP moves there
     last_probe: float = 0.0            # monotonic
     error: str | None = None
     early_bind: tuple[int, float] | None = None   # (failover epoch, monotonic) of an early bind
@@ -548,7 +568,18 @@ class VipActor:
         # last two probes, or announcements of its own, within this window.
         window = max(2 * interval, 2.0)
         claims = wire.sightings(vip.ip, since=max(settled, now - window, live.conflict_over))
-        if claims:
+        target = self._moving_to() if claims else None
+        if claims and target is not None:
+            # The new holder, while this host hands over (the actor releases
+            # once it sees it): no conflict, and above all no announcement.
+            mac = claims[-1].mac.hex(":")
+            if live.new_holder_mac != mac:
+                live.new_holder_mac = mac
+                log.info("%s: %s answers for %s: the new holder, as the move to %s "
+                         "expects; not announcing again", vip.master, mac, vip.ip, target)
+            if live.conflict_mac:
+                live.conflict_mac, live.conflict_over = None, now
+        elif claims:
             mac = claims[-1].mac.hex(":")
             if live.conflict_mac != mac:
                 live.conflict_mac, live.conflict_since = mac, time.time()
@@ -565,6 +596,14 @@ class VipActor:
             live.conflict_mac, live.conflict_over = None, now
         agent.metrics.conflict.labels(vip.master, str(vip.address)).set(
             1 if live.conflict_mac else 0)
+
+    def _moving_to(self) -> str | None:
+        """The host this VIP is moving to, when another (see moving_to)."""
+        if self._host is None:
+            return None
+        _, _, belief, failover = self.agent.claim_for(self.vip)
+        local = candidate_local_addresses((r.ip for r in self._host.addresses()), self.vip)
+        return moving_to(failover, belief, local, resolve_host)
 
     def _refresh(self) -> None:
         refresh = self.agent.config.agent.announce_refresh

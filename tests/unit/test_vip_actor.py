@@ -4,6 +4,7 @@ act. No root, no network."""
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from types import SimpleNamespace
 import ipaddress
 import json
@@ -516,6 +517,70 @@ def test_a_conflict_is_probed_every_second_and_over_soon_after_the_other_host_le
     wire.claims.append(Sighting(clock[0], cfg.vips[0].ip, other))
     actor._probe_for_conflicts()
     assert actor.live.conflict_mac == other.hex(":")
+
+
+def test_the_new_holder_answering_while_the_vip_moves_there_is_no_conflict(
+        setup, cfg, monkeypatch, caplog):
+    """A planned failover: the old holder keeps the VIP, writes held, until the
+    new holder announces it. Its answers are no conflict: announcing again
+    would pull the clients back to the old master (seen in the Vagrant lab)."""
+    import logging
+
+    import vipfloat.agent as agent_mod
+    from vipfloat.wire import Sighting
+
+    agent, actor, kernel = setup
+    wire = Wire()
+    agent._wires["eth1"] = wire
+    sent: list[object] = []
+    clock = [1000.0]
+    monkeypatch.setattr(agent_mod, "time", SimpleNamespace(monotonic=lambda: clock[0],
+                                                           time=time.time))
+    agent.announcer.send = lambda vip, link, frames=None: sent.append(frames)
+    actor.live.held, actor.live.acquired_at = True, 900.0
+    kernel.add(cfg.vips[0], LINK)
+    other = bytes.fromhex("02000000000d")
+    wire.claims = [Sighting(999.5, cfg.vips[0].ip, other)]
+
+    sentinels_name(agent, "198.51.100.13")          # the master is now elsewhere
+    with caplog.at_level(logging.INFO, logger="vipfloat.agent"):
+        actor._probe_for_conflicts()
+        actor._probe_for_conflicts()
+    assert actor.live.conflict_mac is None and actor.live.new_holder_mac == other.hex(":")
+    assert [f for f in sent if f is None] == []     # probes only, no announcement
+    said = [r.getMessage() for r in caplog.records if "answers for" in r.getMessage()]
+    assert said == [f"mymaster: {other.hex(':')} answers for {cfg.vips[0].ip}: the new "
+                    "holder, as the move to 198.51.100.13 expects; not announcing again"]
+
+    # The newest config names this host again: the same answers are a conflict,
+    # fought with an announcement.
+    sentinels_name(agent, HERE, epoch=4)
+    actor._probe_for_conflicts()
+    assert actor.live.conflict_mac == other.hex(":") and None in sent
+
+
+def test_where_the_vip_is_moving():
+    from vipfloat.agent import moving_to
+    from vipfloat.authority import Belief, Failover
+    from vipfloat.errors import ResolveError
+
+    here = frozenset({ipaddress.ip_address(HERE)})
+
+    def resolve(host: str) -> frozenset:
+        if host == "gone.example":
+            raise ResolveError("no such host")
+        return frozenset({ipaddress.ip_address(host)})
+
+    belief = Belief("198.51.100.12", 6379, 3, False, "poll", 0.0)
+    assert moving_to(None, belief, here, resolve) == "198.51.100.12"
+    assert moving_to(None, replace(belief, host=HERE), here, resolve) is None
+    assert moving_to(None, None, here, resolve) is None
+    assert moving_to(None, replace(belief, host="gone.example"), here, resolve) is None
+    # A failover in flight decides over the belief, either way.
+    failover = Failover(0, "198.51.100.11:26379", 4, "198.51.100.13", 6379, HERE, 6379,
+                        "+selected-slave", 0.0, 180.0)
+    assert moving_to(failover, replace(belief, host=HERE), here, resolve) == "198.51.100.13"
+    assert moving_to(replace(failover, host=HERE), belief, here, resolve) is None
 
 
 def test_what_settles_a_decision_to_do_nothing():
