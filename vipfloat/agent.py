@@ -531,7 +531,7 @@ class VipActor:
         if bound and not live.held:
             live.acquired_at = time.monotonic()
         if not bound:
-            live.conflict_mac = None
+            live.conflict_mac = live.new_holder_mac = None
         live.held = bound
         if changed:
             metrics.transitions.labels(vip.master, verb.value).inc()
@@ -580,6 +580,7 @@ class VipActor:
             if live.conflict_mac:
                 live.conflict_mac, live.conflict_over = None, now
         elif claims:
+            live.new_holder_mac = None
             mac = claims[-1].mac.hex(":")
             if live.conflict_mac != mac:
                 live.conflict_mac, live.conflict_since = mac, time.time()
@@ -590,6 +591,7 @@ class VipActor:
                 if link is not None:
                     agent.announcer.send(vip, link)
         elif live.conflict_mac:
+            live.new_holder_mac = None
             log.info("%s: conflict over: nobody else answers for %s", vip.master, vip.ip)
             # The claims seen so far are that conflict's: once the window widens
             # back to the interval's, they must not start another.
@@ -609,6 +611,8 @@ class VipActor:
         refresh = self.agent.config.agent.announce_refresh
         last = self.agent.announcer.last_round.get(self.vip.master, 0.0)
         if refresh > 0 and time.time() - last >= refresh and self._host is not None:
+            if self._moving_to() is not None:
+                return          # handing over: the new holder announces it now
             link = self._host.link(self.vip.interface)
             if link is not None and link.up:
                 self.agent.announcer.send(self.vip, link)

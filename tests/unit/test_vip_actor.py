@@ -18,7 +18,7 @@ from vipfloat import config as config_mod
 from vipfloat.agent import Agent, Kind, Request, VipActor
 from vipfloat.apply import Event
 from vipfloat.authority import Polled
-from vipfloat.decide import LocalRole, RedisRole
+from vipfloat.decide import LocalRole, RedisRole, Verb
 from vipfloat.errors import LockTimeout
 from vipfloat.lock import VipLock
 from vipfloat.netlink import AddrRow, Link
@@ -467,28 +467,36 @@ class Wire:
         pass
 
 
+def holding_on_a_scripted_wire(agent: Agent, actor: VipActor,
+                               monkeypatch) -> tuple[Wire, list[float]]:
+    """The actor holds its VIP (since 900.0) on a scripted wire, on a clock of
+    the test's (now 1000.0) that only the agent module reads: patching
+    time.monotonic itself would move every thread's."""
+    import vipfloat.agent as agent_mod
+
+    wire = Wire()
+    agent._wires["eth1"] = wire
+    clock = [1000.0]
+    monkeypatch.setattr(agent_mod, "time", SimpleNamespace(monotonic=lambda: clock[0],
+                                                           time=time.time))
+    actor.live.held, actor.live.acquired_at = True, 900.0
+    return wire, clock
+
+
 def test_a_conflict_is_probed_every_second_and_over_soon_after_the_other_host_lets_go(
         setup, cfg, monkeypatch):
     """A slow release elsewhere (a stalled VM) must not read as a long conflict:
     while one lasts, the holder probes every CONFLICT_REPROBE, and it is over
     once two such probes went unanswered, not after two whole intervals (20 s)."""
-    import vipfloat.agent as agent_mod
     from vipfloat.agent import CONFLICT_REPROBE
     from vipfloat.wire import Sighting
 
     agent, actor, kernel = setup
     assert cfg.agent.conflict_probe_interval == 10.0           # the default
-    wire = Wire()
-    agent._wires["eth1"] = wire
+    wire, clock = holding_on_a_scripted_wire(agent, actor, monkeypatch)
     probes: list[float] = []
-    clock = [1000.0]
-    # The agent module's clock only (patching time.monotonic itself would move
-    # every thread's).
-    monkeypatch.setattr(agent_mod, "time", SimpleNamespace(monotonic=lambda: clock[0],
-                                                           time=time.time))
     agent.announcer.send = lambda vip, link, frames=None: probes.append(clock[0]) \
         if frames else None
-    actor.live.held, actor.live.acquired_at = True, 900.0
     other = bytes.fromhex("02000000000c")
 
     wire.claims = [Sighting(999.5, cfg.vips[0].ip, other)]
@@ -526,18 +534,12 @@ def test_the_new_holder_answering_while_the_vip_moves_there_is_no_conflict(
     would pull the clients back to the old master (seen in the Vagrant lab)."""
     import logging
 
-    import vipfloat.agent as agent_mod
     from vipfloat.wire import Sighting
 
     agent, actor, kernel = setup
-    wire = Wire()
-    agent._wires["eth1"] = wire
+    wire, _ = holding_on_a_scripted_wire(agent, actor, monkeypatch)
     sent: list[object] = []
-    clock = [1000.0]
-    monkeypatch.setattr(agent_mod, "time", SimpleNamespace(monotonic=lambda: clock[0],
-                                                           time=time.time))
     agent.announcer.send = lambda vip, link, frames=None: sent.append(frames)
-    actor.live.held, actor.live.acquired_at = True, 900.0
     kernel.add(cfg.vips[0], LINK)
     other = bytes.fromhex("02000000000d")
     wire.claims = [Sighting(999.5, cfg.vips[0].ip, other)]
@@ -557,6 +559,27 @@ def test_the_new_holder_answering_while_the_vip_moves_there_is_no_conflict(
     sentinels_name(agent, HERE, epoch=4)
     actor._probe_for_conflicts()
     assert actor.live.conflict_mac == other.hex(":") and None in sent
+    assert actor.live.new_holder_mac is None
+
+    # A conflict under way, then a failover in flight promotes a replica on
+    # another host (the belief still names this one): the conflict ends, and
+    # nothing is announced any more.
+    from vipfloat.authority import Attempted, NewEpoch, Promoting
+
+    sent.clear()
+    leader = str(cfg.sentinel.addresses[1])
+    for event in (NewEpoch(1, 5, 1000.0), Attempted("mymaster", 1, 1000.0),
+                  Promoting("mymaster", 1, leader, "198.51.100.12", 6379, HERE, 6379,
+                            "+selected-slave", 1000.0)):
+        agent.feed(event)
+    assert agent.claim_for(cfg.vips[0])[2].host == HERE        # the belief: still here
+    assert agent.claim_for(cfg.vips[0])[3].host == "198.51.100.12"
+    actor._probe_for_conflicts()
+    assert actor.live.conflict_mac is None and actor.live.new_holder_mac == other.hex(":")
+    assert [f for f in sent if f is None] == []
+    # Released: nothing of the move is kept.
+    actor._note(Verb.RELEASE, "released", True, False)
+    assert actor.live.new_holder_mac is None
 
 
 def test_where_the_vip_is_moving():

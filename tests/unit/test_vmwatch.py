@@ -93,6 +93,15 @@ def test_a_vip_bound_before_the_watchers_counts_as_held_and_is_no_move():
                     "+5500.0 ms  TWO HOLDERS: node1, node2",
                     "+6000.0 ms  node1: VIP removed here",
                     "+6000.0 ms  one holder again (node2) after 500 ms of two"]
+    # Two holders already when watching began: said, and when one lets go too.
+    timeline, _ = merge(parse_lines([f"90.0 node1 {vmwatch.HELD}\n",
+                                     f"91.0 node2 {vmwatch.HELD}\n",
+                                     "101.0 node1 VIP removed here\n"]), start=100.0)
+    assert [row.strip() for row in timeline][1:] == [
+        "-9000.0 ms  node2: VIP bound here when watching began",
+        "-9000.0 ms  TWO HOLDERS: node1, node2",
+        "+1000.0 ms  node1: VIP removed here",
+        "+1000.0 ms  one holder again (node2) after 10000 ms of two"]
     # Held at the start and never moved: the drill saw no move.
     assert merge(parse_lines([f"90.0 node1 {vmwatch.HELD}\n"]), start=100.0)[1] is False
 
@@ -101,14 +110,18 @@ def test_stamped_lines_put_every_vm_on_the_hosts_clock():
     # node1's clock runs 3 s ahead of the host's, node2's 1 s behind; lines take
     # 5 to 900 ms to arrive. The offset is the largest (printed - arrived).
     lines = parse_lines([
-        "1000.900 1003.000 node1 ready\n",      # 900 ms in transit
-        "1001.005 1004.000 node1 tick\n",       # 5 ms: the best bound
-        "1001.100 1000.000 node2 ready\n",      # 100 ms
-        "1002.020 1001.000 node2 tick\n",       # 20 ms
+        "@1000.900 1003.000 node1 ready\n",      # 900 ms in transit
+        "@1001.005 1004.000 node1 tick\n",       # 5 ms: the best bound
+        "@1001.100 1000.000 node2 ready\n",      # 100 ms
+        "@1002.020 1001.000 node2 tick\n",       # 20 ms
         "1010.0 node3 unstamped\n",
     ])
     assert lines[0] == Line(1003.0, "node1", "ready", 1000.9)
     assert lines[-1] == Line(1010.0, "node3", "unstamped", None)
+    # A node named like a number, a what starting with one: never a stamp.
+    assert parse_lines(["100.0 7 VIP bound here\n", "100.0 node1 5 s later\n",
+                        "@x 1.0 node1 ready\n", "@2.0 1.0 node1\n"]) == [
+        Line(100.0, "7", "VIP bound here"), Line(100.0, "node1", "5 s later")]
     offset = vmwatch.offsets(lines)
     assert set(offset) == {"node1", "node2"}
     assert abs(offset["node1"] - 2.995) < 1e-9 and abs(offset["node2"] - (-1.02)) < 1e-9
@@ -123,15 +136,15 @@ def test_stamp_prefixes_each_line_with_its_arrival():
     times = iter([5.0, 6.25])
     sink = io.StringIO()
     vmwatch.stamp(io.StringIO("1.0 node1 ready\n2.0 node1 tick\n"), sink, clock=lambda: next(times))
-    assert sink.getvalue() == "5.000000 1.0 node1 ready\n6.250000 2.0 node1 tick\n"
+    assert sink.getvalue() == "@5.000000 1.0 node1 ready\n@6.250000 2.0 node1 tick\n"
     assert [x.arrived for x in parse_lines(sink.getvalue().splitlines())] == [5.0, 6.25]
 
 
 def test_merge_puts_the_start_on_its_nodes_clock(tmp_path, capsys):
     # node1 is 2 s ahead: its break at 102.0 (its clock) is 100.0 on the host's,
     # and node2's bind at 101.5 (host clock, offset 0) comes 1500 ms after it.
-    (tmp_path / "node1.log").write_text("101.0 103.0 node1 tick\n102.0 node1 DRILL: kill\n")
-    (tmp_path / "node2.log").write_text("101.0 101.0 node2 tick\n101.5 node2 VIP bound here\n")
+    (tmp_path / "node1.log").write_text("@101.0 103.0 node1 tick\n102.0 node1 DRILL: kill\n")
+    (tmp_path / "node2.log").write_text("@101.0 101.0 node2 tick\n101.5 node2 VIP bound here\n")
     files = [str(tmp_path / "node1.log"), str(tmp_path / "node2.log")]
     assert vmwatch.main(["merge", "--start", "102.0", "--start-node", "node1", *files]) == 0
     out = capsys.readouterr().out

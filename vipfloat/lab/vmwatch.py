@@ -95,21 +95,23 @@ class Line(NamedTuple):
 
 
 def parse_lines(lines: Iterable[str]) -> list[Line]:
-    """Pure: ``<time> <node> <what>``, or the same after ``stamp``'s arrival time."""
+    """Pure: ``<time> <node> <what>``, optionally after ``stamp``'s ``@<arrival> ``."""
     out = []
     for raw in lines:
-        parts = raw.rstrip("\n").split(" ", 3)
-        try:
-            arrived: float | None = float(parts[0])
-            t = float(parts[1])
-            node, what = parts[2], parts[3]
-        except (ValueError, IndexError):
-            parts = raw.rstrip("\n").split(" ", 2)
+        text, arrived = raw.rstrip("\n"), None
+        if text.startswith("@"):
+            stamp_text, _, text = text[1:].partition(" ")
             try:
-                arrived, t, node, what = None, float(parts[0]), parts[1], parts[2]
-            except (ValueError, IndexError):
+                arrived = float(stamp_text)
+            except ValueError:
                 continue
-        out.append(Line(t, node, what, arrived))
+        parts = text.split(" ", 2)
+        if len(parts) != 3:
+            continue
+        try:
+            out.append(Line(float(parts[0]), parts[1], parts[2], arrived))
+        except ValueError:
+            continue
     return out
 
 
@@ -146,13 +148,11 @@ def merge(lines: list[Line], start: float) -> tuple[list[str], bool]:
         after = line.t >= start
         if line.what.startswith("sentinel: "):
             saw = saw or after
-        if line.what == HELD:
-            holders.add(line.node)      # bound before anyone watched: no move
-            continue
-        if line.what in (BOUND, REMOVED):
-            saw = saw or after
+        if line.what in (BOUND, REMOVED, HELD):
+            # HELD: bound before anyone watched, which is no move.
+            saw = saw or (after and line.what != HELD)
             before = len(holders)
-            (holders.add if line.what == BOUND else holders.discard)(line.node)
+            (holders.discard if line.what == REMOVED else holders.add)(line.node)
             if len(holders) > 1:
                 if two_since is None:
                     two_since = line.t
@@ -290,7 +290,7 @@ def watch(args: argparse.Namespace) -> int:
 def stamp(source: IO[str], sink: IO[str], clock: Callable[[], float] = time.time) -> None:
     """Each line read, prefixed with when it was read (run on the host)."""
     for raw in source:
-        sink.write(f"{clock():.6f} {raw}")
+        sink.write(f"@{clock():.6f} {raw}")
         sink.flush()
 
 
