@@ -24,6 +24,9 @@ def test_the_agents_decisions_conflicts_and_quorum_are_kept_and_the_rest_dropped
     assert agent_event("mymaster: conflict over: nobody else answers for 198.51.100.250") \
         == "agent: mymaster: conflict over: nobody else answers for 198.51.100.250"
     assert agent_event("QUORUM LOST: 1 of 3 Sentinels reachable").startswith("agent: QUORUM")
+    handover = ("mymaster: 52:54:00:06:26:e3 answers for 198.51.100.250: the new holder, as "
+                "the move to 198.51.100.11 expects; not announcing again")
+    assert agent_event(handover) == f"agent: {handover}"
     assert agent_event("sentinel 198.51.100.11:26379: +sdown master mymaster") is None
     assert agent_event(DECISION.replace("action=release", "action=nothing")) is None
 

@@ -46,7 +46,8 @@ READY, TICK = "ready", "tick"
 BOUND, REMOVED = "VIP bound here", "VIP removed here"
 HELD = "VIP bound here when watching began"
 # The agent's journal lines worth a place in the timeline.
-AGENT_LINE = re.compile(r"action=(acquire|release|announce)\b|CONFLICT|conflict over|QUORUM")
+AGENT_LINE = re.compile(r"action=(acquire|release|announce)\b|CONFLICT|conflict over|QUORUM"
+                        r"|: the new holder, as the move")
 REASON = re.compile(r'reason="((?:[^"\\]|\\.)*)"')
 
 
