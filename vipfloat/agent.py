@@ -40,7 +40,8 @@ from . import authority
 from .authority import (Aborted, Attempted, Authority, AuthorityEvent, Belief, Checked,
                         EarlyBound, Failover, Heard, Hinted, NewEpoch, Polled, Promoting,
                         Started, Trust, Unsubscribed)
-from .config import PRE_RELEASE_BUDGET, Config, Endpoint, IPAddress, VipConfig, hostport
+from .config import (PRE_RELEASE_BUDGET, AgentConfig, Config, Endpoint, IPAddress, VipConfig,
+                     hostport)
 from .decide import (Action, Binding, Claim, InFlight, Quorum, Snapshot, Verb, VipView,
                      bound_after, candidate_local_addresses, decide, is_new_master_here)
 from .errors import (ConfigError, LockTimeout, PermanentError, ResolveError, TransientError,
@@ -57,7 +58,7 @@ from .statedir import ensure as ensure_state_dir
 from .sentinel import Poller
 from .subscribe import (ABORT_EVENTS, ATTEMPT_EVENT, EPOCH_EVENT, PROMOTION_EVENTS,
                         SentinelEvent, Subscriber)
-from .wire import WireWatcher
+from .wire import Sighting, WireWatcher
 
 if TYPE_CHECKING:
     from .crash import CrashView
@@ -107,6 +108,27 @@ SIGHTING_SLACK = 0.5
 # ticks: so whatever the inputs below miss (a name that now resolves elsewhere)
 # is still caught.
 FULL_RECONCILE_EVERY = 15
+# The shortest wait for chores: a chore that could not run (no link to probe
+# from, none to announce on) is due again at once, and must not spin the actor.
+MIN_WAIT = 1.0
+
+
+def chores_due_in(live: VipLive, cfg: AgentConfig, last_round: float, now: float,
+                  wall: float) -> float:
+    """Pure: seconds until a VIP's next chore, at least MIN_WAIT and at most
+    STALL_LIMIT / 3: its conflict probe (every conflict_probe_interval, from
+    CONFLICT_SETTLE after it was acquired) and its re-announcement (every
+    announce_refresh after the last round, a wall-clock time). A VIP not held
+    has none."""
+    due = STALL_LIMIT / 3
+    if not live.held:
+        return due
+    if cfg.conflict_probe_interval > 0:
+        due = min(due, max(live.last_probe + cfg.conflict_probe_interval,
+                           live.acquired_at + CONFLICT_SETTLE) - now)
+    if cfg.announce_refresh > 0:
+        due = min(due, last_round + cfg.announce_refresh - wall)
+    return max(MIN_WAIT, due)
 
 
 def settles(view: VipView, claim: Claim) -> bool:
@@ -180,6 +202,7 @@ class Kind(StrEnum):
     HOOK = "hook"             # Sentinel's script, handed over on the socket
     FAILOVER = "failover"     # a failover leader's promotion step: follow it
     RELEASE = "release"       # the agent stops with release_on_stop
+    CHORES = "chores"         # another MAC claimed a VIP held here: probe and judge now
     STOP = "stop"             # the actor's thread ends
 
 
@@ -241,10 +264,10 @@ class VipActor:
         # use and reopened after a failure; or one lent by the caller (a test's).
         self._host: NetlinkHost | None = host
         self._own_host = host is None
-        # Conflict probes and refreshes run between requests: wake for them no more
-        # often than they are due (an idle agent should cost next to nothing).
-        probe = agent.config.agent.conflict_probe_interval
-        self._idle = min(probe if probe > 0 else 5.0, 5.0) / 2
+        # Conflict probes and refreshes run between requests, when they are due
+        # (_wait), or at once when the wire shows another MAC claiming the VIP
+        # (nudge): an idle agent should cost next to nothing.
+        self._nudged = 0.0                # when the last CHORES request was queued
         self._thread = threading.Thread(target=self._run, name=f"vip-{vip.master}", daemon=True)
         self._script_thread = threading.Thread(target=self._run_scripts,
                                                name=f"scripts-{vip.master}", daemon=True)
@@ -256,6 +279,14 @@ class VipActor:
 
     def submit(self, request: Request) -> None:
         self.inbox.put(request)
+
+    def nudge(self, now: float) -> None:
+        """Another MAC claims this VIP (the wire watcher's thread): judge it now
+        rather than at the next probe, at most every CONFLICT_REPROBE / 2 (a host
+        flooding claims must not keep the actor busy)."""
+        if self.live.held and now - self._nudged >= CONFLICT_REPROBE / 2:
+            self._nudged = now
+            self.inbox.put(Request(Kind.CHORES))
 
     def stop(self) -> None:
         self._stop.set()
@@ -278,6 +309,9 @@ class VipActor:
                 continue
             if request.kind is Kind.STOP:
                 break
+            if request.kind is Kind.CHORES:
+                self._chores()
+                continue
             # Timer reconciles pile up behind a slow action: one is enough.
             if request.kind is Kind.PERIODIC:
                 while True:
@@ -300,13 +334,17 @@ class VipActor:
             self._host.close()
 
     def _wait(self) -> float:
-        """How long to wait for a request before the chores: a conflict is probed
-        every CONFLICT_REPROBE; a VIP held here when its probe or refresh may be
-        due; one not held has no chores, and wakes only to show the watchdog it
-        is alive (64 actors waking every 2.5 s for nothing cost an idle agent)."""
+        """How long to wait for a request before the chores: until the next probe
+        or refresh of a VIP held here is due; CONFLICT_REPROBE / 2 while a
+        conflict lasts. Never longer than STALL_LIMIT / 3, to show the watchdog
+        the actor is alive (64 actors waking every 1-2.5 s for chores not yet due
+        were a third of an idle agent's CPU). A claim by another MAC seen on the
+        wire does not wait for this: it nudges the actor."""
         if self.live.conflict_mac is not None:
-            return min(self._idle, CONFLICT_REPROBE / 2)
-        return self._idle if self.live.held else max(self._idle, STALL_LIMIT / 3)
+            return CONFLICT_REPROBE / 2
+        return chores_due_in(self.live, self.agent.config.agent,
+                             self.agent.announcer.last_round.get(self.vip.master, 0.0),
+                             time.monotonic(), time.time())
 
     def handle(self, request: Request) -> Snapshot | None:
         """One request: gather the snapshot (the claim, the kernel's binding, the
@@ -783,12 +821,20 @@ class Agent:
                     # Only the VIPs on this interface: other hosts' ARP costs a
                     # comparison of bytes per frame, and is never stored.
                     self._wires[ifname] = WireWatcher(ifname, link.mac, vips=frozenset(
-                        v.ip for v in self.config.vips if v.interface == ifname))
+                        v.ip for v in self.config.vips if v.interface == ifname),
+                        on_claim=self.on_claim)
             except (OSError, VipfloatError) as exc:
                 log.warning("cannot watch %s for announcements: %s", ifname, exc)
         return self._wires.get(ifname)
 
     # --- inputs ------------------------------------------------------------------------
+    def on_claim(self, sighting: Sighting) -> None:
+        """Another MAC claims one of our VIPs (the wire watcher's thread): the
+        actor holding it judges that now, not at its next probe."""
+        for actor in self.actors.values():
+            if actor.vip.ip == sighting.ip:
+                actor.nudge(sighting.t)
+
     def on_event(self, endpoint: Endpoint, event: SentinelEvent) -> None:
         now = time.monotonic()
         log.info("sentinel %s: %s %s", endpoint, event.channel, event.data)

@@ -24,6 +24,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Callable
 
 from .announce import ETH_P_ARP, ETH_P_IPV6
 from .config import IPAddress
@@ -105,8 +106,10 @@ class SightingLog:
     LIMIT = 256   # claims kept at most; the oldest go first
 
     def __init__(self, own_mac: bytes, vips: frozenset[IPAddress], keep: float = KEEP,
-                 limit: int = LIMIT) -> None:
+                 limit: int = LIMIT,
+                 on_claim: Callable[[Sighting], None] = lambda claim: None) -> None:
         self.own_mac = own_mac
+        self.on_claim = on_claim   # told of each claim kept, outside the lock
         self.keep = keep
         self._claims: deque[Sighting] = deque(maxlen=limit)
         self._cond = threading.Condition()
@@ -133,6 +136,7 @@ class SightingLog:
                 self._claims.popleft()
             self._claims.append(claim)
             self._cond.notify_all()
+        self.on_claim(claim)
         return claim
 
     def __len__(self) -> int:
@@ -169,10 +173,11 @@ class WireWatcher:
 
     KEEP = SightingLog.KEEP
 
-    def __init__(self, ifname: str, own_mac: bytes, *, vips: frozenset[IPAddress]) -> None:
+    def __init__(self, ifname: str, own_mac: bytes, *, vips: frozenset[IPAddress],
+                 on_claim: Callable[[Sighting], None] = lambda claim: None) -> None:
         self.ifname = ifname
         self.own_mac = own_mac
-        self.history = SightingLog(own_mac, vips)
+        self.history = SightingLog(own_mac, vips, on_claim=on_claim)
         self._stop = threading.Event()
         self._arp = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
         self._arp.bind((ifname, 0))

@@ -683,6 +683,71 @@ def test_an_actor_waits_for_its_chores_only_when_it_has_some(setup, cfg):
     agent, actor, kernel = setup
     assert actor._wait() == STALL_LIMIT / 3                 # not held: no chores
     actor.live.held = True
-    assert actor._wait() == cfg.agent.conflict_probe_interval / 4   # probes due
+    actor.live.last_probe = time.monotonic()
+    # Held: the next probe is due a whole interval after the last one, not sooner.
+    assert cfg.agent.conflict_probe_interval - 0.5 < actor._wait() \
+        <= cfg.agent.conflict_probe_interval
     actor.live.conflict_mac = "02:00:00:00:00:0c"
     assert actor._wait() == CONFLICT_REPROBE / 2
+
+
+def test_when_the_next_chore_is_due():
+    from vipfloat.agent import CONFLICT_SETTLE, MIN_WAIT, STALL_LIMIT, VipLive, chores_due_in
+    from vipfloat.config import AgentConfig
+
+    cfg = AgentConfig(conflict_probe_interval=10.0, announce_refresh=0.0)
+    live = VipLive(held=False, last_probe=0.0, acquired_at=0.0)
+    assert chores_due_in(live, cfg, 0.0, 100.0, 5000.0) == STALL_LIMIT / 3
+    live.held = True
+    live.last_probe = 95.0
+    assert chores_due_in(live, cfg, 0.0, 100.0, 5000.0) == 5.0
+    # Not probed before CONFLICT_SETTLE after the VIP was acquired.
+    live.acquired_at = 100.0 - CONFLICT_SETTLE + 1.0
+    live.last_probe = 0.0
+    assert chores_due_in(live, cfg, 0.0, 100.0, 5000.0) == 1.0
+    live.acquired_at = 0.0
+    # Overdue, or a probe that could not run: at least MIN_WAIT, never a spin.
+    assert chores_due_in(live, cfg, 0.0, 100.0, 5000.0) == MIN_WAIT
+    # Probes off: at most STALL_LIMIT / 3 all the same.
+    off = AgentConfig(conflict_probe_interval=0.0, announce_refresh=0.0)
+    assert chores_due_in(live, off, 0.0, 100.0, 5000.0) == STALL_LIMIT / 3
+    # A refresh due before the probe: the refresh's wall-clock time counts.
+    both = AgentConfig(conflict_probe_interval=10.0, announce_refresh=3.0)
+    live.last_probe = 99.0
+    assert chores_due_in(live, both, 4998.5, 100.0, 5000.0) == 1.5
+    assert chores_due_in(live, both, 4990.0, 100.0, 5000.0) == MIN_WAIT
+    assert chores_due_in(live, both, 5000.0, 100.0, 5000.0) == 3.0
+
+
+def test_a_claim_on_the_wire_nudges_the_actor_holding_that_vip_at_once(setup, cfg):
+    """The wire watcher tells the agent of another MAC's claim: the actor that
+    holds the VIP runs its chores now (a CHORES request), not at its next probe,
+    and a flood of claims queues one such request per CONFLICT_REPROBE / 2."""
+    from vipfloat.agent import CONFLICT_REPROBE
+    from vipfloat.wire import Sighting
+
+    agent, actor, kernel = setup
+    other = bytes.fromhex("02000000000c")
+    agent.on_claim(Sighting(1000.0, cfg.vips[0].ip, other))
+    assert actor.inbox.empty()                          # not held here: nothing to judge
+    actor.live.held = True
+    agent.on_claim(Sighting(1000.0, ipaddress.ip_address("198.51.100.99"), other))
+    assert actor.inbox.empty()                          # another address
+    agent.on_claim(Sighting(1000.0, cfg.vips[0].ip, other))
+    assert [r.kind for r in actor.inbox.queue] == [Kind.CHORES]
+    for t in (1000.1, 1000.2, 1000.0 + CONFLICT_REPROBE / 2 - 0.01):
+        agent.on_claim(Sighting(t, cfg.vips[0].ip, other))
+    assert len(actor.inbox.queue) == 1
+    agent.on_claim(Sighting(1000.0 + CONFLICT_REPROBE / 2, cfg.vips[0].ip, other))
+    assert len(actor.inbox.queue) == 2
+
+
+def test_a_chores_request_runs_the_chores_and_nothing_else(setup, cfg):
+    agent, actor, kernel = setup
+    ran: list[str] = []
+    actor._chores = lambda: ran.append("chores")
+    actor.handle = lambda request: ran.append("handle")
+    actor.inbox.put(Request(Kind.CHORES))
+    actor.inbox.put(Request(Kind.STOP))
+    actor._run()
+    assert ran == ["chores"]
