@@ -4,13 +4,14 @@ Threads and what they own:
   main        polls every Sentinel (SENTINEL MASTER) each `reconcile_interval`, or
               at once when poked; folds the answers into each master's belief and
               the quorum tracker; asks every VIP's actor to reconcile.
-  subscriber  one per Sentinel: +promoted-slave / +switch-master become hints that
+  subscriptions  one for every Sentinel: +promoted-slave / +switch-master become hints that
               go straight to the VIP's actor (the fast path); a failover leader's
               promotion steps start the actor following the failover (the early
               bind, the old holder's write hold); other events poke.
   actor       one per VIP, the only thread that acts on it: decide + apply under
               the VIP's flock lock (shared with a direct-path hook), probes for
-              conflicts, refreshes announcements.
+              conflicts (when due, or when the wire shows a claim), refreshes
+              announcements.
   socket      the hook's fast path and `vipfloat status`'s live view.
   wire        one per interface: who else claims our VIPs (ARP, NA).
 Signals: SIGTERM/SIGINT stop (VIPs stay, unless release_on_stop), SIGHUP reloads.
@@ -57,7 +58,7 @@ from .sdnotify import notify, watchdog_interval
 from .statedir import ensure as ensure_state_dir
 from .sentinel import Poller
 from .subscribe import (ABORT_EVENTS, ATTEMPT_EVENT, EPOCH_EVENT, PROMOTION_EVENTS,
-                        SentinelEvent, Subscriber)
+                        Link, SentinelEvent, Subscriptions)
 from .wire import Sighting, WireWatcher
 
 if TYPE_CHECKING:
@@ -694,7 +695,8 @@ class Agent:
         self._wires: dict[str, WireWatcher] = {}
         self.actors: dict[str, VipActor] = {}
         self.crash_watchers: list[CrashWatcher] = []
-        self.subscribers: list[Subscriber] = []
+        self.subscriptions: Subscriptions | None = None
+        self.subscribers: list[Link] = []          # one per Sentinel, for the watchdog
         self.poller: Poller | None = None
         self.server: AgentSocket | None = None
         self.netwatch: NetWatcher | None = None
@@ -1079,11 +1081,10 @@ class Agent:
         # longer than the tracker's window on a slow host, and must not read as a
         # quorum loss before the first Sentinel could even answer.
         self.feed(Started(time.monotonic()))
-        for endpoint in cfg.sentinel.addresses:
-            sub = Subscriber(endpoint, cfg.sentinel, self.on_event, self.on_link,
-                             on_contact=self.on_contact)
-            self.subscribers.append(sub)
-            sub.start()
+        self.subscriptions = Subscriptions(cfg.sentinel, self.on_event, self.on_link,
+                                           on_contact=self.on_contact)
+        self.subscribers = self.subscriptions.links
+        self.subscriptions.start()
         # A VIP removed behind our back, or a link that bounced: reconcile now. Started
         # before the actors, whose first read seeds the cache this keeps current.
         self.netwatch = NetWatcher({str(v.ip) for v in cfg.vips}, self.kernel_changed,
@@ -1108,10 +1109,8 @@ class Agent:
             watcher.stop()
         if self.server:
             self.server.close()
-        for sub in self.subscribers:
-            sub.request_stop()          # all at once: each may be mid-reconnect
-        for sub in self.subscribers:
-            sub.stop()
+        if self.subscriptions is not None:
+            self.subscriptions.stop()
         log.debug("subscribers stopped after %.2f s", time.monotonic() - t0)
         if release:
             for actor in self.actors.values():

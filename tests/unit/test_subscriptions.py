@@ -1,0 +1,341 @@
+"""Following every Sentinel's pub/sub in one thread (subscribe.Subscriptions),
+against loopback servers that act as Sentinels do, and as broken or hostile
+ones do; and the bounded RESP decoder under it (vipfloat.resp). No root."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Callable
+
+import pytest
+
+from vipfloat import resp
+from vipfloat.config import Endpoint, Secret, SentinelConfig
+from vipfloat.resp import Decoder, ErrorReply, ProtocolError, decode, encode
+from vipfloat.subscribe import (BACKOFF_MAX, CHANNELS, SentinelEvent, Subscriptions, backoff,
+                                hello)
+
+from .resp_replay import _commands
+
+# --- vipfloat.resp ----------------------------------------------------------------------
+
+
+def test_a_command_is_an_array_of_bulk_strings():
+    assert encode("PING") == b"*1\r\n$4\r\nPING\r\n"
+    assert encode("AUTH", "é", b"\x00") == b"*3\r\n$4\r\nAUTH\r\n$2\r\n\xc3\xa9\r\n$1\r\n\x00\r\n"
+
+
+STREAM = (b"+OK\r\n-WRONGPASS invalid\r\n:42\r\n:-7\r\n$-1\r\n*-1\r\n$0\r\n\r\n"
+          b"*3\r\n$7\r\nmessage\r\n$14\r\n+switch-master\r\n$5\r\na\xffb c\r\n"
+          b"*2\r\n*1\r\n:1\r\n$2\r\nhi\r\n")
+REPLIES = ["OK", ErrorReply("WRONGPASS invalid"), 42, -7, None, None, "",
+           ["message", "+switch-master", "a\ufffdb c"], [[1], "hi"]]
+
+
+def test_every_reply_type_a_subscription_meets_decodes():
+    assert Decoder().feed(STREAM) == REPLIES
+
+
+def test_replies_split_anywhere_decode_the_same():
+    """However the stream is cut into reads, the replies are the same, each
+    given out once it is complete and not before."""
+    for cut in range(1, len(STREAM)):
+        d = Decoder()
+        assert d.feed(STREAM[:cut]) + d.feed(STREAM[cut:]) == REPLIES
+    d = Decoder()
+    got = []
+    for i in range(len(STREAM)):
+        got += d.feed(STREAM[i:i + 1])
+    assert got == REPLIES and len(d) == 0
+
+
+def test_an_incomplete_reply_is_none_and_keeps_its_bytes():
+    assert decode(b"$5\r\nab") is None
+    assert decode(b"*3\r\n$1\r\na\r\n") is None
+    assert decode(b":12") is None
+    d = Decoder()
+    assert d.feed(b"*2\r\n$1\r\na\r\n") == [] and len(d) == 11
+    assert d.feed(b"$1\r\nb\r\n+x") == [["a", "b"]] and len(d) == 2
+
+
+@pytest.mark.parametrize("data, why", [
+    (b"*%d\r\n" % (resp.MAX_ELEMENTS + 1), "array of 9 over the cap"),
+    (b"*1000000000\r\n", "over the cap"),
+    # Refused on the header alone, before any of its body has come.
+    (b"$%d\r\n" % (resp.MAX_BULK + 1), "bulk string of 65537 over the cap"),
+    (b"+" + b"x" * resp.MAX_LINE, "a line longer than"),
+    (b"*1\r\n*1\r\n*1\r\n:1\r\n", "nested deeper"),
+    (b":12a\r\n", "bad integer"),
+    (b":" + b"9" * 20 + b"\r\n", "bad integer"),
+    (b"$-2\r\n", "bad bulk string length"),
+    (b"*x\r\n", "bad array length"),
+    (b"$3\r\nabcd\r\n", "not ended by CRLF"),
+    (b"%1\r\n", "unknown reply type"),
+    (b"\r\n", "unknown reply type"),
+])
+def test_anything_but_resp2_within_the_caps_is_refused(data, why):
+    with pytest.raises(ProtocolError, match=why):
+        Decoder().feed(data)
+
+
+def test_a_line_just_under_the_cap_is_taken():
+    line = b"+" + b"x" * (resp.MAX_LINE - 3) + b"\r\n"
+    assert Decoder().feed(line) == ["x" * (resp.MAX_LINE - 3)]
+    assert Decoder().feed(b"$%d\r\n" % resp.MAX_BULK + b"y" * resp.MAX_BULK + b"\r\n") \
+        == ["y" * resp.MAX_BULK]
+    assert decode(b"*2\r\n*1\r\n:1\r\n:2\r\n") == ([[1], 2], 16)
+
+
+# --- the subscriptions' policy ----------------------------------------------------------
+
+
+def test_back_off_doubles_from_a_tenth_of_a_second_to_two():
+    assert [backoff(n) for n in range(1, 8)] == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
+    assert backoff(10_000) == BACKOFF_MAX
+
+
+def test_a_connection_authenticates_before_it_subscribes():
+    eps = (Endpoint("198.51.100.11", 26379),)
+    assert hello(SentinelConfig(eps)) == encode("SUBSCRIBE", *CHANNELS)
+    assert hello(SentinelConfig(eps, password=Secret("s3cret"))) \
+        == encode("AUTH", "s3cret") + encode("SUBSCRIBE", *CHANNELS)
+    assert hello(SentinelConfig(eps, username="vf", password=Secret("s3cret"))) \
+        == encode("AUTH", "vf", "s3cret") + encode("SUBSCRIBE", *CHANNELS)
+
+
+# --- against loopback Sentinels ---------------------------------------------------------
+
+
+class FakeSentinel:
+    """A loopback server speaking as much of Sentinel's pub/sub as the agent
+    uses. ``mode``: "ok"; "silent" (reads, never answers); "refuse" (an error
+    to AUTH); "garbage" (answers SUBSCRIBE with something that is not RESP).
+    Every command received is kept, per connection."""
+
+    def __init__(self, mode: str = "ok", password: str | None = None) -> None:
+        self.mode = mode
+        self.password = password
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self.commands: list[list[tuple[str, ...]]] = []
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint("127.0.0.1", self.port)
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            got: list[tuple[str, ...]] = []
+            self.commands.append(got)
+            threading.Thread(target=self._serve, args=(conn, got), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, got: list[tuple[str, ...]]) -> None:
+        buf = b""
+        while True:
+            try:
+                data = conn.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            cmds, buf = _commands(buf + data)
+            for cmd in cmds:
+                got.append(cmd)
+                if self.mode == "silent":
+                    continue
+                try:
+                    conn.sendall(self._answer(cmd))
+                except OSError:
+                    return
+
+    def _answer(self, cmd: tuple[str, ...]) -> bytes:
+        name = cmd[0].upper()
+        if name == "AUTH":
+            if self.mode == "refuse" or cmd[-1] != self.password:
+                return b"-WRONGPASS invalid username-password pair\r\n"
+            return b"+OK\r\n"
+        if name == "SUBSCRIBE":
+            if self.mode == "garbage":
+                return b"%%%% not resp\r\n"
+            return b"".join(b"*3\r\n$9\r\nsubscribe\r\n$%d\r\n%s\r\n:%d\r\n"
+                            % (len(ch), ch.encode(), i) for i, ch in enumerate(cmd[1:], 1))
+        if name == "PING":
+            return b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"
+        return b"-ERR unknown command\r\n"
+
+    def publish(self, channel: str, payload: str) -> None:
+        msg = encode("message", channel, payload)
+        for conn in list(self.conns):
+            try:
+                conn.sendall(msg)
+            except OSError:
+                pass
+
+    def drop_connections(self) -> None:
+        for conn in self.conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+        self.conns = []
+
+    def close(self) -> None:
+        self.closed = True
+        try:
+            # Wakes the blocked accept() and stops listening (close() alone does
+            # neither while accept() holds the socket): connections refused.
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
+        self.drop_connections()
+
+
+class Record:
+    def __init__(self) -> None:
+        self.events: list[tuple[Endpoint, SentinelEvent]] = []
+        self.links: list[tuple[Endpoint, bool]] = []
+        self.contacts: list[tuple[Endpoint, float]] = []
+
+    def heard_from(self, ep: Endpoint, since: float = 0.0) -> int:
+        return sum(1 for e, t in self.contacts if e == ep and t >= since)
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def follow():
+    """follow(servers, password=..., dead_after=...) -> (Subscriptions, Record),
+    started; everything stopped and closed afterwards."""
+    made: list[tuple[Subscriptions, list[FakeSentinel]]] = []
+
+    def start(servers: list[FakeSentinel], dead_after: float = 3.0,
+              password: str | None = None) -> tuple[Subscriptions, Record]:
+        rec = Record()
+        cfg = SentinelConfig(tuple(s.endpoint for s in servers), timeout=0.5,
+                             password=Secret(password) if password else None)
+        subs = Subscriptions(cfg, lambda ep, ev: rec.events.append((ep, ev)),
+                             lambda ep, up: rec.links.append((ep, up)), ping_interval=0.05,
+                             on_contact=lambda ep: rec.contacts.append((ep, time.monotonic())),
+                             dead_after=dead_after)
+        made.append((subs, servers))
+        subs.start()
+        return subs, rec
+
+    yield start
+    for subs, servers in made:
+        subs.stop()
+        for server in servers:
+            server.close()
+
+
+def test_every_sentinel_is_subscribed_to_on_one_thread_and_its_events_come_through(follow):
+    a, b = FakeSentinel(), FakeSentinel()
+    subs, rec = follow([a, b])
+    wait_for(lambda: all(link.alive for link in subs.links))
+    assert set(rec.links) == {(a.endpoint, True), (b.endpoint, True)} and len(rec.links) == 2
+    assert a.commands[0][0] == ("SUBSCRIBE", *CHANNELS)
+    a.publish("+switch-master", "mymaster 198.51.100.11 6379 198.51.100.12 6379")
+    a.publish("+sdown", "master mymaster 198.51.100.11 6379")
+    a.publish("+nonsense", "ignored")
+    wait_for(lambda: len(rec.events) == 2)
+    assert [(ep, ev.channel, ev.master, ev.new_host) for ep, ev in rec.events] == [
+        (a.endpoint, "+switch-master", "mymaster", "198.51.100.12"),
+        (a.endpoint, "+sdown", "mymaster", None)]
+    # Pings through each subscription, answered: contact with each, all the time.
+    t = time.monotonic()
+    wait_for(lambda: rec.heard_from(a.endpoint, t) >= 3 and rec.heard_from(b.endpoint, t) >= 3)
+    assert all(cmd == ("PING",) for cmd in a.commands[0][1:])
+    assert [t.name for t in threading.enumerate()].count("subscriptions") == 1
+
+
+def test_a_password_is_sent_first_and_a_refusal_is_no_subscription(follow):
+    good, bad = FakeSentinel(password="s3cret"), FakeSentinel(mode="refuse")
+    subs, rec = follow([good, bad], password="s3cret")
+    wait_for(lambda: subs.links[0].alive)
+    assert good.commands[0][:2] == [("AUTH", "s3cret"), ("SUBSCRIBE", *CHANNELS)]
+    # The refusing one: tried again with back-off, never up, no contact counted.
+    wait_for(lambda: len(bad.commands) >= 3)
+    assert not subs.links[1].alive and (bad.endpoint, True) not in rec.links
+    assert rec.heard_from(bad.endpoint) == 0
+
+
+def test_a_silent_sentinel_is_dropped_and_does_not_hold_up_the_others(follow):
+    ok, silent = FakeSentinel(), FakeSentinel(mode="silent")
+    subs, rec = follow([ok, silent], dead_after=0.4)
+    wait_for(lambda: subs.links[0].alive)
+    t = time.monotonic()
+    # The silent one is connected to, given up on after dead_after, and tried again...
+    wait_for(lambda: len(silent.commands) >= 2)
+    assert silent.commands[0][0] == ("SUBSCRIBE", *CHANNELS)
+    assert not subs.links[1].alive
+    # ...while the other's pongs came all along, every ping interval.
+    heard = rec.heard_from(ok.endpoint, t)
+    assert heard >= (time.monotonic() - t) / 0.05 * 0.5
+    assert subs.links[0].alive
+
+
+def test_a_sentinel_that_answers_garbage_is_dropped(follow):
+    server = FakeSentinel(mode="garbage")
+    subs, rec = follow([server])
+    wait_for(lambda: len(server.commands) >= 2)     # reconnected after the garbage
+    assert not subs.links[0].alive and rec.links == []
+
+
+def test_an_oversized_message_drops_the_subscription_and_it_comes_back(follow):
+    server = FakeSentinel()
+    subs, rec = follow([server])
+    wait_for(lambda: subs.links[0].alive)
+    server.publish("+switch-master", "x" * (resp.MAX_BULK + 1))
+    wait_for(lambda: (server.endpoint, False) in rec.links)
+    wait_for(lambda: subs.links[0].alive)
+    assert rec.links == [(server.endpoint, True), (server.endpoint, False),
+                         (server.endpoint, True)]
+    assert rec.events == []
+
+
+def test_a_sentinel_restarting_is_down_then_up_again(follow):
+    server = FakeSentinel()
+    subs, rec = follow([server])
+    wait_for(lambda: subs.links[0].alive)
+    server.drop_connections()
+    wait_for(lambda: rec.links[-1:] == [(server.endpoint, True)] and len(rec.links) == 3)
+    assert len(server.commands) == 2
+
+
+def test_an_unreachable_sentinel_is_retried_with_back_off_and_never_up(follow):
+    ok = FakeSentinel()
+    gone = FakeSentinel()
+    gone.close()                                      # connection refused from now on
+    subs, rec = follow([ok, gone])
+    wait_for(lambda: subs.links[0].alive)
+    wait_for(lambda: subs.links[1].failures >= 3)
+    assert not subs.links[1].alive
+    assert (gone.endpoint, True) not in rec.links
+
+
+def test_stop_is_prompt_and_reports_every_subscription_down(follow):
+    a, b = FakeSentinel(), FakeSentinel()
+    subs, rec = follow([a, b])
+    wait_for(lambda: all(link.alive for link in subs.links))
+    t = time.monotonic()
+    subs.stop()
+    assert time.monotonic() - t < 1.0
+    assert not any(link.alive for link in subs.links)
+    assert all(link.sock is None for link in subs.links)
+    assert set(rec.links[-2:]) == {(a.endpoint, False), (b.endpoint, False)}
