@@ -156,28 +156,24 @@ def commands_per_second(cluster: RedisLab, seconds: float) -> float:
 
 def poll_ms(cluster: RedisLab, node: str, reps: int = 20) -> float | None:
     """One reconcile poll as the agent on ``node`` makes it (vipfloat.sentinel's
-    SentinelClient, pipelined; the agent asks the Sentinels in parallel, so a
-    poll takes as long as the slowest one): median over ``reps``."""
+    Poller: every Sentinel asked at once from one thread, pipelined): median
+    over ``reps``."""
     from vipfloat.config import Endpoint, SentinelConfig
-    from vipfloat.sentinel import SentinelClient
+    from vipfloat.sentinel import Poller
 
     names = [m.name for m in cluster.cluster.all_masters()]
     eps = tuple(Endpoint(cluster.lab.hosts[n].ip, cluster.cluster.sentinel_port)
                 for n in cluster.nodes)
     times = []
     with cluster.lab.inside(node):
-        clients = [SentinelClient(ep, SentinelConfig(addresses=eps, timeout=2.0)) for ep in eps]
+        poller = Poller(SentinelConfig(addresses=eps, timeout=2.0))
         try:
             for _ in range(reps):
-                each = []
-                for client in clients:
-                    start = time.perf_counter()
-                    client.ask(names)
-                    each.append(time.perf_counter() - start)
-                times.append(max(each))
+                start = time.perf_counter()
+                poller.poll(names)
+                times.append(time.perf_counter() - start)
         finally:
-            for client in clients:
-                client.close()
+            poller.close()
     return median(times)
 
 

@@ -3,10 +3,16 @@ one round trip per Sentinel per poll, whatever the number of masters, and each
 master's answer or error kept apart."""
 from __future__ import annotations
 
-from vipfloat.config import Endpoint, SentinelConfig
-from vipfloat.sentinel import SentinelClient
+import socket
+import threading
+from typing import Callable
 
-from .resp_replay import Replay, resp_map
+import pytest
+
+from vipfloat.config import Endpoint, Secret, SentinelConfig
+from vipfloat.sentinel import MAX_REPLY_BYTES, Poller, SentinelClient
+
+from .resp_replay import Replay, _commands, resp_map
 
 
 def master_reply(name: str, port: int) -> bytes:
@@ -48,3 +54,151 @@ def test_an_empty_poll_asks_nothing():
     client = SentinelClient(Endpoint("127.0.0.1", 9), SentinelConfig(
         addresses=(Endpoint("127.0.0.1", 9),), timeout=0.2))
     assert client.ask([]) == {}
+
+
+# --- one thread, one budget: Sentinels that fail ----------------------------------------
+
+
+class Scripted:
+    """A loopback Sentinel whose answer to each command is ``answer(cmd)``
+    (None: silence), sent ``trickle`` bytes at a time, 50 ms apart, if set."""
+
+    def __init__(self, answer: Callable[[tuple[str, ...]], bytes | None],
+                 trickle: int = 0) -> None:
+        self.answer, self.trickle = answer, trickle
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = Endpoint("127.0.0.1", self.listener.getsockname()[1])
+        self.asked: list[tuple[str, ...]] = []
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buf = b""
+        with conn:
+            while True:
+                try:
+                    chunk = conn.recv(65536)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                cmds, buf = _commands(buf + chunk)
+                out = b""
+                for cmd in cmds:
+                    self.asked.append(cmd)
+                    out += self.answer(cmd) or b""
+                try:
+                    if self.trickle:
+                        for i in range(0, len(out), self.trickle):
+                            conn.sendall(out[i:i + self.trickle])
+                            threading.Event().wait(0.05)
+                    else:
+                        conn.sendall(out)
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
+
+
+def sentinel(cmd: tuple[str, ...]) -> bytes | None:
+    if cmd[0] == "AUTH":
+        return b"+OK\r\n" if cmd[-1] == "s3cret" else b"-WRONGPASS invalid password\r\n"
+    if cmd[:2] == ("SENTINEL", "MASTER"):
+        name = cmd[2].encode()
+        return (b"*6\r\n$4\r\nname\r\n$%d\r\n%s\r\n$2\r\nip\r\n$13\r\n198.51.100.11\r\n"
+                b"$4\r\nport\r\n$4\r\n6379\r\n" % (len(name), name))
+    return b"-ERR unknown command\r\n"
+
+
+def poll_of(servers: list[Scripted], masters: list[str], timeout: float = 0.2,
+            password: str | None = None) -> dict:
+    cfg = SentinelConfig(tuple(s.endpoint for s in servers), timeout=timeout,
+                         password=Secret(password) if password else None)
+    poller = Poller(cfg)
+    try:
+        return poller.poll(masters)
+    finally:
+        poller.close()
+        for s in servers:
+            s.close()
+
+
+def test_a_silent_or_trickling_sentinel_is_unreachable_once_the_budget_is_spent():
+    """One overall budget (twice the timeout), not one per read: a Sentinel
+    sending a byte every 50 ms would have kept a per-read timeout waiting for
+    ever. The others' answers are kept."""
+    good = Scripted(sentinel)
+    silent = Scripted(lambda cmd: None)
+    trickling = Scripted(sentinel, trickle=1)
+    answers = poll_of([good, silent, trickling], ["m1", "m2"])
+    for name in ("m1", "m2"):
+        a, s, t = answers[name]
+        assert a.master is not None and a.master.name == name and a.reachable
+        assert s.error == t.error == "unreachable: no answer within 0.4 s"
+        assert not s.reachable and not t.reachable
+    assert trickling.asked[:2] == [("SENTINEL", "MASTER", "m1"), ("SENTINEL", "MASTER", "m2")]
+
+
+def test_a_refused_connection_is_unreachable_and_the_others_answer():
+    good, gone = Scripted(sentinel), Scripted(sentinel)
+    gone.close()
+    answers = poll_of([good, gone], ["m1"])
+    assert answers["m1"][0].master is not None
+    assert answers["m1"][1].error == "unreachable: connect: Connection refused"
+    assert not answers["m1"][1].reachable
+
+
+def test_a_password_is_sent_once_per_connection_and_a_refusal_is_an_answer():
+    good, wrong = Scripted(sentinel), Scripted(lambda cmd: b"-WRONGPASS nope\r\n"
+                                               if cmd[0] == "AUTH" else sentinel(cmd))
+    cfg = SentinelConfig((good.endpoint, wrong.endpoint), timeout=0.2,
+                         password=Secret("s3cret"))
+    poller = Poller(cfg)
+    try:
+        first = poller.poll(["m1"])
+        second = poller.poll(["m1"])
+    finally:
+        poller.close()
+        good.close()
+        wrong.close()
+    assert good.asked == [("AUTH", "s3cret"), ("SENTINEL", "MASTER", "m1"),
+                          ("SENTINEL", "MASTER", "m1")] and good.accepted == 1
+    for answers in (first, second):
+        assert answers["m1"][0].master is not None
+        # It answered (reachable), but no: and the connection is opened again.
+        assert answers["m1"][1].error == "auth failed: WRONGPASS nope"
+        assert answers["m1"][1].reachable
+    assert wrong.accepted == 2
+
+
+@pytest.mark.parametrize("answer, why", [
+    (lambda cmd: sentinel(cmd) * 2, "more replies than questions"),
+    (lambda cmd: b"$%d\r\n" % (3 * MAX_REPLY_BYTES) + b"x" * (3 * MAX_REPLY_BYTES) + b"\r\n",
+     "bytes a reply: not a Sentinel's answer"),
+    (lambda cmd: b"%% nonsense\r\n", "not RESP"),
+])
+def test_a_sentinel_answering_what_it_was_not_asked_is_unreachable(answer, why):
+    bad = Scripted(answer)
+    got = poll_of([bad], ["m1"], timeout=1.0)["m1"][0]
+    assert not got.reachable and why in (got.error or "")
+
+
+def test_a_reply_that_is_not_a_masters_fields_is_that_masters_error():
+    odd = Scripted(lambda cmd: b":7\r\n" if cmd[2] == "m1" else sentinel(cmd))
+    answers = poll_of([odd], ["m1", "m2"])
+    assert answers["m1"][0].error == "not a SENTINEL MASTER reply" and answers["m1"][0].reachable
+    assert answers["m2"][0].master is not None
