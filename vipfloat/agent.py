@@ -129,7 +129,10 @@ def chores_due_in(live: VipLive, cfg: AgentConfig, last_round: float, now: float
                            live.acquired_at + CONFLICT_SETTLE) - now)
     if cfg.announce_refresh > 0:
         due = min(due, last_round + cfg.announce_refresh - wall)
-    return max(MIN_WAIT, due)
+    # A probe interval configured below MIN_WAIT is honoured.
+    floor = min(MIN_WAIT, cfg.conflict_probe_interval) if cfg.conflict_probe_interval > 0 \
+        else MIN_WAIT
+    return max(floor, due)
 
 
 def settles(view: VipView, claim: Claim) -> bool:
@@ -320,7 +323,9 @@ class VipActor:
                         nxt = self.inbox.get_nowait()
                     except queue.Empty:
                         break
-                    if nxt.kind is not Kind.PERIODIC:
+                    # Chores run after every request anyway: a CHORES request
+                    # taken here must not become a full, announcing reconcile.
+                    if nxt.kind not in (Kind.PERIODIC, Kind.CHORES):
                         request = nxt
                         break
                 if request.kind is Kind.STOP:
@@ -833,7 +838,7 @@ class Agent:
     def on_claim(self, sighting: Sighting) -> None:
         """Another MAC claims one of our VIPs (the wire watcher's thread): the
         actor holding it judges that now, not at its next probe."""
-        for actor in self.actors.values():
+        for actor in tuple(self.actors.values()):   # never "changed size during iteration"
             if actor.vip.ip == sighting.ip:
                 actor.nudge(sighting.t)
 
@@ -1073,8 +1078,9 @@ class Agent:
         ensure_state_dir(cfg.agent.state_dir)
         self.poller = Poller(cfg.sentinel)
         for vip in cfg.vips:
-            self.wire(vip.interface)
             self.actors[vip.master] = VipActor(self, vip)
+        for vip in cfg.vips:     # after the actors: a claim seen at once finds its actor
+            self.wire(vip.interface)
         self.server = AgentSocket(cfg.agent.socket, cfg.agent.socket_group, self)
         self.server.start()
         # Contact counts from now: setting up (imports, netlink, sockets) can take

@@ -13,9 +13,9 @@ from typing import Union
 # A pub/sub message is ["message", channel, payload]; a subscription's replies
 # have three elements too. Sentinel's payloads are a few hundred bytes.
 MAX_ELEMENTS = 8
-MAX_BULK = 64 * 1024
+MAX_BULK = 16 * 1024
 MAX_LINE = 512          # a header or simple string, CRLF included
-MAX_DEPTH = 2           # an array may hold arrays, those only scalars
+MAX_DEPTH = 1           # an array holds scalars only (pub/sub never nests)
 
 
 class ProtocolError(Exception):

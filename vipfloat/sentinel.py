@@ -208,7 +208,9 @@ class SentinelClient:
         self._out = b"".join(encode("SENTINEL", "MASTER", name) for name in masters)
         self._auth = False
         if self.sock is not None:
-            return
+            if not self._stale():
+                return
+            self.close()        # something came between polls: never read as an answer
         cfg = self.cfg
         if cfg.password is not None:
             self._auth = True
@@ -229,6 +231,16 @@ class SentinelClient:
             self.failure = f"connect: {os.strerror(code)}"
             return
         self.sock, self.connecting = sock, True
+
+    def _stale(self) -> bool:
+        """A kept connection with anything waiting on it (a reply nobody asked
+        for, half a reply, the peer's close): its next bytes are not this poll's."""
+        assert self.sock is not None
+        if self.reader is None or self.reader.has_data():
+            return True
+        check = select.poll()
+        check.register(self.sock, select.POLLIN)
+        return bool(check.poll(0))
 
     @property
     def _busy(self) -> bool:
@@ -291,6 +303,8 @@ class SentinelClient:
                 self.failure = "more replies than questions"
         except hiredis.ProtocolError as exc:
             self.failure = f"not RESP: {exc}"
+        except Exception as exc:  # noqa: BLE001 - MemoryError: an array header of 10^9
+            self.failure = f"unreadable reply: {type(exc).__name__}"
 
     def _answers(self, masters: Sequence[str], budget: float) -> dict[str, SentinelAnswer]:
         import hiredis
@@ -312,7 +326,9 @@ class SentinelClient:
                 answers[name] = SentinelAnswer(endpoint, error=str(reply).splitlines()[0]
                                                if str(reply) else "error")
             elif isinstance(reply, (list, dict)):
-                answers[name] = SentinelAnswer(endpoint, master=parse_master_reply(reply))
+                info = parse_master_reply(reply)
+                answers[name] = SentinelAnswer(endpoint, master=info) if info.name == name \
+                    else SentinelAnswer(endpoint, error=f"an answer about {info.name!r}")
             else:
                 answers[name] = SentinelAnswer(endpoint, error="not a SENTINEL MASTER reply")
         return answers
@@ -330,9 +346,21 @@ def exchange(clients: Sequence[SentinelClient],
     if not masters:
         return [{} for _ in clients]
     budget = 2 * max((c.cfg.timeout for c in clients), default=0.5)
-    deadline = time.monotonic() + budget
     for client in clients:
         client._begin(masters)
+    # From here: a name's lookup in _begin (blocking, rare) spends no one's budget.
+    deadline = time.monotonic() + budget
+    try:
+        _exchange(clients, deadline)
+    except BaseException:
+        for client in clients:
+            if client._busy:
+                client.close()      # half an exchange must not be read by the next
+        raise
+    return [c._answers(masters, budget) for c in clients]
+
+
+def _exchange(clients: Sequence[SentinelClient], deadline: float) -> None:
     poller = select.poll()
     while True:
         busy = {c.sock.fileno(): c for c in clients if c._busy and c.sock is not None}
@@ -348,7 +376,6 @@ def exchange(clients: Sequence[SentinelClient],
                 poller.unregister(fd)
         for fd, events in ready:
             busy[fd]._ready(events)
-    return [c._answers(masters, budget) for c in clients]
 
 
 class Poller:

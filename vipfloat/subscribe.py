@@ -71,8 +71,9 @@ class SentinelEvent:
 
 
 def _digits(text: str) -> bool:
-    """A decimal number int() takes: str.isdigit() alone also accepts "²"."""
-    return text.isascii() and text.isdigit()
+    """A decimal number int() takes: str.isdigit() alone also accepts "²", and
+    int() refuses more than 4,300 digits (a hostile payload's port)."""
+    return text.isascii() and text.isdigit() and len(text) <= 19
 
 
 def _instance(parts: list[str]) -> tuple[tuple[str, int], str, tuple[str, int]] | None:
@@ -167,6 +168,7 @@ class Link:
         self.next_try = 0.0                    # DOWN: when to try again
         self.deadline = 0.0                    # RESOLVING, CONNECTING: give up then
         self.last_heard = 0.0                  # UP: the last reply of any kind
+        self.up_since: float | None = None     # subscribed to everything since
         self.failures = 0                      # attempts failed since the last success
         self.last_error = ""                   # logged once, not at every retry
         self.resolved: Future[Any] | None = None    # RESOLVING: getaddrinfo's first row
@@ -195,6 +197,8 @@ class Subscriptions:
         self._poller.register(self._wake_r, select.POLLIN)
         self._by_fd: dict[int, Link] = {}
         self._resolver: ThreadPoolExecutor | None = None
+        self._pipe_lock = threading.Lock()
+        self._pipe_open = True
         self._next_ping = 0.0
         self._thread = threading.Thread(target=self._run, name="subscriptions", daemon=True)
 
@@ -210,22 +214,26 @@ class Subscriptions:
         self.request_stop()
         if self._thread.ident is not None:
             self._thread.join(timeout=3)
+        if self._resolver is not None:
+            self._resolver.shutdown(wait=False, cancel_futures=True)
         if not self._thread.is_alive():
             for link in self.links:
                 self._close(link)
-            for fd in (self._wake_r, self._wake_w):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        if self._resolver is not None:
-            self._resolver.shutdown(wait=False, cancel_futures=True)
+            with self._pipe_lock:
+                # A lookup finishing later must not write into whatever reuses these fds.
+                if self._pipe_open:
+                    self._pipe_open = False
+                    os.close(self._wake_r)
+                    os.close(self._wake_w)
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass                # the pipe is full (already woken) or closed (stopped)
+        with self._pipe_lock:
+            if not self._pipe_open:
+                return
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:
+                pass            # the pipe is full: already woken
 
     # --- the loop --------------------------------------------------------------------
     def _run(self) -> None:
@@ -234,7 +242,7 @@ class Subscriptions:
                 now = time.monotonic()
                 for link in self.links:
                     link.beat = now
-                    self._advance(link, now)
+                    self._guarded(link, self._advance, link, now)
                 if now >= self._next_ping:
                     self._next_ping = now + self.ping_interval
                     for link in self.links:
@@ -250,12 +258,22 @@ class Subscriptions:
                         continue
                     ready = self._by_fd.get(fd)
                     if ready is not None:
-                        self._ready(ready, events)
+                        self._guarded(ready, self._ready, ready, events)
         except Exception:  # noqa: BLE001 - logged; the watchdog sees the beats stop
             log.exception("the Sentinel subscriptions' loop failed")
         finally:
             for link in self.links:
                 self._set_alive(link, False)
+
+    def _guarded(self, link: Link, step: Callable[..., None], *args: Any) -> None:
+        """One link's step: whatever it raises (a payload nobody foresaw, a
+        callback's bug) ends that link's subscription, never the loop that
+        follows every other Sentinel (their pongs are the agent's quorum)."""
+        try:
+            step(*args)
+        except Exception as exc:  # noqa: BLE001 - isolated to this link, logged
+            log.exception("subscription to Sentinel %s: internal error", link.endpoint)
+            self._fail(link, time.monotonic(), f"internal error: {type(exc).__name__}")
 
     def _next_wake(self) -> float:
         """The earliest time the loop has something to do without any input."""
@@ -283,6 +301,11 @@ class Subscriptions:
             self._fail(link, now, f"connect timed out after {self.cfg.timeout:.1f} s")
         elif link.state is State.UP and now - link.last_heard > self.dead_after:
             self._fail(link, now, f"no reply in {self.dead_after:.1f} s")
+        elif link.up_since is not None and now - link.up_since >= self.dead_after:
+            # Up for a while: the back-off starts afresh. Not at once: a Sentinel
+            # (or a middlebox) dropping every connection right after SUBSCRIBE
+            # would have us reconnect, and poll, ten times a second.
+            link.failures, link.last_error, link.up_since = 0, "", None
 
     def _attempt(self, link: Link, now: float) -> None:
         host, port = link.endpoint.host, link.endpoint.port
@@ -293,10 +316,12 @@ class Subscriptions:
         except (socket.gaierror, IndexError):
             # A name: looked up off this thread, so a slow resolver cannot hold up
             # the other Sentinels' pings (and with them, the quorum).
-            if self._resolver is None:
-                self._resolver = ThreadPoolExecutor(max_workers=1,
-                                                    thread_name_prefix="subscribe-resolve")
             link.state = State.RESOLVING
+            if link.resolved is not None:
+                return          # the last lookup still runs: wait for it, never queue more
+            if self._resolver is None:
+                self._resolver = ThreadPoolExecutor(max_workers=len(self.links),
+                                                    thread_name_prefix="subscribe-resolve")
             link.resolved = self._resolver.submit(
                 lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0])
             link.resolved.add_done_callback(lambda _f: self._wake())
@@ -376,7 +401,7 @@ class Subscriptions:
         kind, channel, data = reply
         if kind == "subscribe" and data == len(CHANNELS):
             # Subscribed to everything: nothing is missed from now.
-            link.failures, link.last_error = 0, ""
+            link.up_since = now
             self._set_alive(link, True)
         elif kind == "message" and isinstance(channel, str) and isinstance(data, str):
             event = parse_event(channel, data)
@@ -399,6 +424,7 @@ class Subscriptions:
     def _fail(self, link: Link, now: float, why: str) -> None:
         """This attempt or subscription is over: close, and try again later."""
         was_alive = link.alive
+        link.up_since = None
         self._close(link)
         link.failures += 1
         link.state, link.next_try = State.DOWN, now + backoff(link.failures)

@@ -136,7 +136,10 @@ class SightingLog:
                 self._claims.popleft()
             self._claims.append(claim)
             self._cond.notify_all()
-        self.on_claim(claim)
+        try:
+            self.on_claim(claim)
+        except Exception:  # noqa: BLE001 - the watcher must outlive its listener's bugs
+            log.exception("telling the agent of a claim of %s", claim.ip)
         return claim
 
     def __len__(self) -> int:

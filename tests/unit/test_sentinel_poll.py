@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from typing import Callable
 
 import pytest
@@ -70,6 +71,7 @@ class Scripted:
         self.endpoint = Endpoint("127.0.0.1", self.listener.getsockname()[1])
         self.asked: list[tuple[str, ...]] = []
         self.accepted = 0
+        self.conns: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -79,6 +81,7 @@ class Scripted:
             except OSError:
                 return
             self.accepted += 1
+            self.conns.append(conn)
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
@@ -202,3 +205,32 @@ def test_a_reply_that_is_not_a_masters_fields_is_that_masters_error():
     answers = poll_of([odd], ["m1", "m2"])
     assert answers["m1"][0].error == "not a SENTINEL MASTER reply" and answers["m1"][0].reachable
     assert answers["m2"][0].master is not None
+
+
+def test_anything_waiting_on_a_kept_connection_is_never_read_as_the_next_answer():
+    """A reply nobody asked for, arriving between two polls, would be taken for
+    the next poll's first answer (under the wrong master): the connection is
+    made again instead."""
+    server = Scripted(sentinel)
+    cfg = SentinelConfig((server.endpoint,), timeout=0.5)
+    poller = Poller(cfg)
+    try:
+        assert poller.poll(["m1"])["m1"][0].master is not None
+        sock = poller.clients[0].sock
+        assert sock is not None
+        # The server pushes an unasked reply about m1 onto the kept connection.
+        server_side = server.conns[-1]
+        server_side.sendall(sentinel(("SENTINEL", "MASTER", "m1")))
+        time.sleep(0.1)
+        got = poller.poll(["m2"])["m2"][0]
+        assert got.master is not None and got.master.name == "m2"
+        assert server.accepted == 2
+    finally:
+        poller.close()
+        server.close()
+
+
+def test_an_answer_about_another_master_is_that_masters_error():
+    liar = Scripted(lambda cmd: sentinel(("SENTINEL", "MASTER", "other")))
+    got = poll_of([liar], ["m1"])["m1"][0]
+    assert got.master is None and got.error == "an answer about 'other'" and got.reachable

@@ -751,3 +751,40 @@ def test_a_chores_request_runs_the_chores_and_nothing_else(setup, cfg):
     actor.inbox.put(Request(Kind.STOP))
     actor._run()
     assert ran == ["chores"]
+
+
+def test_a_chores_request_behind_a_timer_tick_is_no_reconcile_of_its_own(setup, cfg):
+    """Timer ticks are coalesced with what queued behind them; a CHORES request
+    must not be the one handled then (a full, announcing reconcile)."""
+    agent, actor, kernel = setup
+    handled: list[Kind] = []
+    actor.handle = lambda request: (handled.append(request.kind),
+                                    actor.inbox.put(Request(Kind.STOP)))
+    actor._chores = lambda: None
+    for kind in (Kind.PERIODIC, Kind.CHORES, Kind.PERIODIC):
+        actor.inbox.put(Request(kind))
+    actor._run()
+    assert handled == [Kind.PERIODIC]
+
+
+def test_a_probe_interval_below_a_second_is_honoured():
+    from vipfloat.agent import VipLive, chores_due_in
+    from vipfloat.config import AgentConfig
+
+    live = VipLive(held=True, last_probe=0.0, acquired_at=0.0)
+    fast = AgentConfig(conflict_probe_interval=0.2, announce_refresh=0.0)
+    assert chores_due_in(live, fast, 0.0, 100.0, 5000.0) == 0.2
+
+
+def test_a_listener_that_raises_never_stops_the_wire_watcher():
+    from vipfloat.wire import SightingLog
+
+    def broken(claim):
+        raise RuntimeError("dictionary changed size during iteration")
+
+    log_ = SightingLog(bytes.fromhex("020000000011"),
+                       frozenset({ipaddress.ip_address("198.51.100.250")}), on_claim=broken)
+    from vipfloat.announce import garp_reply
+
+    frame = garp_reply(bytes.fromhex("02000000000c"), ipaddress.ip_address("198.51.100.250"))
+    assert log_.record(frame, 1.0) is not None and len(log_) == 1
