@@ -1,10 +1,12 @@
-"""A loopback server that answers RESP commands with recorded replies: the
-doctor's gathering run against servers that cannot be installed here (Valkey)."""
+"""Loopback servers speaking RESP: one answering with recorded replies (the
+doctor's gathering run against servers that cannot be installed here: Valkey),
+and one answering as a test scripts it (Sentinels well-behaved and not, for the
+poll and the subscriptions)."""
 from __future__ import annotations
 
 import socket
 import threading
-from typing import Mapping
+from typing import Callable, Mapping
 
 
 def bulk(text: str) -> bytes:
@@ -100,3 +102,83 @@ class Replay:
                     else:
                         conn.sendall(self.replies.get(
                             key, b"-ERR unknown command '%s'\r\n" % " ".join(cmd).encode()))
+
+
+class Scripted:
+    """A loopback server whose answer to each command is ``answer(cmd)`` (None:
+    silence), sent ``trickle`` bytes at a time, 50 ms apart, when set. Keeps
+    every command, per connection (``commands``) and in all (``asked``)."""
+
+    def __init__(self, answer: Callable[[tuple[str, ...]], bytes | None],
+                 trickle: int = 0) -> None:
+        self.answer, self.trickle = answer, trickle
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.asked: list[tuple[str, ...]] = []
+        self.commands: list[list[tuple[str, ...]]] = []
+        self.conns: list[socket.socket] = []
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            self.conns.append(conn)
+            got: list[tuple[str, ...]] = []
+            self.commands.append(got)
+            threading.Thread(target=self._serve, args=(conn, got), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, got: list[tuple[str, ...]]) -> None:
+        buf = b""
+        while True:
+            try:
+                chunk = conn.recv(65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            cmds, buf = _commands(buf + chunk)
+            out = b""
+            for cmd in cmds:
+                got.append(cmd)
+                self.asked.append(cmd)
+                out += self.answer(cmd) or b""
+            try:
+                step = self.trickle or len(out) or 1
+                for i in range(0, len(out), step):
+                    conn.sendall(out[i:i + step])
+                    if self.trickle:
+                        threading.Event().wait(0.05)
+            except OSError:
+                return
+
+    def push(self, data: bytes) -> None:
+        """Unasked bytes to every connection (a published message)."""
+        for conn in list(self.conns):
+            try:
+                conn.sendall(data)
+            except OSError:
+                pass
+
+    def drop_connections(self) -> None:
+        for conn in self.conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+        self.conns = []
+
+    def close(self) -> None:
+        try:
+            # Wakes the blocked accept() and stops listening (close() alone does
+            # neither while accept() holds the socket): connections refused.
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
+        self.drop_connections()

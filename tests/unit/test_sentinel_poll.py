@@ -3,17 +3,15 @@ one round trip per Sentinel per poll, whatever the number of masters, and each
 master's answer or error kept apart."""
 from __future__ import annotations
 
-import socket
-import threading
 import time
-from typing import Callable
 
 import pytest
 
 from vipfloat.config import Endpoint, Secret, SentinelConfig
 from vipfloat.sentinel import MAX_REPLY_BYTES, Poller, SentinelClient
 
-from .resp_replay import Replay, _commands, resp_map
+from . import resp_replay
+from .resp_replay import Replay, resp_map
 
 
 def master_reply(name: str, port: int) -> bytes:
@@ -60,61 +58,10 @@ def test_an_empty_poll_asks_nothing():
 # --- one thread, one budget: Sentinels that fail ----------------------------------------
 
 
-class Scripted:
-    """A loopback Sentinel whose answer to each command is ``answer(cmd)``
-    (None: silence), sent ``trickle`` bytes at a time, 50 ms apart, if set."""
-
-    def __init__(self, answer: Callable[[tuple[str, ...]], bytes | None],
-                 trickle: int = 0) -> None:
-        self.answer, self.trickle = answer, trickle
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.endpoint = Endpoint("127.0.0.1", self.listener.getsockname()[1])
-        self.asked: list[tuple[str, ...]] = []
-        self.accepted = 0
-        self.conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            self.conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        buf = b""
-        with conn:
-            while True:
-                try:
-                    chunk = conn.recv(65536)
-                except OSError:
-                    return
-                if not chunk:
-                    return
-                cmds, buf = _commands(buf + chunk)
-                out = b""
-                for cmd in cmds:
-                    self.asked.append(cmd)
-                    out += self.answer(cmd) or b""
-                try:
-                    if self.trickle:
-                        for i in range(0, len(out), self.trickle):
-                            conn.sendall(out[i:i + self.trickle])
-                            threading.Event().wait(0.05)
-                    else:
-                        conn.sendall(out)
-                except OSError:
-                    return
-
-    def close(self) -> None:
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.listener.close()
+class Scripted(resp_replay.Scripted):
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint("127.0.0.1", self.port)
 
 
 def sentinel(cmd: tuple[str, ...]) -> bytes | None:

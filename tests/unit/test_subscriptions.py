@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import select
-import socket
 import threading
 import time
 from typing import Callable
@@ -18,7 +17,7 @@ from vipfloat.resp import Decoder, ErrorReply, ProtocolError, decode, encode
 from vipfloat.subscribe import (BACKOFF_MAX, CHANNELS, SentinelEvent, Subscriptions, backoff,
                                 hello)
 
-from .resp_replay import _commands
+from .resp_replay import Scripted
 
 # --- vipfloat.resp ----------------------------------------------------------------------
 
@@ -109,58 +108,24 @@ def test_a_connection_authenticates_before_it_subscribes():
 # --- against loopback Sentinels ---------------------------------------------------------
 
 
-class FakeSentinel:
+class FakeSentinel(Scripted):
     """A loopback server speaking as much of Sentinel's pub/sub as the agent
     uses. ``mode``: "ok"; "silent" (reads, never answers); "refuse" (an error
-    to AUTH); "garbage" (answers SUBSCRIBE with something that is not RESP).
-    Every command received is kept, per connection."""
+    to AUTH); "garbage" (answers SUBSCRIBE with something that is not RESP)."""
 
     def __init__(self, mode: str = "ok", password: str | None = None) -> None:
         self.mode = mode
         self.password = password
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.conns: list[socket.socket] = []
-        self.commands: list[list[tuple[str, ...]]] = []
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(lambda cmd: self._answer(cmd))
 
     @property
     def endpoint(self) -> Endpoint:
         return Endpoint("127.0.0.1", self.port)
 
-    def _accept(self) -> None:
-        while not self.closed:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.conns.append(conn)
-            got: list[tuple[str, ...]] = []
-            self.commands.append(got)
-            threading.Thread(target=self._serve, args=(conn, got), daemon=True).start()
-
-    def _serve(self, conn: socket.socket, got: list[tuple[str, ...]]) -> None:
-        buf = b""
-        while True:
-            try:
-                data = conn.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            cmds, buf = _commands(buf + data)
-            for cmd in cmds:
-                got.append(cmd)
-                if self.mode == "silent":
-                    continue
-                try:
-                    conn.sendall(self._answer(cmd))
-                except OSError:
-                    return
-
-    def _answer(self, cmd: tuple[str, ...]) -> bytes:
+    def _answer(self, cmd: tuple[str, ...]) -> bytes | None:
         name = cmd[0].upper()
+        if self.mode == "silent":
+            return None
         if name == "AUTH":
             if self.mode == "refuse" or cmd[-1] != self.password:
                 return b"-WRONGPASS invalid username-password pair\r\n"
@@ -175,32 +140,7 @@ class FakeSentinel:
         return b"-ERR unknown command\r\n"
 
     def publish(self, channel: str, payload: str) -> None:
-        msg = encode("message", channel, payload)
-        for conn in list(self.conns):
-            try:
-                conn.sendall(msg)
-            except OSError:
-                pass
-
-    def drop_connections(self) -> None:
-        for conn in self.conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
-        self.conns = []
-
-    def close(self) -> None:
-        self.closed = True
-        try:
-            # Wakes the blocked accept() and stops listening (close() alone does
-            # neither while accept() holds the socket): connections refused.
-            self.listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.listener.close()
-        self.drop_connections()
+        self.push(encode("message", channel, payload))
 
 
 class Record:
