@@ -52,58 +52,6 @@ def _commands(buf: bytes) -> tuple[list[tuple[str, ...]], bytes]:
     return out, buf
 
 
-class Replay:
-    """``with Replay({("INFO", "server"): b"$..."}) as port:`` serves every
-    connection until closed; CLIENT (redis-py's SETINFO on connect) gets +OK,
-    anything not recorded an error, as a server that lacks the command would.
-    Commands are matched on their first two words uppercased, the rest as sent."""
-
-    def __init__(self, replies: Mapping[tuple[str, ...], bytes]) -> None:
-        self.replies = {tuple(a.upper() for a in k[:2]) + k[2:]: v for k, v in replies.items()}
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.asked: list[tuple[str, ...]] = []
-        self.chunks: list[int] = []      # commands per read from a client (pipelining)
-
-    def __enter__(self) -> int:
-        threading.Thread(target=self._accept, daemon=True).start()
-        return int(self.sock.getsockname()[1])
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        buf = b""
-        with conn:
-            while True:
-                try:
-                    chunk = conn.recv(4096)
-                except OSError:
-                    return
-                if not chunk:
-                    return
-                commands, buf = _commands(buf + chunk)
-                if commands:
-                    self.chunks.append(len(commands))
-                for cmd in commands:
-                    key = tuple(a.upper() for a in cmd[:2]) + cmd[2:]
-                    self.asked.append(key)
-                    if key[0] == "CLIENT":
-                        conn.sendall(b"+OK\r\n")
-                    else:
-                        conn.sendall(self.replies.get(
-                            key, b"-ERR unknown command '%s'\r\n" % " ".join(cmd).encode()))
-
-
 class Scripted:
     """A loopback server whose answer to each command is ``answer(cmd)`` (None:
     silence), sent ``trickle`` bytes at a time, 50 ms apart, when set. Keeps
@@ -115,6 +63,7 @@ class Scripted:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.listener.getsockname()[1])
         self.asked: list[tuple[str, ...]] = []
+        self.chunks: list[int] = []      # commands per read from a client (pipelining)
         self.commands: list[list[tuple[str, ...]]] = []
         self.conns: list[socket.socket] = []
         self.accepted = 0
@@ -142,6 +91,8 @@ class Scripted:
             if not chunk:
                 return
             cmds, buf = _commands(buf + chunk)
+            if cmds:
+                self.chunks.append(len(cmds))
             out = b""
             for cmd in cmds:
                 got.append(cmd)
@@ -182,3 +133,26 @@ class Scripted:
             pass
         self.listener.close()
         self.drop_connections()
+
+
+class Replay(Scripted):
+    """``with Replay({("INFO", "server"): b"$..."}) as port:`` serves every
+    connection until closed; CLIENT (redis-py's SETINFO on connect) gets +OK,
+    anything not recorded an error, as a server that lacks the command would.
+    Commands are matched on their first two words uppercased, the rest as sent."""
+
+    def __init__(self, replies: Mapping[tuple[str, ...], bytes]) -> None:
+        self.replies = {tuple(a.upper() for a in k[:2]) + k[2:]: v for k, v in replies.items()}
+        super().__init__(self._reply)
+
+    def _reply(self, cmd: tuple[str, ...]) -> bytes:
+        key = tuple(a.upper() for a in cmd[:2]) + cmd[2:]
+        if key[0] == "CLIENT":
+            return b"+OK\r\n"
+        return self.replies.get(key, b"-ERR unknown command '%s'\r\n" % " ".join(cmd).encode())
+
+    def __enter__(self) -> int:
+        return self.port
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
