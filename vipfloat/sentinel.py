@@ -158,6 +158,34 @@ def connection(host: str, port: int, username: str | None, password: Secret | No
                             decode_responses=True, retry=Retry(NoBackoff(), 0))
 
 
+def auth_command(cfg: SentinelConfig) -> bytes:
+    """``AUTH [username] password`` as a connection's first command, when a
+    password is configured; nothing otherwise."""
+    from .resp import encode
+
+    if cfg.password is None:
+        return b""
+    return encode("AUTH", *([cfg.username] if cfg.username else []), cfg.password.value)
+
+
+def start_connect(info: Any) -> socket.socket:
+    """A non-blocking socket connecting to ``info`` (a getaddrinfo row): done
+    when it polls writable, then see connect_error. OSError when refused at once."""
+    family, kind, proto, _, addr = info
+    sock = socket.socket(family, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, proto)
+    code = sock.connect_ex(addr)
+    if code not in (0, errno.EINPROGRESS):
+        sock.close()
+        raise OSError(code, os.strerror(code))
+    return sock
+
+
+def connect_error(sock: socket.socket) -> str | None:
+    """Why a non-blocking connect that polled writable failed; None: connected."""
+    code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    return f"connect: {os.strerror(code)}" if code else None
+
+
 # What one Sentinel may send for one poll: a SENTINEL MASTER reply is about 1.2
 # KiB (Redis 7). More is not a Sentinel's answer, and is cut off.
 MAX_REPLY_BYTES = 16 * 1024
@@ -180,6 +208,7 @@ class SentinelClient:
         self._want = 0
         self._got: list[Any] = []
         self._received = 0
+        self._cap = 0               # bytes this exchange may receive
         self._auth = False          # the first reply answers AUTH
         self.failure: str | None = None
         self.refused: str | None = None
@@ -207,30 +236,27 @@ class SentinelClient:
         self._want = len(masters)
         self._out = b"".join(encode("SENTINEL", "MASTER", name) for name in masters)
         self._auth = False
+        self._cap = MAX_REPLY_BYTES * (len(masters) + 1)
         if self.sock is not None:
             if not self._stale():
                 return
             self.close()        # something came between polls: never read as an answer
-        cfg = self.cfg
-        if cfg.password is not None:
+        auth = auth_command(self.cfg)
+        if auth:
             self._auth = True
             self._want += 1
-            self._out = encode("AUTH", *([cfg.username] if cfg.username else []),
-                               cfg.password.value) + self._out
+            self._out = auth + self._out
         self.reader = hiredis.Reader(encoding="utf-8", errors="replace")
         try:
-            family, kind, proto, _, addr = socket.getaddrinfo(
-                self.endpoint.host, self.endpoint.port, type=socket.SOCK_STREAM)[0]
-            sock = socket.socket(family, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, proto)
+            info = socket.getaddrinfo(self.endpoint.host, self.endpoint.port,
+                                      type=socket.SOCK_STREAM)[0]
         except (OSError, IndexError) as exc:
             self.failure = f"cannot connect: {exc}"
             return
-        code = sock.connect_ex(addr)
-        if code not in (0, errno.EINPROGRESS):
-            sock.close()
-            self.failure = f"connect: {os.strerror(code)}"
-            return
-        self.sock, self.connecting = sock, True
+        try:
+            self.sock, self.connecting = start_connect(info), True
+        except OSError as exc:
+            self.failure = f"connect: {exc.strerror or exc}"
 
     def _stale(self) -> bool:
         """A kept connection with anything waiting on it (a reply nobody asked
@@ -255,9 +281,8 @@ class SentinelClient:
 
         assert self.sock is not None
         if self.connecting:
-            code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if code:
-                self.failure = f"connect: {os.strerror(code)}"
+            self.failure = connect_error(self.sock)
+            if self.failure is not None:
                 return
             self.connecting = False
         if self._out:
@@ -281,7 +306,7 @@ class SentinelClient:
             self.failure = "closed by Sentinel"
             return
         self._received += len(data)
-        if self._received > MAX_REPLY_BYTES * (len(self._got) + self._want + 1):
+        if self._received > self._cap:
             self.failure = f"over {MAX_REPLY_BYTES} bytes a reply: not a Sentinel's answer"
             return
         self.reader.feed(data)

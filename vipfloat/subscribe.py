@@ -16,7 +16,6 @@ per ping, each running redis-py's generic reply path (README, "Many masters").
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import select
@@ -29,6 +28,7 @@ from enum import Enum
 from typing import Any, Callable
 
 from .config import Endpoint, SentinelConfig
+from .sentinel import auth_command, connect_error, start_connect
 from .resp import Decoder, ErrorReply, ProtocolError, Reply, encode
 
 log = logging.getLogger(__name__)
@@ -141,10 +141,7 @@ def backoff(failures: int) -> float:
 
 def hello(cfg: SentinelConfig) -> bytes:
     """What a new connection sends first: AUTH when configured, then SUBSCRIBE."""
-    out = b""
-    if cfg.password is not None:
-        out += encode("AUTH", *([cfg.username] if cfg.username else []), cfg.password.value)
-    return out + encode("SUBSCRIBE", *CHANNELS)
+    return auth_command(cfg) + encode("SUBSCRIBE", *CHANNELS)
 
 
 class State(Enum):
@@ -339,18 +336,12 @@ class Subscriptions:
         self._connect(link, now, info)
 
     def _connect(self, link: Link, now: float, info: Any) -> None:
-        family, kind, proto, _, addr = info
         try:
-            sock = socket.socket(family, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
-                                 proto)
+            sock = start_connect(info)
         except OSError as exc:
-            self._fail(link, now, f"socket: {exc}")
+            self._fail(link, now, f"connect: {exc.strerror or exc}")
             return
         link.sock, link.decoder = sock, Decoder()
-        code = sock.connect_ex(addr)
-        if code not in (0, errno.EINPROGRESS):
-            self._fail(link, now, f"connect: {os.strerror(code)}")
-            return
         link.state = State.CONNECTING
         self._by_fd[sock.fileno()] = link
         self._poller.register(sock, select.POLLOUT)
@@ -361,9 +352,9 @@ class Subscriptions:
         if sock is None:
             return
         if link.state is State.CONNECTING:
-            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if code:
-                self._fail(link, now, f"connect: {os.strerror(code)}")
+            failed = connect_error(sock)
+            if failed is not None:
+                self._fail(link, now, failed)
                 return
             link.state, link.last_heard = State.UP, now
             self._poller.modify(sock, select.POLLIN)
