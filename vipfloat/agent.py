@@ -272,6 +272,10 @@ class VipActor:
         # (_wait), or at once when the wire shows another MAC claiming the VIP
         # (nudge): an idle agent should cost next to nothing.
         self._nudged = 0.0                # when the last CHORES request was queued
+        # What ends a follow slice (FOLLOW_SLICE): the monotonic clock, or a
+        # test's clock that moves only as the loop reads it, so that how many
+        # looks fit in a slice does not depend on how loaded the machine is.
+        self.slice_clock: Callable[[], float] = time.monotonic
         self._thread = threading.Thread(target=self._run, name=f"vip-{vip.master}", daemon=True)
         self._script_thread = threading.Thread(target=self._run_scripts,
                                                name=f"scripts-{vip.master}", daemon=True)
@@ -498,7 +502,7 @@ class VipActor:
         replica's host, for its Redis to say ROLE master (then acquire); on the
         holder's, for the new holder's announcement (then release), renewing the
         write hold meanwhile. Then the request queues its successor."""
-        end = time.monotonic() + FOLLOW_SLICE
+        end = self.slice_clock() + FOLLOW_SLICE
         first = True
         while True:
             snapshot = self.handle(request if first else Request(
@@ -511,26 +515,27 @@ class VipActor:
             bound = view.binding is Binding.PRESENT or self.live.held
             here = bool(f.replica_addrs & candidate_local_addresses(snapshot.local_addresses,
                                                                     self.vip))
-            now = time.monotonic()
+            left = max(0.0, end - self.slice_clock())
             if here and not bound and self.agent.config.agent.early_bind:
                 pause = role_poll_pause(f.age, len(self.agent.waiting_for_role) + 1)
                 self.agent.waiting_for_role.add(self.vip.master)
                 try:
-                    self._stop.wait(min(pause, max(0.0, end - now)))
+                    self._stop.wait(min(pause, left))
                 finally:
                     self.agent.waiting_for_role.discard(self.vip.master)
             elif not here and self.live.held:
                 wire = self.agent.wire(self.vip.interface)
                 if wire is None:
                     return
-                wire.wait_sighting(self.vip.ip, now - f.age - SIGHTING_SLACK,
-                                   min(HOLD_RENEW, max(0.0, end - now)))
+                # Sightings carry the monotonic clock's time, whatever ends the slice.
+                wire.wait_sighting(self.vip.ip, time.monotonic() - f.age - SIGHTING_SLACK,
+                                   min(HOLD_RENEW, left))
             else:
                 return
             self.beat = time.monotonic()
             if self._stop.is_set():
                 return
-            if time.monotonic() >= end:
+            if self.slice_clock() >= end:
                 self.submit(Request(Kind.FAILOVER, event=replace(request.event, quiet=True)))
                 return
 

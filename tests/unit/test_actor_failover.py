@@ -23,9 +23,23 @@ from .test_vip_actor import actor_on_fakes
 OTHER = "198.51.100.13"
 
 
+class Ticks:
+    """A slice's clock that moves ``step`` seconds each time it is read, so a
+    follow slice holds the same number of looks on any machine, however loaded."""
+
+    def __init__(self, step: float) -> None:
+        self.step = step
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return (self.reads - 1) * self.step
+
+
 @pytest.fixture
 def on_fakes(cfg):
     with actor_on_fakes(cfg) as made:
+        made[1].slice_clock = Ticks(0.001)   # 125 looks to a FOLLOW_SLICE of 0.25 s
         yield made
 VIP = ipaddress.ip_address("198.51.100.250")
 
@@ -121,14 +135,16 @@ def test_the_chosen_replica_binds_when_role_says_master(on_fakes, caplog):
     assert actor.live.early_bind is None and not agent._authority.failovers
 
 
-def test_a_slow_promotion_is_followed_in_slices(on_fakes, monkeypatch):
+def test_a_slow_promotion_is_followed_in_slices(on_fakes):
     agent, actor, kernel = on_fakes
-    monkeypatch.setattr("vipfloat.agent.FOLLOW_SLICE", 0.02)
+    # Read at 0 (the slice ends at 0.25), then 0.1 and 0.2 in the first look
+    # (more to wait), then 0.3 and 0.4 in the second: the slice is over.
+    actor.slice_clock = Ticks(0.1)
     agent.local_redis = Redis("slave")
     sentinels_name(agent, OTHER, epoch=3)
     failover_starts(agent, HERE, OTHER)
     actor.follow(drain(actor)[0])
-    assert kernel.calls == [] and agent.local_redis.asked >= 2
+    assert kernel.calls == [] and agent.local_redis.asked == 2
     assert [r.kind for r in drain(actor)] == [Kind.FAILOVER]   # its successor
 
 
