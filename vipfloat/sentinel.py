@@ -168,6 +168,29 @@ def auth_command(cfg: SentinelConfig) -> bytes:
     return encode("AUTH", *([cfg.username] if cfg.username else []), cfg.password.value)
 
 
+def lookup(host: str, port: int, numeric: bool = False) -> list[Any]:
+    """A Sentinel's addresses (getaddrinfo rows, TCP), in the resolver's order of
+    preference; each is tried in turn, as redis-py did. ``numeric``: only an IP
+    address (socket.gaierror for a name, which is then looked up off the loop)."""
+    rows = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                              flags=socket.AI_NUMERICHOST if numeric else 0)
+    if not rows:
+        raise socket.gaierror(f"no address for {host}")
+    return rows
+
+
+def connect_next(rows: list[Any]) -> tuple[socket.socket | None, str]:
+    """A connect started to the first of ``rows`` that does not refuse at once
+    (each tried is taken off the list); (None, why the last refused) if none."""
+    why = "no address"
+    while rows:
+        try:
+            return start_connect(rows.pop(0)), ""
+        except OSError as exc:
+            why = f"connect: {exc.strerror or exc}"
+    return None, why
+
+
 def start_connect(info: Any) -> socket.socket:
     """A non-blocking socket connecting to ``info`` (a getaddrinfo row): done
     when it polls writable, then see connect_error. OSError when refused at once."""
@@ -212,6 +235,8 @@ class SentinelClient:
         self._auth = False          # the first reply answers AUTH
         self.failure: str | None = None
         self.refused: str | None = None
+        self._rows: list[Any] = []  # addresses still to try when a connect fails
+        self._connect_by = 0.0      # when a connect with addresses left gives way to the next
 
     def ask(self, masters: Sequence[str]) -> dict[str, SentinelAnswer]:
         """An answer per master name (SENTINEL MASTER), pipelined: every question
@@ -248,15 +273,27 @@ class SentinelClient:
             self._out = auth + self._out
         self.reader = hiredis.Reader(encoding="utf-8", errors="replace")
         try:
-            info = socket.getaddrinfo(self.endpoint.host, self.endpoint.port,
-                                      type=socket.SOCK_STREAM)[0]
-        except (OSError, IndexError) as exc:
+            self._rows = lookup(self.endpoint.host, self.endpoint.port)
+        except OSError as exc:
             self.failure = f"cannot connect: {exc}"
             return
-        try:
-            self.sock, self.connecting = start_connect(info), True
-        except OSError as exc:
-            self.failure = f"connect: {exc.strerror or exc}"
+        self._connect_next()
+
+    def _connect_next(self) -> None:
+        """A connect to the next address left, or the failure when none is."""
+        sock, why = connect_next(self._rows)
+        self.sock, self.connecting = sock, sock is not None
+        self._connect_by = time.monotonic() + self.cfg.timeout
+        if sock is None:
+            self.failure = why
+
+    def _connect_failed(self, why: str) -> None:
+        """This address failed: the next one, within the same budget, or none left."""
+        self.close()
+        if self._rows:
+            self._connect_next()
+        else:
+            self.failure = why
 
     def _stale(self) -> bool:
         """A kept connection with anything waiting on it (a reply nobody asked
@@ -281,8 +318,9 @@ class SentinelClient:
 
         assert self.sock is not None
         if self.connecting:
-            self.failure = connect_error(self.sock)
-            if self.failure is not None:
+            why = connect_error(self.sock)
+            if why is not None:
+                self._connect_failed(why)
                 return
             self.connecting = False
         if self._out:
@@ -388,14 +426,24 @@ def exchange(clients: Sequence[SentinelClient],
 def _exchange(clients: Sequence[SentinelClient], deadline: float) -> None:
     poller = select.poll()
     while True:
+        now = time.monotonic()
+        wake = deadline
+        for c in clients:
+            # A name's address that does not answer its connect within the
+            # timeout gives way to the next one (the budget is twice the timeout).
+            if c.connecting and c._rows and c._busy:
+                if now >= c._connect_by:
+                    c._connect_failed(f"connect timed out after {c.cfg.timeout:.1f} s")
+                if c.connecting and c._rows:
+                    wake = min(wake, c._connect_by)
         busy = {c.sock.fileno(): c for c in clients if c._busy and c.sock is not None}
-        left = deadline - time.monotonic()
-        if not busy or left <= 0:
+        left = wake - time.monotonic()
+        if not busy or deadline - time.monotonic() <= 0:
             break
         for fd, client in busy.items():
             poller.register(fd, client._events())
         try:
-            ready = poller.poll(left * 1000)
+            ready = poller.poll(max(0.0, left) * 1000)
         finally:
             for fd in busy:
                 poller.unregister(fd)

@@ -28,7 +28,7 @@ from enum import Enum
 from typing import Any, Callable
 
 from .config import Endpoint, SentinelConfig
-from .sentinel import auth_command, connect_error, start_connect
+from .sentinel import auth_command, connect_error, connect_next, lookup
 from .resp import Decoder, ErrorReply, ProtocolError, Reply, encode
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,8 @@ class Link:
         self.up_since: float | None = None     # subscribed to everything since
         self.failures = 0                      # attempts failed since the last success
         self.last_error = ""                   # logged once, not at every retry
-        self.resolved: Future[Any] | None = None    # RESOLVING: getaddrinfo's first row
+        self.resolved: Future[Any] | None = None    # RESOLVING: getaddrinfo's rows
+        self.rows: list[Any] = []              # CONNECTING: addresses left to try
 
 
 class Subscriptions:
@@ -295,7 +296,7 @@ class Subscriptions:
                 self._fail(link, now, f"cannot resolve {link.endpoint.host} within "
                            f"{self.cfg.timeout:.1f} s")
         elif link.state is State.CONNECTING and now >= link.deadline:
-            self._fail(link, now, f"connect timed out after {self.cfg.timeout:.1f} s")
+            self._connect_failed(link, now, f"connect timed out after {self.cfg.timeout:.1f} s")
         elif link.state is State.UP and now - link.last_heard > self.dead_after:
             self._fail(link, now, f"no reply in {self.dead_after:.1f} s")
         elif link.up_since is not None and now - link.up_since >= self.dead_after:
@@ -308,9 +309,8 @@ class Subscriptions:
         host, port = link.endpoint.host, link.endpoint.port
         link.deadline = now + self.cfg.timeout
         try:
-            info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                      flags=socket.AI_NUMERICHOST)[0]
-        except (socket.gaierror, IndexError):
+            rows = lookup(host, port, numeric=True)
+        except socket.gaierror:
             # A name: looked up off this thread, so a slow resolver cannot hold up
             # the other Sentinels' pings (and with them, the quorum).
             link.state = State.RESOLVING
@@ -319,32 +319,42 @@ class Subscriptions:
             if self._resolver is None:
                 self._resolver = ThreadPoolExecutor(max_workers=len(self.links),
                                                     thread_name_prefix="subscribe-resolve")
-            link.resolved = self._resolver.submit(
-                lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0])
+            link.resolved = self._resolver.submit(lookup, host, port)
             link.resolved.add_done_callback(lambda _f: self._wake())
             return
-        self._connect(link, now, info)
+        self._connect(link, now, rows)
 
     def _resolved(self, link: Link, now: float) -> None:
         assert link.resolved is not None
         future, link.resolved = link.resolved, None
         try:
-            info = future.result()
-        except (OSError, IndexError) as exc:
+            rows = future.result()
+        except OSError as exc:
             self._fail(link, now, f"cannot resolve {link.endpoint.host}: {exc}")
             return
-        self._connect(link, now, info)
+        self._connect(link, now, rows)
 
-    def _connect(self, link: Link, now: float, info: Any) -> None:
-        try:
-            sock = start_connect(info)
-        except OSError as exc:
-            self._fail(link, now, f"connect: {exc.strerror or exc}")
+    def _connect(self, link: Link, now: float, rows: list[Any]) -> None:
+        """A connect to the first of ``rows`` that does not refuse at once; the
+        rest are tried in turn, each for the Sentinels' timeout, if it fails."""
+        sock, why = connect_next(rows)
+        if sock is None:
+            self._fail(link, now, why)
             return
-        link.sock, link.decoder = sock, Decoder()
-        link.state = State.CONNECTING
+        link.sock, link.decoder, link.rows = sock, Decoder(), rows
+        link.state, link.deadline = State.CONNECTING, now + self.cfg.timeout
         self._by_fd[sock.fileno()] = link
         self._poller.register(sock, select.POLLOUT)
+
+    def _connect_failed(self, link: Link, now: float, why: str) -> None:
+        """This address failed: the next one now, or, with none left, back off."""
+        if not link.rows:
+            self._fail(link, now, why)
+            return
+        log.debug("subscription to Sentinel %s: %s; trying its next address",
+                  link.endpoint, why)
+        self._close(link)
+        self._connect(link, now, link.rows)
 
     def _ready(self, link: Link, events: int) -> None:
         now = time.monotonic()
@@ -354,7 +364,7 @@ class Subscriptions:
         if link.state is State.CONNECTING:
             failed = connect_error(sock)
             if failed is not None:
-                self._fail(link, now, failed)
+                self._connect_failed(link, now, failed)
                 return
             link.state, link.last_heard = State.UP, now
             self._poller.modify(sock, select.POLLIN)

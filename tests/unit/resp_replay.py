@@ -156,3 +156,40 @@ class Replay(Scripted):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Blackhole:
+    """A loopback address whose connects never complete, as a firewalled or
+    dead host's look: a listener that never accepts, its one place in the
+    accept queue taken, so the kernel drops every later SYN."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.port = int(self.listener.getsockname()[1])
+        self.filler = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+
+    def close(self) -> None:
+        self.filler.close()
+        self.listener.close()
+
+
+class Names:
+    """socket.getaddrinfo for a test (monkeypatched in): each name in ``names``
+    resolves to its (ip, port) rows, in that order; a numeric-only lookup of it
+    fails as for any name; everything else is the real getaddrinfo's."""
+
+    def __init__(self, names: dict[str, list[tuple[str, int]]]) -> None:
+        self.names = names
+        self.looked_up: list[str] = []
+        self.real = socket.getaddrinfo
+
+    def __call__(self, host, port, family=0, type=0, proto=0, flags=0):  # noqa: A002
+        if host not in self.names:
+            return self.real(host, port, family, type, proto, flags)
+        if flags & socket.AI_NUMERICHOST:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        self.looked_up.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", addr)
+                for addr in self.names[host]]

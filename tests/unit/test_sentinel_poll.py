@@ -11,7 +11,7 @@ from vipfloat.config import Endpoint, Secret, SentinelConfig
 from vipfloat.sentinel import MAX_REPLY_BYTES, Poller, SentinelClient
 
 from . import resp_replay
-from .resp_replay import Replay, resp_map
+from .resp_replay import Blackhole, Names, Replay, resp_map
 
 
 def master_reply(name: str, port: int) -> bytes:
@@ -181,3 +181,39 @@ def test_an_answer_about_another_master_is_that_masters_error():
     liar = Scripted(lambda cmd: sentinel(("SENTINEL", "MASTER", "other")))
     got = poll_of([liar], ["m1"])["m1"][0]
     assert got.master is None and got.error == "an answer about 'other'" and got.reachable
+
+
+# --- a Sentinel by name: each of its addresses in turn -------------------------------------
+
+
+def test_each_address_of_a_named_sentinel_is_tried_in_turn(monkeypatch):
+    """A name's first address may be dead (a blackhole: its connect never
+    completes) or refuse: the next ones are tried within the poll's budget,
+    each connect for the timeout, as redis-py did."""
+    good, gone, hole = Scripted(sentinel), Scripted(sentinel), Blackhole()
+    gone.close()
+    names = Names({"sentinel.test": [("127.0.0.1", hole.port), ("127.0.0.1", gone.port),
+                                     ("127.0.0.1", good.port)]})
+    monkeypatch.setattr("socket.getaddrinfo", names)
+    cfg = SentinelConfig((Endpoint("sentinel.test", 26379),), timeout=1.0)
+    poller = Poller(cfg)
+    try:
+        got = poller.poll(["m1"])["m1"][0]
+        assert got.master is not None and got.master.name == "m1", got.error
+        assert poller.poll(["m1"])["m1"][0].master is not None   # on the kept connection
+    finally:
+        poller.close()
+        good.close()
+        hole.close()
+    assert good.accepted == 1 and names.looked_up == ["sentinel.test"]
+
+
+def test_a_named_sentinel_none_of_whose_addresses_answers_is_unreachable(monkeypatch):
+    first, second = Scripted(sentinel), Scripted(sentinel)
+    first.close()
+    second.close()
+    monkeypatch.setattr("socket.getaddrinfo", Names({"sentinel.test": [
+        ("127.0.0.1", first.port), ("127.0.0.1", second.port)]}))
+    cfg = SentinelConfig((Endpoint("sentinel.test", 26379),), timeout=0.5)
+    got = Poller(cfg).poll(["m1"])["m1"][0]
+    assert got.error == "unreachable: connect: Connection refused" and not got.reachable

@@ -17,7 +17,7 @@ from vipfloat.resp import Decoder, ErrorReply, ProtocolError, decode, encode
 from vipfloat.subscribe import (BACKOFF_MAX, CHANNELS, SentinelEvent, Subscriptions, backoff,
                                 hello)
 
-from .resp_replay import Scripted
+from .resp_replay import Blackhole, Names, Scripted
 
 # --- vipfloat.resp ----------------------------------------------------------------------
 
@@ -342,3 +342,40 @@ def test_a_lookup_finishing_after_stop_writes_nowhere(follow):
     finally:
         os.close(r)
         os.close(w)
+
+
+class Named:
+    """Sentinels behind one name (``names`` resolves it to their addresses)."""
+
+    def __init__(self, port: int, *servers: object) -> None:
+        self.endpoint = Endpoint("sentinel.test", port)
+        self.servers = servers
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()  # type: ignore[attr-defined]
+
+
+def test_each_address_of_a_named_sentinel_is_tried_in_turn(follow, monkeypatch):
+    """The first address a blackhole (its connect never completes: tried for the
+    timeout), the second refusing at once, the third a Sentinel: subscribed to."""
+    good, gone, hole = FakeSentinel(), FakeSentinel(), Blackhole()
+    gone.close()
+    names = Names({"sentinel.test": [("127.0.0.1", hole.port), ("127.0.0.1", gone.port),
+                                     ("127.0.0.1", good.port)]})
+    monkeypatch.setattr("socket.getaddrinfo", names)
+    subs, rec = follow([Named(good.port, good, hole)])
+    wait_for(lambda: subs.links[0].alive)
+    assert subs.links[0].failures == 0 and good.commands[0][0][0] == "SUBSCRIBE"
+    assert names.looked_up == ["sentinel.test"]
+
+
+def test_a_named_sentinel_none_of_whose_addresses_answers_backs_off(follow, monkeypatch):
+    first, second = FakeSentinel(), FakeSentinel()
+    first.close()
+    second.close()
+    monkeypatch.setattr("socket.getaddrinfo", Names({"sentinel.test": [
+        ("127.0.0.1", first.port), ("127.0.0.1", second.port)]}))
+    subs, rec = follow([Named(first.port)])
+    wait_for(lambda: subs.links[0].failures >= 2)
+    assert not subs.links[0].alive and subs.links[0].last_error == "connect: Connection refused"
