@@ -15,7 +15,9 @@ import logging
 import os
 import select
 import socket
+import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -179,6 +181,23 @@ def lookup(host: str, port: int, numeric: bool = False) -> list[Any]:
     return rows
 
 
+def lookup_in_background(host: str, port: int) -> Future[list[Any]]:
+    """lookup() of a name on a daemon thread of its own: a resolver that hangs
+    (an isolated host's DNS: up to 30 s with resolv.conf's defaults) holds up
+    neither the caller's loop nor the process's exit. Callers keep at most one
+    per Sentinel, so the threads are bounded by the Sentinels configured."""
+    future: Future[list[Any]] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(lookup(host, port))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=f"lookup {host}", daemon=True).start()
+    return future
+
+
 def connect_next(rows: list[Any]) -> tuple[socket.socket | None, str]:
     """A connect started to the first of ``rows`` that does not refuse at once
     (each tried is taken off the list); (None, why the last refused) if none."""
@@ -237,6 +256,10 @@ class SentinelClient:
         self.refused: str | None = None
         self._rows: list[Any] = []  # addresses still to try when a connect fails
         self._connect_by = 0.0      # when a connect with addresses left gives way to the next
+        # A name's lookup, off this thread: kept across polls until it is done,
+        # never a second one beside it.
+        self._lookup: Future[list[Any]] | None = None
+        self.resolving = False
 
     def ask(self, masters: Sequence[str]) -> dict[str, SentinelAnswer]:
         """An answer per master name (SENTINEL MASTER), pipelined: every question
@@ -272,10 +295,28 @@ class SentinelClient:
             self._want += 1
             self._out = auth + self._out
         self.reader = hiredis.Reader(encoding="utf-8", errors="replace")
+        if self._lookup is None:
+            try:
+                self._rows = lookup(self.endpoint.host, self.endpoint.port, numeric=True)
+            except socket.gaierror:
+                # A name: the poll's thread is the agent's main loop, which fences
+                # on a lost quorum; an isolated host's resolver must not hold it.
+                self._lookup = lookup_in_background(self.endpoint.host, self.endpoint.port)
+        self.resolving = self._lookup is not None
+        if self.resolving:
+            self._resolved()
+        else:
+            self._connect_next()
+
+    def _resolved(self) -> None:
+        """The name's lookup, if done: its addresses tried in turn."""
+        if self._lookup is None or not self._lookup.done():
+            return
+        lookup_done, self._lookup, self.resolving = self._lookup, None, False
         try:
-            self._rows = lookup(self.endpoint.host, self.endpoint.port)
+            self._rows = lookup_done.result()
         except OSError as exc:
-            self.failure = f"cannot connect: {exc}"
+            self.failure = f"cannot resolve {self.endpoint.host}: {exc}"
             return
         self._connect_next()
 
@@ -378,7 +419,8 @@ class SentinelClient:
             return {n: SentinelAnswer(endpoint, error=f"auth failed: {self.refused}")
                     for n in masters}
         if self.failure is not None or self._busy:
-            why = self.failure or f"no answer within {budget:.1f} s"
+            why = self.failure or (f"cannot resolve {endpoint.host} within {budget:.1f} s"
+                                   if self.resolving else f"no answer within {budget:.1f} s")
             self.close()
             return {n: SentinelAnswer(endpoint, error=f"unreachable: {why}", reachable=False)
                     for n in masters}
@@ -411,7 +453,7 @@ def exchange(clients: Sequence[SentinelClient],
     budget = 2 * max((c.cfg.timeout for c in clients), default=0.5)
     for client in clients:
         client._begin(masters)
-    # From here: a name's lookup in _begin (blocking, rare) spends no one's budget.
+    # A name's lookup runs off this thread, within the budget like a connect.
     deadline = time.monotonic() + budget
     try:
         _exchange(clients, deadline)
@@ -423,12 +465,20 @@ def exchange(clients: Sequence[SentinelClient],
     return [c._answers(masters, budget) for c in clients]
 
 
+# How often an exchange looks whether a name's lookup is done (only while one is).
+LOOKUP_CHECK = 0.01
+
+
 def _exchange(clients: Sequence[SentinelClient], deadline: float) -> None:
     poller = select.poll()
     while True:
         now = time.monotonic()
         wake = deadline
         for c in clients:
+            if c.resolving and c._busy:
+                c._resolved()
+                if c.resolving:
+                    wake = min(wake, now + LOOKUP_CHECK)
             # A name's address that does not answer its connect within the
             # timeout gives way to the next one (the budget is twice the timeout).
             if c.connecting and c._rows and c._busy:
@@ -438,7 +488,8 @@ def _exchange(clients: Sequence[SentinelClient], deadline: float) -> None:
                     wake = min(wake, c._connect_by)
         busy = {c.sock.fileno(): c for c in clients if c._busy and c.sock is not None}
         left = wake - time.monotonic()
-        if not busy or deadline - time.monotonic() <= 0:
+        if deadline - time.monotonic() <= 0 or not (
+                busy or any(c.resolving and c._busy for c in clients)):
             break
         for fd, client in busy.items():
             poller.register(fd, client._events())

@@ -22,13 +22,13 @@ import select
 import socket
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable
 
 from .config import Endpoint, SentinelConfig
-from .sentinel import auth_command, connect_error, connect_next, lookup
+from .sentinel import auth_command, connect_error, connect_next, lookup, lookup_in_background
 from .resp import Decoder, ErrorReply, ProtocolError, Reply, encode
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,6 @@ class Subscriptions:
         self._poller = select.poll()
         self._poller.register(self._wake_r, select.POLLIN)
         self._by_fd: dict[int, Link] = {}
-        self._resolver: ThreadPoolExecutor | None = None
         self._pipe_lock = threading.Lock()
         self._pipe_open = True
         self._next_ping = 0.0
@@ -212,8 +211,6 @@ class Subscriptions:
         self.request_stop()
         if self._thread.ident is not None:
             self._thread.join(timeout=3)
-        if self._resolver is not None:
-            self._resolver.shutdown(wait=False, cancel_futures=True)
         if not self._thread.is_alive():
             for link in self.links:
                 self._close(link)
@@ -316,10 +313,7 @@ class Subscriptions:
             link.state = State.RESOLVING
             if link.resolved is not None:
                 return          # the last lookup still runs: wait for it, never queue more
-            if self._resolver is None:
-                self._resolver = ThreadPoolExecutor(max_workers=len(self.links),
-                                                    thread_name_prefix="subscribe-resolve")
-            link.resolved = self._resolver.submit(lookup, host, port)
+            link.resolved = lookup_in_background(host, port)
             link.resolved.add_done_callback(lambda _f: self._wake())
             return
         self._connect(link, now, rows)

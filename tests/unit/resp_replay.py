@@ -178,10 +178,13 @@ class Blackhole:
 class Names:
     """socket.getaddrinfo for a test (monkeypatched in): each name in ``names``
     resolves to its (ip, port) rows, in that order; a numeric-only lookup of it
-    fails as for any name; everything else is the real getaddrinfo's."""
+    fails as for any name; everything else is the real getaddrinfo's. With a
+    ``gate``, a name's lookup hangs until the gate is set, for 5 s at most."""
 
-    def __init__(self, names: dict[str, list[tuple[str, int]]]) -> None:
+    def __init__(self, names: dict[str, list[tuple[str, int]]],
+                 gate: threading.Event | None = None) -> None:
         self.names = names
+        self.gate = gate            # set: lookups answer; clear: they hang until it is
         self.looked_up: list[str] = []
         self.real = socket.getaddrinfo
 
@@ -191,5 +194,7 @@ class Names:
         if flags & socket.AI_NUMERICHOST:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         self.looked_up.append(host)
+        if self.gate is not None:
+            self.gate.wait(timeout=5)      # a resolver that answers late, if never set
         return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", addr)
                 for addr in self.names[host]]

@@ -3,6 +3,7 @@ one round trip per Sentinel per poll, whatever the number of masters, and each
 master's answer or error kept apart."""
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -217,3 +218,43 @@ def test_a_named_sentinel_none_of_whose_addresses_answers_is_unreachable(monkeyp
     cfg = SentinelConfig((Endpoint("sentinel.test", 26379),), timeout=0.5)
     got = Poller(cfg).poll(["m1"])["m1"][0]
     assert got.error == "unreachable: connect: Connection refused" and not got.reachable
+
+
+def test_a_hanging_lookup_holds_up_neither_the_poll_nor_the_other_sentinels(monkeypatch):
+    """An isolated host's resolver may hang for 30 s, and the poll runs on the
+    agent's main loop, which fences: the lookup runs off it, the poll ends on
+    its budget, and the next polls wait for that lookup rather than start more."""
+    good, named = Scripted(sentinel), Scripted(sentinel)
+    names = Names({"sentinel.test": [("127.0.0.1", named.port)]}, gate=threading.Event())
+    monkeypatch.setattr("socket.getaddrinfo", names)
+    cfg = SentinelConfig((good.endpoint, Endpoint("sentinel.test", 26379)), timeout=0.2)
+    poller = Poller(cfg)
+    try:
+        first = poller.poll(["m1"])["m1"]
+        second = poller.poll(["m1"])["m1"]
+        assert names.gate is not None
+        names.gate.set()
+        lookup = poller.clients[1]._lookup
+        assert lookup is not None
+        lookup.result(timeout=5)
+        third = poller.poll(["m1"])["m1"]
+    finally:
+        assert names.gate is not None
+        names.gate.set()
+        poller.close()
+        good.close()
+        named.close()
+    assert first[0].master is not None and second[0].master is not None
+    for answers in (first, second):
+        assert answers[1].error == "unreachable: cannot resolve sentinel.test within 0.4 s"
+        assert not answers[1].reachable
+    assert third[1].master is not None and third[1].master.name == "m1"
+    assert names.looked_up == ["sentinel.test"] and named.accepted == 1
+
+
+def test_a_name_that_does_not_resolve_is_unreachable(monkeypatch):
+    monkeypatch.setattr("socket.getaddrinfo", Names({"sentinel.test": []}))
+    cfg = SentinelConfig((Endpoint("sentinel.test", 26379),), timeout=0.5)
+    got = Poller(cfg).poll(["m1"])["m1"][0]
+    assert not got.reachable and got.error is not None
+    assert got.error.startswith("unreachable: cannot resolve sentinel.test: ")
