@@ -27,7 +27,8 @@ from . import crash
 from .config import VipConfig, hostport
 from .crash import Probe, Verdict, Watch
 from .logs import escape
-from .sentinel import MasterInfo, Replica, connection, parse_master_reply, parse_replicas
+from .redisconn import Conn, ReplyError
+from .sentinel import MasterInfo, Replica, parse_master_reply, parse_replicas
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -231,7 +232,7 @@ class CrashWatcher:
             log.warning("%s: SENTINEL FAILOVER %s: %s", vip.master, vip.master, answer)
         finally:
             if client is not None:
-                client.disconnect()
+                client.close()
 
     def _beat(self) -> None:
         self.beat = time.monotonic()
@@ -251,16 +252,13 @@ def _pidfd(pid: int | None) -> int | None:
         return None
 
 
-def _failover(client: Any, master: str) -> tuple[str, str]:
+def _failover(client: Conn, master: str) -> tuple[str, str]:
     """Sentinel's answer to SENTINEL FAILOVER: (ok | refused | unanswered, the
     answer as one line). Refused: -INPROG (one is running), -NOGOODSLAVE (no
     replica it would promote)."""
-    import redis
-
     try:
-        client.send_command("SENTINEL", "FAILOVER", master)
-        return "ok", escape(str(client.read_response())[:120])
-    except redis.ResponseError as exc:
+        return "ok", escape(str(client.command("SENTINEL", "FAILOVER", master))[:120])
+    except ReplyError as exc:
         return "refused", escape(str(exc)[:200])
     except Exception as exc:  # noqa: BLE001 - a lost answer is logged, never raised
         return "unanswered", escape(f"{type(exc).__name__}: {exc}"[:200])
@@ -279,15 +277,14 @@ def ask_sentinel(agent: Agent, master: str, beat: Any = lambda: None
         if left <= 0:
             break
         beat()
-        client = connection(endpoint.host, endpoint.port, cfg.username, cfg.password,
-                            min(cfg.timeout, left))
+        client = Conn(endpoint.host, endpoint.port, cfg.username, cfg.password,
+                      min(cfg.timeout, left))
         try:
-            client.send_command("SENTINEL", "REPLICAS", master)
-            replicas = parse_replicas(client.read_response())
-            client.send_command("SENTINEL", "MASTER", master)
-            return client, replicas, parse_master_reply(client.read_response())
+            replicas = parse_replicas(client.command("SENTINEL", "REPLICAS", master))
+            return client, replicas, parse_master_reply(client.command("SENTINEL", "MASTER",
+                                                                       master))
         except Exception as exc:  # noqa: BLE001 - any failure: the next Sentinel
             log.info("%s: Sentinel %s: %s", master, endpoint, escape(str(exc)[:200]))
-            client.disconnect()
+            client.close()
     return None, None, None
 

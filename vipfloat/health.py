@@ -14,7 +14,8 @@ import threading
 from .config import RedisConfig
 from .decide import LocalRole, RedisRole
 from .logs import escape
-from .sentinel import connection, uint
+from .redisconn import Conn, ConnectionLost, RedisError, ReplyError, Timeout
+from .sentinel import uint
 
 log = logging.getLogger(__name__)
 
@@ -39,54 +40,46 @@ def parse_role(reply: object) -> LocalRole:
 class LocalRedis:
     def __init__(self, cfg: RedisConfig) -> None:
         self.cfg = cfg
-        self._conns: dict[tuple[str, int], object] = {}
-        self._holds: dict[tuple[str, int], object] = {}   # CLIENT PAUSE's, short timeout
+        self._conns: dict[tuple[str, int], Conn] = {}
+        self._holds: dict[tuple[str, int], Conn] = {}   # CLIENT PAUSE's, short timeout
         self._lock = threading.Lock()
 
-    def _conn(self, host: str, port: int) -> object:
+    def _conn(self, host: str, port: int) -> Conn:
         with self._lock:
             conn = self._conns.get((host, port))
             if conn is None:
-                conn = connection(host, port, self.cfg.username, self.cfg.password,
-                                  self.cfg.timeout)
+                conn = Conn(host, port, self.cfg.username, self.cfg.password, self.cfg.timeout)
                 self._conns[(host, port)] = conn
         return conn
 
     def role(self, host: str, port: int) -> LocalRole:
         """Master, slave, ... or unreachable / error, with why."""
-        import redis
-
         conn = self._conn(host, port)
         # Two tries: a Redis that was just demoted or promoted closes its clients,
         # so the kept connection is often dead exactly when it matters.
         for attempt in (1, 2):
             try:
-                conn.send_command("ROLE")  # type: ignore[attr-defined]
-                return parse_role(conn.read_response())  # type: ignore[attr-defined]
-            except redis.ResponseError as exc:
-                first = (str(exc).splitlines() or [type(exc).__name__])[0]
+                return parse_role(conn.command("ROLE"))
+            except ReplyError as exc:
+                first = (str(exc).splitlines() or ["error"])[0]
                 return LocalRole(RedisRole.ERROR, escape(first[:200]))
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                conn.disconnect()  # type: ignore[attr-defined]
+            except ConnectionLost as exc:
                 if attempt == 2:
                     return LocalRole(RedisRole.UNREACHABLE, escape(str(exc)[:200]))
         return LocalRole(RedisRole.UNKNOWN)
 
     def process_id(self, host: str, port: int) -> int | None:
         """INFO server's process_id, or None when it cannot be asked."""
-        import redis
-
         # A connection of its own: the kept ones belong to the actors' ROLE
         # checks, and two threads on one connection would read each other's
         # replies.
-        conn = connection(host, port, self.cfg.username, self.cfg.password, self.cfg.timeout)
+        conn = Conn(host, port, self.cfg.username, self.cfg.password, self.cfg.timeout)
         try:
-            conn.send_command("INFO", "server")
-            info = str(conn.read_response())
-        except (redis.RedisError, OSError):
+            info = str(conn.command("INFO", "server"))
+        except RedisError:
             return None
         finally:
-            conn.disconnect()
+            conn.close()
         for line in info.splitlines():
             if line.startswith("process_id:"):
                 return uint(line.split(":", 1)[1].strip())
@@ -96,30 +89,24 @@ class LocalRedis:
         """``CLIENT PAUSE <ms> WRITE`` (Redis >= 6.2): writes block until the
         pause ends by itself, ``ms`` later; None lifts it (``CLIENT UNPAUSE``).
         Renewing extends it. Returns why it failed, or None."""
-        import redis
-
         with self._lock:
             conn = self._holds.get((host, port))
             if conn is None:
-                conn = connection(host, port, self.cfg.username, self.cfg.password,
-                                  HOLD_TIMEOUT)
+                conn = Conn(host, port, self.cfg.username, self.cfg.password, HOLD_TIMEOUT)
                 self._holds[(host, port)] = conn
         command = ("CLIENT", "PAUSE", str(ms), "WRITE") if ms is not None else (
             "CLIENT", "UNPAUSE")
         for attempt in (1, 2):
             try:
-                conn.send_command(*command)  # type: ignore[attr-defined]
-                conn.read_response()  # type: ignore[attr-defined]
+                conn.command(*command)
                 return None
-            except redis.ResponseError as exc:
-                return escape((str(exc).splitlines() or [type(exc).__name__])[0][:200])
-            except redis.TimeoutError as exc:
-                conn.disconnect()  # type: ignore[attr-defined]
-                return escape(f"no answer within {HOLD_TIMEOUT:g} s: {exc}"[:200])
-            except (redis.ConnectionError, OSError) as exc:
+            except ReplyError as exc:
+                return escape((str(exc).splitlines() or ["error"])[0][:200])
+            except Timeout as exc:
+                return escape(str(exc)[:200])
+            except ConnectionLost as exc:
                 # Once more on a fresh connection: the kept one may have been
                 # closed by a CLIENT KILL since its last use.
-                conn.disconnect()  # type: ignore[attr-defined]
                 if attempt == 2:
                     return escape(str(exc)[:200])
         return None
@@ -127,6 +114,6 @@ class LocalRedis:
     def close(self) -> None:
         with self._lock:
             for conn in [*self._conns.values(), *self._holds.values()]:
-                conn.disconnect()  # type: ignore[attr-defined]
+                conn.close()
             self._conns.clear()
             self._holds.clear()

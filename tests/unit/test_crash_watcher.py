@@ -2,19 +2,23 @@
 local Redis, dies and comes back; the agent and the Sentinel are fakes."""
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
 
 import pytest
 
-from vipfloat.config import hostport
+from vipfloat.config import Endpoint, hostport
 from vipfloat.crash import CrashView
 from vipfloat.crashwatch import CrashWatcher, probe
 from vipfloat.crash import Probe
 from vipfloat.decide import Quorum
 from vipfloat.metrics import Metrics
+from vipfloat.redisconn import Conn
 from vipfloat.sentinel import MasterInfo, Replica
+
+from .resp_replay import Scripted, bulk
 
 
 class FakeRedis:
@@ -59,15 +63,13 @@ class Client:
         self.sent: list[tuple[str, ...]] = []
         self.closed = False
 
-    def send_command(self, *args: str) -> None:
+    def command(self, *args: str) -> object:
         self.sent.append(args)
-
-    def read_response(self) -> object:
         if isinstance(self.answer, Exception):
             raise self.answer
         return self.answer
 
-    def disconnect(self) -> None:
+    def close(self) -> None:
         self.closed = True
 
 
@@ -190,3 +192,65 @@ def test_a_redis_never_seen_up_is_no_crash(cfg, monkeypatch):
         assert agent.views == 0 and client.sent == []
     finally:
         watcher.stop()
+
+
+# --- asking the Sentinels, on loopback servers that answer as Sentinel does ---------------
+
+
+def sentinel_answers(failover: bytes):
+    def answer(cmd: tuple[str, ...]) -> bytes | None:
+        if cmd[:2] == ("SENTINEL", "REPLICAS"):
+            return resp_array([resp_array([bulk(x) for x in (
+                "name", "198.51.100.12:6379", "ip", "198.51.100.12", "port", "6379",
+                "flags", "slave", "master-link-status", "ok", "slave-priority", "100",
+                "info-refresh", "412")])])
+        if cmd[:2] == ("SENTINEL", "MASTER"):
+            return resp_array([bulk(x) for x in (
+                "name", cmd[2], "ip", "127.0.0.1", "port", "6379", "flags", "master",
+                "config-epoch", "3")])
+        if cmd[:2] == ("SENTINEL", "FAILOVER"):
+            return failover
+        return b"-ERR unknown command\r\n"
+    return answer
+
+
+def resp_array(items: list[bytes]) -> bytes:
+    return b"*%d\r\n" % len(items) + b"".join(items)
+
+
+def test_the_first_sentinel_that_answers_is_asked_and_its_connection_kept(caplog):
+    from types import SimpleNamespace
+
+    from vipfloat.config import SentinelConfig
+    from vipfloat.crashwatch import _failover, ask_sentinel
+
+    dead, good, busy = Scripted(lambda cmd: None), Scripted(sentinel_answers(b"+OK\r\n")), \
+        Scripted(sentinel_answers(b"-INPROG Failover already in progress\r\n"))
+    gone = Scripted(lambda cmd: None)
+    gone.close()
+    eps = tuple(Endpoint("127.0.0.1", s.port) for s in (gone, dead, good, busy))
+    agent = SimpleNamespace(config=SimpleNamespace(sentinel=SentinelConfig(eps, timeout=1.0)))
+    caplog.set_level(logging.INFO)
+    try:
+        client, replicas, master = ask_sentinel(agent, "mymaster")  # type: ignore[arg-type]
+        assert client is not None and replicas is not None and master is not None
+        assert [(r.host, r.port, r.link_ok, r.info_age_ms) for r in replicas] == [
+            ("198.51.100.12", 6379, True, 412)]
+        assert (master.name, master.host, master.port, master.config_epoch) == (
+            "mymaster", "127.0.0.1", 6379, 3)
+        assert _failover(client, "mymaster") == ("ok", "OK")
+        client.close()
+        refused = Conn("127.0.0.1", busy.port, None, None, 2.0)
+        assert _failover(refused, "mymaster") == (
+            "refused", "INPROG Failover already in progress")
+        refused.close()
+    finally:
+        for server in (dead, good, busy):
+            server.close()
+    # The refused one and the silent one were passed over, each logged.
+    assert f"Sentinel 127.0.0.1:{gone.port}: connect to 127.0.0.1:{gone.port}: Connection " \
+        "refused" in caplog.text
+    assert f"Sentinel 127.0.0.1:{dead.port}: no answer within 1 s" in caplog.text
+    assert good.commands == [[("SENTINEL", "REPLICAS", "mymaster"),
+                              ("SENTINEL", "MASTER", "mymaster"),
+                              ("SENTINEL", "FAILOVER", "mymaster")]]
