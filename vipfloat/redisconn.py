@@ -1,9 +1,12 @@
 """One blocking connection to a Redis: the agent's ROLE checks and write holds
 on this host's Redis, and its INFO server.
 
-A socket, RESP2 read by hiredis, AUTH when the connection is made, and one
-deadline per command covering the connect, the send and the whole reply (a
-Redis trickling its answer cannot stretch it). redis-py did this before, but
+A socket, RESP2 read by hiredis, AUTH when the connection is made; one
+deadline for making the connection (a name's lookup, off this thread, the
+connect, AUTH) and one per command, covering the send and the whole reply (a
+Redis trickling its answer cannot stretch it). A kept connection with anything
+unasked waiting on it, or a second reply to one command, is closed, never read
+as the next answer. redis-py did this before, but
 importing it took 100-150 ms and 10 MiB here, and the agent paid that on a
 failover's critical path: at the first ROLE question of a promotion it was
 following, or the first CLIENT PAUSE of a planned failover. hiredis is
@@ -12,8 +15,12 @@ already loaded by the Sentinel poll.
 
 from __future__ import annotations
 
+import select
 import socket
+import threading
 import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from .config import Secret
@@ -42,8 +49,8 @@ class Timeout(ConnectionLost):
 
 
 class Conn:
-    """One connection, made on first use and again after any ConnectionLost.
-    Not shared between threads."""
+    """One connection, made on first use and again after anything but an error
+    reply. Commands from several threads take turns."""
 
     def __init__(self, host: str, port: int, username: str | None, password: Secret | None,
                  timeout: float) -> None:
@@ -52,34 +59,88 @@ class Conn:
         self.timeout = timeout
         self.sock: socket.socket | None = None
         self.reader: Any = None
+        self._lock = threading.Lock()
+        # A name's lookup, on a thread of its own: one at a time, kept until done.
+        self._lookup: Future[list[Any]] | None = None
 
     def command(self, *args: str) -> Any:
-        """The reply to one command (str, int, list, None), within the timeout."""
-        deadline = time.monotonic() + self.timeout
-        try:
-            if self.sock is None:
-                self._connect(deadline)
-            return self._ask(args, deadline)
-        except ConnectionLost:
-            self.close()
-            raise
+        """The reply to one command (str, int, list, None): the connection, when
+        it is made (its lookup, connect and AUTH), within the timeout, and the
+        command within the timeout again."""
+        with self._lock:
+            try:
+                if self.sock is not None and self._stale(self.sock):
+                    self.close()    # bytes nobody asked for: never read as this answer
+                if self.sock is None:
+                    self._connect(time.monotonic() + self.timeout)
+                return self._ask(args, time.monotonic() + self.timeout)
+            except ReplyError:
+                raise               # it answered: the connection is in step
+            except BaseException:
+                self.close()        # anything else may leave a reply half read
+                raise
 
     def close(self) -> None:
         sock, self.sock = self.sock, None
         if sock is not None:
             sock.close()
 
+    @staticmethod
+    def _stale(sock: socket.socket) -> bool:
+        check = select.poll()
+        check.register(sock, select.POLLIN)
+        return bool(check.poll(0))
+
+    def _rows(self, deadline: float) -> list[Any]:
+        from .sentinel import lookup, lookup_in_background
+
+        try:
+            return lookup(self.host, self.port, numeric=True)
+        except (socket.gaierror, UnicodeError):
+            pass
+        # A name: looked up off this thread, so the deadline holds (an isolated
+        # host's resolver may take 30 s); a lookup still running is waited for,
+        # never doubled.
+        if self._lookup is None:
+            self._lookup = lookup_in_background(self.host, self.port)
+        try:
+            rows = self._lookup.result(timeout=self._left(deadline))
+        except FutureTimeout:
+            raise Timeout(f"cannot resolve {self.host} within {self.timeout:g} s") from None
+        except Exception as exc:  # noqa: BLE001 - gaierror, UnicodeError: no address
+            self._lookup = None
+            raise ConnectionLost(f"cannot resolve {self.host}: "
+                                 f"{exc or type(exc).__name__}") from None
+        self._lookup = None
+        return rows
+
     def _connect(self, deadline: float) -> None:
         import hiredis
 
-        try:
-            self.sock = socket.create_connection((self.host, self.port),
-                                                 timeout=self._left(deadline))
-        except TimeoutError:
-            raise Timeout(f"connect to {self.host}:{self.port} timed out") from None
-        except OSError as exc:
-            raise ConnectionLost(f"connect to {self.host}:{self.port}: "
-                                 f"{exc.strerror or exc}") from None
+        rows = self._rows(deadline)
+        why = "no address"
+        for i, (family, kind, proto, _, addr) in enumerate(rows):
+            # Each address its share of what is left, so a dead first one does
+            # not use up the time of the next.
+            share = self._left(deadline) / (len(rows) - i)
+            sock = socket.socket(family, kind | socket.SOCK_CLOEXEC, proto)
+            try:
+                sock.settimeout(share)
+                sock.connect(addr)
+            except TimeoutError:
+                sock.close()
+                why = "timed out"
+                continue
+            except OSError as exc:
+                sock.close()
+                why = exc.strerror or str(exc)
+                continue
+            self.sock = sock
+            break
+        if self.sock is None:
+            if why == "timed out":
+                raise Timeout(f"connect to {self.host}:{self.port} timed out")
+            raise ConnectionLost(f"connect to {self.host}:{self.port}: {why}")
         self.reader = hiredis.Reader(encoding="utf-8", errors="replace")
         if self.password is not None:
             try:
@@ -94,10 +155,12 @@ class Conn:
 
         from .resp import encode
 
-        assert self.sock is not None
+        sock = self.sock
+        if sock is None:
+            raise ConnectionLost("closed")
         try:
-            self.sock.settimeout(self._left(deadline))
-            self.sock.sendall(encode(*args))
+            sock.settimeout(self._left(deadline))
+            sock.sendall(encode(*args))
             received = 0
             while True:
                 try:
@@ -108,8 +171,8 @@ class Conn:
                     raise ConnectionLost(f"unreadable reply: {type(exc).__name__}") from None
                 if reply is not False:
                     break
-                self.sock.settimeout(self._left(deadline))
-                data = self.sock.recv(READ_SIZE)
+                sock.settimeout(self._left(deadline))
+                data = sock.recv(READ_SIZE)
                 if not data:
                     raise ConnectionLost("closed by Redis")
                 received += len(data)
@@ -120,6 +183,9 @@ class Conn:
             raise Timeout(f"no answer within {self.timeout:g} s") from None
         except OSError as exc:
             raise ConnectionLost(exc.strerror or str(exc)) from None
+        if self.reader.has_data():
+            # A second reply to one command: the next answer would be off by one.
+            raise ConnectionLost("more replies than commands")
         if isinstance(reply, hiredis.ReplyError):
             raise ReplyError(str(reply))
         return reply

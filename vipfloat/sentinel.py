@@ -19,7 +19,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .config import Endpoint, Secret, SentinelConfig, hostport
 
@@ -198,6 +198,39 @@ def lookup_in_background(host: str, port: int) -> Future[list[Any]]:
     return future
 
 
+class Waker:
+    """A self-pipe that another thread writes to wake a poll() loop (a lookup
+    done). Closed once; a write after that (a lookup finishing late) goes
+    nowhere, never into whatever has reused the pipe's numbers."""
+
+    def __init__(self) -> None:
+        self.fd, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._lock = threading.Lock()
+        self._open = True
+
+    def wake(self) -> None:
+        with self._lock:
+            if not self._open:
+                return
+            try:
+                os.write(self._w, b"x")
+            except OSError:
+                pass            # the pipe is full: already woken
+
+    def drain(self) -> None:
+        try:
+            os.read(self.fd, 4096)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            if self._open:
+                self._open = False
+                os.close(self.fd)
+                os.close(self._w)
+
+
 def connect_next(rows: list[Any]) -> tuple[socket.socket | None, str]:
     """A connect started to the first of ``rows`` that does not refuse at once
     (each tried is taken off the list); (None, why the last refused) if none."""
@@ -260,6 +293,8 @@ class SentinelClient:
         # never a second one beside it.
         self._lookup: Future[list[Any]] | None = None
         self.resolving = False
+        # The connection finished an exchange, every reply read: it may be kept.
+        self._clean = False
 
     def ask(self, masters: Sequence[str]) -> dict[str, SentinelAnswer]:
         """An answer per master name (SENTINEL MASTER), pipelined: every question
@@ -286,9 +321,12 @@ class SentinelClient:
         self._auth = False
         self._cap = MAX_REPLY_BYTES * (len(masters) + 1)
         if self.sock is not None:
-            if not self._stale():
+            if self._clean and not self._stale():
                 return
-            self.close()        # something came between polls: never read as an answer
+            # Something came between polls (never read as an answer), or the
+            # last exchange never finished (its AUTH may not have been sent).
+            self.close()
+        self._clean = False
         auth = auth_command(self.cfg)
         if auth:
             self._auth = True
@@ -298,10 +336,14 @@ class SentinelClient:
         if self._lookup is None:
             try:
                 self._rows = lookup(self.endpoint.host, self.endpoint.port, numeric=True)
-            except socket.gaierror:
+            except (socket.gaierror, UnicodeError):
                 # A name: the poll's thread is the agent's main loop, which fences
                 # on a lost quorum; an isolated host's resolver must not hold it.
-                self._lookup = lookup_in_background(self.endpoint.host, self.endpoint.port)
+                try:
+                    self._lookup = lookup_in_background(self.endpoint.host, self.endpoint.port)
+                except RuntimeError as exc:     # no thread to be had (TasksMax)
+                    self.failure = f"cannot resolve {self.endpoint.host}: {exc}"
+                    return
         self.resolving = self._lookup is not None
         if self.resolving:
             self._resolved()
@@ -315,8 +357,8 @@ class SentinelClient:
         lookup_done, self._lookup, self.resolving = self._lookup, None, False
         try:
             self._rows = lookup_done.result()
-        except OSError as exc:
-            self.failure = f"cannot resolve {self.endpoint.host}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - gaierror, UnicodeError: no address
+            self.failure = f"cannot resolve {self.endpoint.host}: {exc or type(exc).__name__}"
             return
         self._connect_next()
 
@@ -424,6 +466,7 @@ class SentinelClient:
             self.close()
             return {n: SentinelAnswer(endpoint, error=f"unreachable: {why}", reachable=False)
                     for n in masters}
+        self._clean = True
         answers: dict[str, SentinelAnswer] = {}
         for name, reply in zip(masters, self._got):
             if isinstance(reply, hiredis.ReplyError):
@@ -451,25 +494,34 @@ def exchange(clients: Sequence[SentinelClient],
     if not masters:
         return [{} for _ in clients]
     budget = 2 * max((c.cfg.timeout for c in clients), default=0.5)
-    for client in clients:
-        client._begin(masters)
-    # A name's lookup runs off this thread, within the budget like a connect.
     deadline = time.monotonic() + budget
+    waker: Waker | None = None
     try:
-        _exchange(clients, deadline)
+        for client in clients:
+            client._begin(masters)
+        # A name's lookup runs off this thread, within the budget like a connect;
+        # its end wakes the poll.
+        for client in clients:
+            if client.resolving and client._lookup is not None:
+                if waker is None:
+                    waker = Waker()
+                client._lookup.add_done_callback(_waking(waker))
+        _exchange(clients, deadline, waker)
     except BaseException:
         for client in clients:
-            if client._busy:
-                client.close()      # half an exchange must not be read by the next
+            client.close()      # half an exchange must not be read, or kept, by the next
         raise
+    finally:
+        if waker is not None:
+            waker.close()
     return [c._answers(masters, budget) for c in clients]
 
 
-# How often an exchange looks whether a name's lookup is done (only while one is).
-LOOKUP_CHECK = 0.01
+def _waking(waker: Waker) -> Callable[[Future[list[Any]]], None]:
+    return lambda _done: waker.wake()
 
 
-def _exchange(clients: Sequence[SentinelClient], deadline: float) -> None:
+def _exchange(clients: Sequence[SentinelClient], deadline: float, waker: Waker | None) -> None:
     poller = select.poll()
     while True:
         now = time.monotonic()
@@ -477,8 +529,6 @@ def _exchange(clients: Sequence[SentinelClient], deadline: float) -> None:
         for c in clients:
             if c.resolving and c._busy:
                 c._resolved()
-                if c.resolving:
-                    wake = min(wake, now + LOOKUP_CHECK)
             # A name's address that does not answer its connect within the
             # timeout gives way to the next one (the budget is twice the timeout).
             if c.connecting and c._rows and c._busy:
@@ -487,19 +537,26 @@ def _exchange(clients: Sequence[SentinelClient], deadline: float) -> None:
                 if c.connecting and c._rows:
                     wake = min(wake, c._connect_by)
         busy = {c.sock.fileno(): c for c in clients if c._busy and c.sock is not None}
+        resolving = any(c.resolving and c._busy for c in clients)
         left = wake - time.monotonic()
-        if deadline - time.monotonic() <= 0 or not (
-                busy or any(c.resolving and c._busy for c in clients)):
+        if deadline - time.monotonic() <= 0 or not (busy or resolving):
             break
         for fd, client in busy.items():
             poller.register(fd, client._events())
+        if resolving and waker is not None:
+            poller.register(waker.fd, select.POLLIN)
         try:
             ready = poller.poll(max(0.0, left) * 1000)
         finally:
             for fd in busy:
                 poller.unregister(fd)
+            if resolving and waker is not None:
+                poller.unregister(waker.fd)
         for fd, events in ready:
-            busy[fd]._ready(events)
+            if waker is not None and fd == waker.fd:
+                waker.drain()
+            elif fd in busy:
+                busy[fd]._ready(events)
 
 
 class Poller:

@@ -17,7 +17,6 @@ per ping, each running redis-py's generic reply path (README, "Many masters").
 from __future__ import annotations
 
 import logging
-import os
 import select
 import socket
 import threading
@@ -28,7 +27,8 @@ from enum import Enum
 from typing import Any, Callable
 
 from .config import Endpoint, SentinelConfig
-from .sentinel import auth_command, connect_error, connect_next, lookup, lookup_in_background
+from .sentinel import (Waker, auth_command, connect_error, connect_next, lookup,
+                       lookup_in_background)
 from .resp import Decoder, ErrorReply, ProtocolError, Reply, encode
 
 log = logging.getLogger(__name__)
@@ -190,12 +190,11 @@ class Subscriptions:
         self.links = [Link(ep) for ep in cfg.addresses]
         self._hello = hello(cfg)
         self._stop = threading.Event()
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # Woken by a name's lookup finishing, and by stop.
+        self._waker = Waker()
         self._poller = select.poll()
-        self._poller.register(self._wake_r, select.POLLIN)
+        self._poller.register(self._waker.fd, select.POLLIN)
         self._by_fd: dict[int, Link] = {}
-        self._pipe_lock = threading.Lock()
-        self._pipe_open = True
         self._next_ping = 0.0
         self._thread = threading.Thread(target=self._run, name="subscriptions", daemon=True)
 
@@ -214,21 +213,11 @@ class Subscriptions:
         if not self._thread.is_alive():
             for link in self.links:
                 self._close(link)
-            with self._pipe_lock:
-                # A lookup finishing later must not write into whatever reuses these fds.
-                if self._pipe_open:
-                    self._pipe_open = False
-                    os.close(self._wake_r)
-                    os.close(self._wake_w)
+            # A lookup finishing later must not write into whatever reuses these fds.
+            self._waker.close()
 
     def _wake(self) -> None:
-        with self._pipe_lock:
-            if not self._pipe_open:
-                return
-            try:
-                os.write(self._wake_w, b"x")
-            except OSError:
-                pass            # the pipe is full: already woken
+        self._waker.wake()
 
     # --- the loop --------------------------------------------------------------------
     def _run(self) -> None:
@@ -245,11 +234,8 @@ class Subscriptions:
                             self._send(link, PING)
                 timeout = max(0.0, self._next_wake() - time.monotonic())
                 for fd, events in self._poller.poll(timeout * 1000):
-                    if fd == self._wake_r:
-                        try:
-                            os.read(self._wake_r, 4096)
-                        except OSError:
-                            pass
+                    if fd == self._waker.fd:
+                        self._waker.drain()
                         continue
                     ready = self._by_fd.get(fd)
                     if ready is not None:
@@ -307,7 +293,7 @@ class Subscriptions:
         link.deadline = now + self.cfg.timeout
         try:
             rows = lookup(host, port, numeric=True)
-        except socket.gaierror:
+        except (socket.gaierror, UnicodeError):
             # A name: looked up off this thread, so a slow resolver cannot hold up
             # the other Sentinels' pings (and with them, the quorum).
             link.state = State.RESOLVING
@@ -323,8 +309,9 @@ class Subscriptions:
         future, link.resolved = link.resolved, None
         try:
             rows = future.result()
-        except OSError as exc:
-            self._fail(link, now, f"cannot resolve {link.endpoint.host}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - gaierror, UnicodeError: no address
+            self._fail(link, now, f"cannot resolve {link.endpoint.host}: "
+                       f"{exc or type(exc).__name__}")
             return
         self._connect(link, now, rows)
 

@@ -3,6 +3,7 @@ one round trip per Sentinel per poll, whatever the number of masters, and each
 master's answer or error kept apart."""
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -258,3 +259,103 @@ def test_a_name_that_does_not_resolve_is_unreachable(monkeypatch):
     got = Poller(cfg).poll(["m1"])["m1"][0]
     assert not got.reachable and got.error is not None
     assert got.error.startswith("unreachable: cannot resolve sentinel.test: ")
+
+
+def authenticating(cmd: tuple[str, ...], state: dict) -> bytes | None:
+    """A Sentinel that refuses questions on a connection not authenticated
+    (``state`` is the connection's)."""
+    if cmd[0] == "AUTH":
+        state["auth"] = True
+        return b"+OK\r\n"
+    if not state.get("auth"):
+        return b"-NOAUTH Authentication required.\r\n"
+    return sentinel(cmd)
+
+
+class PerConnection(Scripted):
+    """Scripted, with ``answer(cmd, state)`` given each connection's own state."""
+
+    def __init__(self, answer) -> None:
+        self.per = answer
+        super().__init__(lambda cmd: None)
+
+    def _serve(self, conn, got) -> None:
+        state: dict = {}
+        self.answer = lambda cmd: self.per(cmd, state)
+        super()._serve(conn, got)
+
+
+def test_a_poll_that_fails_half_way_leaves_no_connection_half_begun(monkeypatch):
+    """One Sentinel's set-up raising (here a name's lookup that cannot be
+    started) must not leave another's connection made but its AUTH unsent: kept,
+    it would ask every later poll's questions unauthenticated."""
+    good = PerConnection(authenticating)
+    calls: list[str] = []
+
+    def no_thread(host, port):
+        calls.append(host)
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr("vipfloat.sentinel.lookup_in_background", no_thread)
+    cfg = SentinelConfig((good.endpoint, Endpoint("sentinel.test", 26379)), timeout=0.5,
+                         password=Secret("s3cret"))
+    poller = Poller(cfg)
+    try:
+        first = poller.poll(["m1"])["m1"]
+        second = poller.poll(["m1"])["m1"]
+    finally:
+        poller.close()
+        good.close()
+    assert first[0].master is not None and second[0].master is not None
+    assert first[1].error == "unreachable: cannot resolve sentinel.test: can't start new thread"
+    assert calls == ["sentinel.test", "sentinel.test"]
+
+
+def test_an_exception_in_a_poll_closes_every_connection_it_began(monkeypatch):
+    good = PerConnection(authenticating)
+    names = Names({})
+
+    def boom(host, port, family=0, type=0, proto=0, flags=0):  # noqa: A002
+        if host == "boom.test" and names.looked_up == []:
+            names.looked_up.append(host)
+            raise ValueError("a resolver bug")
+        return names(host, port, family, type, proto, flags)
+
+    monkeypatch.setattr("socket.getaddrinfo", boom)
+    cfg = SentinelConfig((good.endpoint, Endpoint("boom.test", 26379)), timeout=0.5,
+                         password=Secret("s3cret"))
+    poller = Poller(cfg)
+    try:
+        with pytest.raises(ValueError):
+            poller.poll(["m1"])
+        again = poller.poll(["m1"])["m1"][0]
+    finally:
+        poller.close()
+        good.close()
+    # Its connection was closed with the failed poll, and made again with AUTH.
+    assert again.master is not None, again.error
+    assert ("AUTH", "s3cret") in good.commands[-1]
+
+
+def test_a_lookup_failing_with_anything_is_that_sentinels_error_only(monkeypatch):
+    """getaddrinfo raises UnicodeError for a label over 63 bytes, not gaierror:
+    the other Sentinels' answers are kept, the poll goes on."""
+    good = Scripted(sentinel)
+    real = socket.getaddrinfo
+
+    def odd(host, port, family=0, type=0, proto=0, flags=0):  # noqa: A002
+        if host == "odd.test":
+            raise UnicodeError("label too long")
+        return real(host, port, family, type, proto, flags)
+
+    monkeypatch.setattr("socket.getaddrinfo", odd)
+    cfg = SentinelConfig((good.endpoint, Endpoint("odd.test", 26379)), timeout=0.5)
+    poller = Poller(cfg)
+    try:
+        for _ in range(2):
+            answers = poller.poll(["m1"])["m1"]
+            assert answers[0].master is not None
+            assert answers[1].error == "unreachable: cannot resolve odd.test: label too long"
+    finally:
+        poller.close()
+        good.close()

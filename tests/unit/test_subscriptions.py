@@ -347,8 +347,8 @@ def test_a_lookup_finishing_after_stop_writes_nowhere(follow):
 class Named:
     """Sentinels behind one name (``names`` resolves it to their addresses)."""
 
-    def __init__(self, port: int, *servers: object) -> None:
-        self.endpoint = Endpoint("sentinel.test", port)
+    def __init__(self, port: int, *servers: object, host: str = "sentinel.test") -> None:
+        self.endpoint = Endpoint(host, port)
         self.servers = servers
 
     def close(self) -> None:
@@ -379,3 +379,20 @@ def test_a_named_sentinel_none_of_whose_addresses_answers_backs_off(follow, monk
     subs, rec = follow([Named(first.port)])
     wait_for(lambda: subs.links[0].failures >= 2)
     assert not subs.links[0].alive and subs.links[0].last_error == "connect: Connection refused"
+
+
+def test_a_lookup_failing_with_anything_is_a_failed_attempt_not_an_internal_error(
+        follow, monkeypatch, caplog):
+    import socket
+    real = socket.getaddrinfo
+
+    def odd(host, port, family=0, type=0, proto=0, flags=0):  # noqa: A002
+        if host == "odd.test":
+            raise UnicodeError("label too long")
+        return real(host, port, family, type, proto, flags)
+
+    monkeypatch.setattr("socket.getaddrinfo", odd)
+    subs, rec = follow([Named(26379, host="odd.test")])
+    wait_for(lambda: subs.links[0].failures >= 2)
+    assert subs.links[0].last_error == "cannot resolve odd.test: label too long"
+    assert "internal error" not in caplog.text
