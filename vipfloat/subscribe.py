@@ -279,14 +279,28 @@ class Subscriptions:
                 self._fail(link, now, f"cannot resolve {link.endpoint.host} within "
                            f"{self.cfg.timeout:.1f} s")
         elif link.state is State.CONNECTING and now >= link.deadline:
-            self._connect_failed(link, now, f"connect timed out after {self.cfg.timeout:.1f} s")
+            if not self._waiting(link, select.POLLOUT):
+                self._connect_failed(link, now,
+                                     f"connect timed out after {self.cfg.timeout:.1f} s")
         elif link.state is State.UP and now - link.last_heard > self.dead_after:
-            self._fail(link, now, f"no reply in {self.dead_after:.1f} s")
+            if not self._waiting(link, select.POLLIN):
+                self._fail(link, now, f"no reply in {self.dead_after:.1f} s")
         elif link.up_since is not None and now - link.up_since >= self.dead_after:
             # Up for a while: the back-off starts afresh. Not at once: a Sentinel
             # (or a middlebox) dropping every connection right after SUBSCRIBE
             # would have us reconnect, and poll, ten times a second.
             link.failures, link.last_error, link.up_since = 0, "", None
+
+    @staticmethod
+    def _waiting(link: Link, events: int) -> bool:
+        """Has ``link``'s socket something this loop has not read yet? Then a
+        deadline just passed is this thread's stall (a VM's stolen time), not
+        the Sentinel's silence: it is read first, in this turn of the loop."""
+        if link.sock is None:
+            return False
+        check = select.poll()
+        check.register(link.sock, events)
+        return bool(check.poll(0))
 
     def _attempt(self, link: Link, now: float) -> None:
         host, port = link.endpoint.host, link.endpoint.port

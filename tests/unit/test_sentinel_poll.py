@@ -359,3 +359,29 @@ def test_a_lookup_failing_with_anything_is_that_sentinels_error_only(monkeypatch
     finally:
         poller.close()
         good.close()
+
+
+def test_an_answer_already_there_when_the_budget_ran_out_is_still_read():
+    """The one stalled may be the agent (a VM's stolen time), not the Sentinel:
+    a whole answer waiting in the socket when the poll's thread gets back past
+    its deadline is read, not counted as the Sentinel unreachable."""
+    import select as select_mod
+
+    from vipfloat.sentinel import _exchange
+
+    server = Scripted(sentinel)
+    cfg = SentinelConfig((server.endpoint,), timeout=0.5)
+    poller = Poller(cfg)
+    client = poller.clients[0]
+    try:
+        assert poller.poll(["m1"])["m1"][0].master is not None   # a kept connection
+        client._begin(["m2"])
+        assert client.sock is not None and not client.connecting
+        client._ready(select_mod.POLLOUT)                        # the question sent
+        assert select_mod.select([client.sock], [], [], 5)[0]    # its answer is there
+        _exchange([client], time.monotonic() - 1.0, None)        # ... but the budget is spent
+        got = client._answers(["m2"], 1.0)["m2"]
+    finally:
+        poller.close()
+        server.close()
+    assert got.master is not None and got.master.name == "m2", got.error

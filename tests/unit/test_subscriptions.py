@@ -396,3 +396,29 @@ def test_a_lookup_failing_with_anything_is_a_failed_attempt_not_an_internal_erro
     wait_for(lambda: subs.links[0].failures >= 2)
     assert subs.links[0].last_error == "cannot resolve odd.test: label too long"
     assert "internal error" not in caplog.text
+
+
+def test_a_deadline_passed_while_a_reply_waits_unread_is_this_threads_stall():
+    """The loop judges deadlines before it reads: after a stall of its own
+    thread (a VM's stolen time) a link whose reply is already waiting must not
+    be dropped for silence, nor a connect that has completed time out."""
+    import socket
+    from vipfloat.subscribe import State
+
+    cfg = SentinelConfig((Endpoint("127.0.0.1", 1),), timeout=0.5)
+    subs = Subscriptions(cfg, lambda ep, ev: None, lambda ep, up: None, dead_after=0.5)
+    link = subs.links[0]
+    ours, theirs = socket.socketpair()
+    try:
+        now = time.monotonic()
+        link.sock, link.state, link.last_heard = ours, State.UP, now - 10
+        theirs.sendall(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n")
+        subs._advance(link, now)
+        assert link.state is State.UP               # read first, in this turn
+        ours.recv(100)
+        subs._advance(link, now)
+        assert link.state is State.DOWN and link.last_error == "no reply in 0.5 s"
+    finally:
+        ours.close()
+        theirs.close()
+        subs.stop()
