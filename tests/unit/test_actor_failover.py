@@ -8,9 +8,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
+from types import SimpleNamespace
 
 import pytest
 
+import vipfloat.agent as agent_mod
 from vipfloat.agent import Agent, Kind, Request, VipActor
 from vipfloat.decide import LocalRole, RedisRole
 from vipfloat.netlink import AddrRow
@@ -37,7 +39,13 @@ class Ticks:
 
 
 @pytest.fixture
-def on_fakes(cfg):
+def on_fakes(cfg, monkeypatch):
+    # The agent module's clock stands still unless a test moves it: a stalled
+    # test process must not age the failover past its write-hold window (half
+    # of down-after), nor run out a hold (HOLD_SLICE), between two steps.
+    still = time.monotonic()
+    monkeypatch.setattr(agent_mod, "time", SimpleNamespace(
+        monotonic=lambda: still, time=time.time, sleep=time.sleep))
     with actor_on_fakes(cfg) as made:
         made[1].slice_clock = Ticks(0.001)   # 125 looks to a FOLLOW_SLICE of 0.25 s
         yield made
@@ -79,7 +87,8 @@ class Wire:
     def wait_sighting(self, ip, since, timeout):
         self.waits += 1
         if self.after is not None and self.waits >= self.after and not self.seen:
-            self.seen.append(Sighting(time.monotonic(), VIP, bytes.fromhex("02000000000d")))
+            self.seen.append(Sighting(agent_mod.time.monotonic(), VIP,
+                                      bytes.fromhex("02000000000d")))
         found = self.sightings(ip, since)
         return found[0] if found else None
 
