@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from typing import Callable, Mapping
 
 
@@ -67,6 +68,7 @@ class Scripted:
         self.commands: list[list[tuple[str, ...]]] = []
         self.conns: list[socket.socket] = []
         self.accepted = 0
+        self.accepted_at: list[float] = []     # when each connection was accepted
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -76,6 +78,7 @@ class Scripted:
             except OSError:
                 return
             self.accepted += 1
+            self.accepted_at.append(time.monotonic())
             self.conns.append(conn)
             got: list[tuple[str, ...]] = []
             self.commands.append(got)
