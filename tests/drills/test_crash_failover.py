@@ -5,6 +5,7 @@ refuses connections; a quick restart and a paused Redis are left alone.
 Every check is over what Sentinel decided."""
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import threading
@@ -111,6 +112,10 @@ def test_a_restart_inside_the_window_is_no_failover(cluster):
     finally:
         events.close()
     log = cluster.agent_log("a")
+    # The harness's probe thread may be starved and miss refusals at either end;
+    # the agent's own count is the other witness: the longer of the two stands.
+    seen_ms = [int(ms) for ms in re.findall(r"refused \d+ connection\(s\) over (\d+) ms", log)]
+    refused_for = max([refused_for, *(ms / 1000 for ms in seen_ms)])
     if refused_for < CONFIRM_WINDOW * 0.8:
         assert "SENTINEL FAILOVER" not in log, log[-1500:]
         assert not tried, [e.data for e in tried]
