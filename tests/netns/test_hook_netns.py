@@ -56,15 +56,18 @@ def test_hook_is_idempotent(lab, host_config):
 
 
 def test_peer_sees_arp_request_and_reply_and_na(lab, host_config):
-    cfg = host_config("a", count=3, interval=0.3)
+    # A 2 s interval: the hook's exit must be seen before the last round (4 s
+    # after the first), and a stall of the test process must not eat the spacing.
+    cfg = host_config("a", count=3, interval=2.0)
     mac = lab.hosts["a"].mac
     with Capture(lab, "peer") as cap:
         start = time.monotonic()
         r = hook(lab, "a", cfg, *hook_args("mymaster", A))
         exited = time.monotonic()
         hook(lab, "a", cfg, *hook_args("six", A6))
-        arps = cap.wait(lambda f: is_arp_for(f, VIP4), count=6, timeout=3)
-        nas = cap.wait(lambda f: is_na_for(f, VIP6), count=3, timeout=3)
+        # Generous: wait() returns as soon as they are all there.
+        arps = cap.wait(lambda f: is_arp_for(f, VIP4), count=6, timeout=20)
+        nas = cap.wait(lambda f: is_na_for(f, VIP6), count=3, timeout=20)
     assert r.returncode == 0
     ops = [Ether(f)[ARP].op for _, f in arps]
     assert ops == [1, 2] * 3, ops      # a request and a reply in every round
@@ -75,7 +78,9 @@ def test_peer_sees_arp_request_and_reply_and_na(lab, host_config):
     # The first round went out before the hook exited; the others did not hold it up.
     assert arps[0][0] < exited
     assert arps[-1][0] > exited
-    assert arps[-1][0] - arps[0][0] >= 0.5  # rounds are spaced by the interval
+    # Rounds are spaced by the interval (4 s first to last; frames are timed when
+    # the capture reads them, so a stalled reader can shorten it by a stall's length).
+    assert arps[-1][0] - arps[0][0] >= 1.5
     assert len(nas) == 3
     na = Ether(nas[0][1])[ICMPv6ND_NA]
     assert (na.O, na.S, na.R, na.tgt) == (1, 0, 0, VIP6)
@@ -155,15 +160,30 @@ def test_foreign_address_is_never_removed(lab, host_config):
 
 
 def test_background_rounds_stop_when_the_vip_is_released(lab, host_config):
-    cfg = host_config("a", count=3, interval=1.0)
+    # Whether the release beats the second round depends on how fast a fresh
+    # Python hook starts (a stalled one may let a round or two out while the VIP
+    # is still bound, which is right). What must not happen is a round once the
+    # VIP is gone: rounds 1, 2, 3, 4 s after the first would show it.
+    count, interval = 5, 1.0
+    cfg = host_config("a", count=count, interval=interval)
     mac = lab.hosts["a"].mac
     with Capture(lab, "peer") as cap:
         hook(lab, "a", cfg, *hook_args("mymaster", A))
-        hook(lab, "a", cfg, *hook_args("mymaster", B))  # well before the second round
-        time.sleep(2.3)
+        acquired = time.monotonic()
+        r = hook(lab, "a", cfg, *hook_args("mymaster", B))
+        assert r.returncode == 0 and not lab.has_address("a", f"{VIP4}/24"), r.stderr
+        released = time.monotonic()
+        # Past the last round a background process could still send, with margin.
+        time.sleep(max(0.0, acquired + (count - 1) * interval + 0.8 - time.monotonic()))
         from_a = cap.matching(lambda f: is_arp_for(f, VIP4) and f[6:12] == bytes.fromhex(
             mac.replace(":", "")))
-    assert len(from_a) == 2, len(from_a)  # the first round only
+    assert len(from_a) >= 2, len(from_a)  # the first round (a request and a reply)
+    # At most one round may be seen after the release: the one whose check found
+    # the VIP just before it was removed, still on its way (or read late by the
+    # capture), however long a stall made that. Rounds that go on come 1 s apart:
+    # two or more after the release.
+    late = [round(t - released, 2) for t, _ in from_a if t > released]
+    assert len(late) <= 2, late  # seconds after the release
 
 
 def test_unprivileged_hook_exits_1_with_a_hint(lab, host_config):

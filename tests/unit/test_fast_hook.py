@@ -267,15 +267,22 @@ def flood(conn: socket.socket, closing: threading.Event) -> None:
     closing.wait(10)
 
 
-@pytest.mark.parametrize("reply, trouble", [(drip, "no answer in time"),
-                                            (flood, "answer too long")])
+@pytest.mark.parametrize("reply, trouble, build", [
+    # Only the drip needs the 1.5 s build (30 s would make the test wait 30 s).
+    # The flood gets the usual 30 s: "too long" must be found by the cap, and
+    # with 1.5 s a stalled machine could hit the deadline first.
+    pytest.param(drip, "no answer in time", "built_impatient", id="drip-no answer in time"),
+    pytest.param(flood, "answer too long", "built", id="flood-answer too long"),
+])
 def test_an_answer_that_drips_or_floods_cannot_hold_the_hook_past_its_deadline(
-        built_impatient, tmp_path, reply, trouble):
+        request, tmp_path, reply, trouble, build):
     # The deadline is the whole exchange's, not each read's: a byte a second
-    # would otherwise hold the hook until Sentinel kills it. 5 s: a hang guard.
+    # would otherwise hold the hook until Sentinel kills it. 15 s: a hang guard,
+    # far past 1.5 s (and far short of the drip's endless answer).
     agent = FakeAgent(tmp_path / "a.sock", reply)
     try:
-        code, err, fell_back = run(built_impatient, tmp_path, ARGS, agent.path, timeout=5)
+        code, err, fell_back = run(request.getfixturevalue(build), tmp_path, ARGS, agent.path,
+                                   timeout=15)
     finally:
         agent.close()
     assert (code, fell_back) == (7, ["DIRECT=1", *ARGS])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 
 from vipfloat.netwatch import AddrChange, link_changed, parse_addr_messages
 from vipfloat.rtnl import IFA_LOCAL, RTM_DELADDR, RTM_NEWADDR, RTM_NEWLINK
@@ -68,6 +69,13 @@ def test_drain_applies_what_is_queued_now_in_order_and_wakes_once():
         watcher.drain()
         assert cache.seen == [AddrChange(True, "198.51.100.250", 2, 24),
                               AddrChange(False, "198.51.100.250", 2, 24), "links"]
+        # The wake-up is not part of that promise: whichever reader applied the
+        # changes calls on_change() after releasing the lock, so if it was the
+        # watcher's thread, it may not have happened yet. Wait for it (10 s: a
+        # guard a correct run never approaches), then it must be just one.
+        deadline = time.monotonic() + 10
+        while not woken and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert woken == [1]
         watcher.drain()                      # nothing queued: returns at once, no wake-up
         assert woken == [1] and len(cache.seen) == 3
