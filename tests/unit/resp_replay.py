@@ -182,16 +182,22 @@ class Names:
     """socket.getaddrinfo for a test (monkeypatched in): each name in ``names``
     resolves to its (ip, port) rows, in that order; a numeric-only lookup of it
     fails as for any name; everything else is the real getaddrinfo's. With a
-    ``gate``, a name's lookup hangs until the gate is set, for 5 s at most."""
+    ``gate``, a name's lookup hangs until the gate is set, for 5 s at most; a
+    name in ``errors`` raises its exception (getaddrinfo raises UnicodeError, not
+    gaierror, for a label over 63 bytes)."""
 
     def __init__(self, names: dict[str, list[tuple[str, int]]],
-                 gate: threading.Event | None = None) -> None:
+                 gate: threading.Event | None = None,
+                 errors: dict[str, Exception] | None = None) -> None:
         self.names = names
         self.gate = gate            # set: lookups answer; clear: they hang until it is
+        self.errors = errors or {}  # names whose every lookup raises this
         self.looked_up: list[str] = []
         self.real = socket.getaddrinfo
 
     def __call__(self, host, port, family=0, type=0, proto=0, flags=0):  # noqa: A002
+        if host in self.errors:
+            raise self.errors[host]
         if host not in self.names:
             return self.real(host, port, family, type, proto, flags)
         if flags & socket.AI_NUMERICHOST:

@@ -3,7 +3,6 @@ one round trip per Sentinel per poll, whatever the number of masters, and each
 master's answer or error kept apart."""
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -348,14 +347,8 @@ def test_a_lookup_failing_with_anything_is_that_sentinels_error_only(monkeypatch
     """getaddrinfo raises UnicodeError for a label over 63 bytes, not gaierror:
     the other Sentinels' answers are kept, the poll goes on."""
     good = Scripted(sentinel)
-    real = socket.getaddrinfo
-
-    def odd(host, port, family=0, type=0, proto=0, flags=0):  # noqa: A002
-        if host == "odd.test":
-            raise UnicodeError("label too long")
-        return real(host, port, family, type, proto, flags)
-
-    monkeypatch.setattr("socket.getaddrinfo", odd)
+    monkeypatch.setattr("socket.getaddrinfo",
+                        Names({}, errors={"odd.test": UnicodeError("label too long")}))
     cfg = SentinelConfig((good.endpoint, Endpoint("odd.test", 26379)), timeout=GENEROUS)
     poller = Poller(cfg)
     try:

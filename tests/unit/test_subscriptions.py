@@ -389,15 +389,8 @@ def test_a_named_sentinel_none_of_whose_addresses_answers_backs_off(follow, monk
 
 def test_a_lookup_failing_with_anything_is_a_failed_attempt_not_an_internal_error(
         follow, monkeypatch, caplog):
-    import socket
-    real = socket.getaddrinfo
-
-    def odd(host, port, family=0, type=0, proto=0, flags=0):  # noqa: A002
-        if host == "odd.test":
-            raise UnicodeError("label too long")
-        return real(host, port, family, type, proto, flags)
-
-    monkeypatch.setattr("socket.getaddrinfo", odd)
+    monkeypatch.setattr("socket.getaddrinfo",
+                        Names({}, errors={"odd.test": UnicodeError("label too long")}))
     subs, rec = follow([Named(26379, host="odd.test")])
     wait_for(lambda: subs.links[0].failures >= 2)
     assert subs.links[0].last_error == "cannot resolve odd.test: label too long"
