@@ -69,20 +69,30 @@ class Conn:
         command within the timeout again."""
         with self._lock:
             try:
-                if self.sock is not None and self._stale(self.sock):
+                sock = self.sock
+                if sock is not None and self._stale(sock):
                     self.close()    # bytes nobody asked for: never read as this answer
                 if self.sock is None:
                     self._connect(time.monotonic() + self.timeout)
                 return self._ask(args, time.monotonic() + self.timeout)
             except ReplyError:
                 raise               # it answered: the connection is in step
+            except (OSError, RuntimeError) as exc:
+                # No socket or thread to be had (EMFILE, TasksMax): no answer.
+                self.close()
+                raise ConnectionLost(f"{type(exc).__name__}: {exc}") from None
             except BaseException:
                 self.close()        # anything else may leave a reply half read
                 raise
 
     def close(self) -> None:
+        """Also from another thread: a command blocked on the socket ends at once."""
         sock, self.sock = self.sock, None
         if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass                # never connected, or already reset
             sock.close()
 
     @staticmethod

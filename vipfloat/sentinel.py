@@ -19,7 +19,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from .config import Endpoint, Secret, SentinelConfig, hostport
 
@@ -75,7 +75,7 @@ def parse_master_reply(reply: Sequence[Any] | Mapping[Any, Any]) -> MasterInfo:
         value = fields.get(key)
         try:
             return int(value) if value is not None else None
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: RESP3's ,inf
             return None
 
     return MasterInfo(
@@ -295,6 +295,8 @@ class SentinelClient:
         self.resolving = False
         # The connection finished an exchange, every reply read: it may be kept.
         self._clean = False
+        # The exchange in progress's waker, woken when the lookup ends.
+        self.waker: Waker | None = None
 
     def ask(self, masters: Sequence[str]) -> dict[str, SentinelAnswer]:
         """An answer per master name (SENTINEL MASTER), pipelined: every question
@@ -322,6 +324,7 @@ class SentinelClient:
         self._cap = MAX_REPLY_BYTES * (len(masters) + 1)
         if self.sock is not None:
             if self._clean and not self._stale():
+                self._clean = False     # until this exchange, too, ends well
                 return
             # Something came between polls (never read as an answer), or the
             # last exchange never finished (its AUTH may not have been sent).
@@ -344,11 +347,18 @@ class SentinelClient:
                 except RuntimeError as exc:     # no thread to be had (TasksMax)
                     self.failure = f"cannot resolve {self.endpoint.host}: {exc}"
                     return
+                # One callback for the lookup's life, however many polls wait on it.
+                self._lookup.add_done_callback(self._lookup_done)
         self.resolving = self._lookup is not None
         if self.resolving:
             self._resolved()
         else:
             self._connect_next()
+
+    def _lookup_done(self, _done: Future[list[Any]]) -> None:
+        waker = self.waker
+        if waker is not None:
+            waker.wake()
 
     def _resolved(self) -> None:
         """The name's lookup, if done: its addresses tried in turn."""
@@ -500,12 +510,11 @@ def exchange(clients: Sequence[SentinelClient],
         for client in clients:
             client._begin(masters)
         # A name's lookup runs off this thread, within the budget like a connect;
-        # its end wakes the poll.
-        for client in clients:
-            if client.resolving and client._lookup is not None:
-                if waker is None:
-                    waker = Waker()
-                client._lookup.add_done_callback(_waking(waker))
+        # its end wakes the poll (through the client's one callback).
+        if any(client.resolving for client in clients):
+            waker = Waker()
+            for client in clients:
+                client.waker = waker
         _exchange(clients, deadline, waker)
     except BaseException:
         for client in clients:
@@ -513,12 +522,22 @@ def exchange(clients: Sequence[SentinelClient],
         raise
     finally:
         if waker is not None:
+            for client in clients:
+                client.waker = None
             waker.close()
-    return [c._answers(masters, budget) for c in clients]
+    return [_answers_of(c, masters, budget) for c in clients]
 
 
-def _waking(waker: Waker) -> Callable[[Future[list[Any]]], None]:
-    return lambda _done: waker.wake()
+def _answers_of(client: SentinelClient, masters: Sequence[str],
+                budget: float) -> dict[str, SentinelAnswer]:
+    """One Sentinel's answers; a reply that breaks their reading (a field no
+    Sentinel sends) is that Sentinel's error, never the whole poll's."""
+    try:
+        return client._answers(masters, budget)
+    except Exception as exc:  # noqa: BLE001 - the reply is anyone's
+        client.close()
+        return {n: SentinelAnswer(client.endpoint, error=f"unreadable reply: "
+                                  f"{type(exc).__name__}") for n in masters}
 
 
 # Once the budget is spent, what had already arrived is still read, in a few
@@ -537,9 +556,10 @@ def _exchange(clients: Sequence[SentinelClient], deadline: float, waker: Waker |
             if c.resolving and c._busy:
                 c._resolved()
             # A name's address that does not answer its connect within the
-            # timeout gives way to the next one (the budget is twice the timeout).
+            # timeout gives way to the next one (the budget is twice the timeout),
+            # but not once the budget is spent.
             if c.connecting and c._rows and c._busy:
-                if now >= c._connect_by:
+                if deadline > now >= c._connect_by:
                     c._connect_failed(f"connect timed out after {c.cfg.timeout:.1f} s")
                 if c.connecting and c._rows:
                     wake = min(wake, c._connect_by)

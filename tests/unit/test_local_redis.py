@@ -298,3 +298,14 @@ def test_actors_sharing_a_connection_take_turns():
         lr.close()
         server.close()
     assert roles == [RedisRole.MASTER] * 150 and server.accepted == 1
+
+
+def test_no_thread_or_socket_to_be_had_is_unreachable_not_an_exception(monkeypatch):
+    """A name's lookup needs a thread (TasksMax may refuse it), a connection a
+    socket (EMFILE): either is no answer, never an exception out of the check."""
+    def no_thread(host, port):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr("vipfloat.sentinel.lookup_in_background", no_thread)
+    got = local().role("redis.test", 6379)
+    assert got == LocalRole(RedisRole.UNREACHABLE, "RuntimeError: can't start new thread")

@@ -240,9 +240,11 @@ def test_a_hanging_lookup_holds_up_neither_the_poll_nor_the_other_sentinels(monk
         first = poller.poll(["m1"])["m1"]
         second = poller.poll(["m1"])["m1"]
         assert names.gate is not None
-        names.gate.set()
         lookup = poller.clients[1]._lookup
         assert lookup is not None
+        # One callback for the lookup's life, not one more per poll waiting on it.
+        assert len(lookup._done_callbacks) == 1   # type: ignore[attr-defined]
+        names.gate.set()
         lookup.result(timeout=5)
         third = poller.poll(["m1"])["m1"]
     finally:
@@ -385,3 +387,28 @@ def test_an_answer_already_there_when_the_budget_ran_out_is_still_read():
         poller.close()
         server.close()
     assert got.master is not None and got.master.name == "m2", got.error
+
+
+def test_a_field_no_sentinel_sends_is_never_the_whole_polls_error():
+    """hiredis reads RESP3's ,inf as a float, and int(inf) raises OverflowError,
+    not ValueError: one such reply must not take every Sentinel's answer with it."""
+    odd = Scripted(lambda cmd: b"%3\r\n$4\r\nname\r\n$2\r\nm1\r\n$2\r\nip\r\n"
+                   b"$13\r\n198.51.100.11\r\n$4\r\nport\r\n,inf\r\n")
+    good = Scripted(sentinel)
+    answers = poll_of([odd, good], ["m1"])["m1"]
+    assert answers[0].master is not None and answers[0].master.port == 0
+    assert answers[1].master is not None and answers[1].master.name == "m1"
+
+
+def test_a_kept_connection_whose_exchange_never_ended_is_made_again():
+    server = Scripted(sentinel)
+    poller = Poller(SentinelConfig((server.endpoint,), timeout=GENEROUS))
+    client = poller.clients[0]
+    try:
+        assert poller.poll(["m1"])["m1"][0].master is not None     # kept, clean
+        client._begin(["m1"])           # begun on the kept connection, never finished
+        assert poller.poll(["m2"])["m2"][0].master is not None
+    finally:
+        poller.close()
+        server.close()
+    assert server.accepted == 2
