@@ -1079,6 +1079,14 @@ class Agent:
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
+        # What a failover's path needs, imported now rather than in the middle of
+        # one (the lab's import log showed them after +selected-slave): the hook's
+        # argv parser, at the first hook request; subprocess, for the old holder's
+        # `ss -K` and the action scripts. 0.35 MiB; the hook's own path is unchanged.
+        import subprocess  # noqa: F401
+
+        from . import hook  # noqa: F401
+
         cfg = self.config
         ensure_state_dir(cfg.agent.state_dir)
         self.poller = Poller(cfg.sentinel)
