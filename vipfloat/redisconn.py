@@ -15,7 +15,6 @@ already loaded by the Sentinel poll.
 
 from __future__ import annotations
 
-import select
 import socket
 import threading
 import time
@@ -24,6 +23,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from .config import Secret
+from . import sentinel
+from .sentinel import auth_args, lookup, ready_now
 
 # ROLE of a master with many replicas, or INFO server, is a few KiB: more is not
 # an answer to what we ask, and is cut off.
@@ -70,7 +71,7 @@ class Conn:
         with self._lock:
             try:
                 sock = self.sock
-                if sock is not None and self._stale(sock):
+                if sock is not None and ready_now(sock):
                     self.close()    # bytes nobody asked for: never read as this answer
                 if self.sock is None:
                     self._connect(time.monotonic() + self.timeout)
@@ -95,14 +96,7 @@ class Conn:
                 pass                # never connected, or already reset
             sock.close()
 
-    @staticmethod
-    def _stale(sock: socket.socket) -> bool:
-        check = select.poll()
-        check.register(sock, select.POLLIN)
-        return bool(check.poll(0))
-
     def _rows(self, deadline: float) -> list[Any]:
-        from .sentinel import lookup, lookup_in_background
 
         try:
             return lookup(self.host, self.port, numeric=True)
@@ -112,7 +106,7 @@ class Conn:
         # host's resolver may take 30 s); a lookup still running is waited for,
         # never doubled.
         if self._lookup is None:
-            self._lookup = lookup_in_background(self.host, self.port)
+            self._lookup = sentinel.lookup_in_background(self.host, self.port)
         try:
             rows = self._lookup.result(timeout=self._left(deadline))
         except FutureTimeout:
@@ -152,10 +146,10 @@ class Conn:
                 raise Timeout(f"connect to {self.host}:{self.port} timed out")
             raise ConnectionLost(f"connect to {self.host}:{self.port}: {why}")
         self.reader = hiredis.Reader(encoding="utf-8", errors="replace")
-        if self.password is not None:
+        auth = auth_args(self.username, self.password)
+        if auth:
             try:
-                self._ask(("AUTH", *([self.username] if self.username else []),
-                           self.password.value), deadline)
+                self._ask(auth, deadline)
             except ReplyError:
                 self.close()        # refused: never left open unauthenticated
                 raise

@@ -160,14 +160,27 @@ def connection(host: str, port: int, username: str | None, password: Secret | No
                             decode_responses=True, retry=Retry(NoBackoff(), 0))
 
 
+def auth_args(username: str | None, password: Secret | None) -> tuple[str, ...]:
+    """``AUTH [username] password``'s words, or none without a password."""
+    if password is None:
+        return ()
+    return ("AUTH", *([username] if username else []), password.value)
+
+
 def auth_command(cfg: SentinelConfig) -> bytes:
     """``AUTH [username] password`` as a connection's first command, when a
     password is configured; nothing otherwise."""
     from .resp import encode
 
-    if cfg.password is None:
-        return b""
-    return encode("AUTH", *([cfg.username] if cfg.username else []), cfg.password.value)
+    args = auth_args(cfg.username, cfg.password)
+    return encode(*args) if args else b""
+
+
+def ready_now(sock: socket.socket, events: int = select.POLLIN) -> bool:
+    """Has ``sock`` ``events`` (or an error, or the peer's close) this instant?"""
+    check = select.poll()
+    check.register(sock, events)
+    return bool(check.poll(0))
 
 
 def lookup(host: str, port: int, numeric: bool = False) -> list[Any]:
@@ -392,11 +405,7 @@ class SentinelClient:
         """A kept connection with anything waiting on it (a reply nobody asked
         for, half a reply, the peer's close): its next bytes are not this poll's."""
         assert self.sock is not None
-        if self.reader is None or self.reader.has_data():
-            return True
-        check = select.poll()
-        check.register(self.sock, select.POLLIN)
-        return bool(check.poll(0))
+        return self.reader is None or self.reader.has_data() or ready_now(self.sock)
 
     @property
     def _busy(self) -> bool:

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from .config import Endpoint, SentinelConfig
 from .sentinel import (Waker, auth_command, connect_error, connect_next, lookup,
-                       lookup_in_background)
+                       lookup_in_background, ready_now)
 from .resp import Decoder, ErrorReply, ProtocolError, Reply, encode
 
 log = logging.getLogger(__name__)
@@ -296,11 +296,7 @@ class Subscriptions:
         """Has ``link``'s socket something this loop has not read yet? Then a
         deadline just passed is this thread's stall (a VM's stolen time), not
         the Sentinel's silence: it is read first, in this turn of the loop."""
-        if link.sock is None:
-            return False
-        check = select.poll()
-        check.register(link.sock, events)
-        return bool(check.poll(0))
+        return link.sock is not None and ready_now(link.sock, events)
 
     def _attempt(self, link: Link, now: float) -> None:
         host, port = link.endpoint.host, link.endpoint.port

@@ -12,6 +12,7 @@ from vipfloat.config import RedisConfig, Secret
 from vipfloat.decide import LocalRole, RedisRole
 from vipfloat.health import HOLD_TIMEOUT, LocalRedis
 from vipfloat.redisconn import MAX_REPLY_BYTES
+from vipfloat.sentinel import ready_now
 
 from .resp_replay import Blackhole, Names, Scripted
 
@@ -236,8 +237,8 @@ def test_a_second_reply_to_one_command_is_never_read_as_the_next_answer():
             RedisRole.UNREACHABLE, "more replies than commands")
         assert lr.role("127.0.0.1", server.port).role is RedisRole.MASTER
         server.push(b"+STALE\r\n")          # unasked, between two commands
-        wait_for(lambda: lr._conns[("127.0.0.1", server.port)]._stale(
-            lr._conns[("127.0.0.1", server.port)].sock))   # type: ignore[arg-type]
+        conn = lr._conns[("127.0.0.1", server.port)]
+        wait_for(lambda: conn.sock is not None and ready_now(conn.sock))
         assert lr.role("127.0.0.1", server.port).role is RedisRole.MASTER
     finally:
         lr.close()
